@@ -1,0 +1,121 @@
+"""onnxruntime sessions for the two graphs, with a preallocated KV cache updated in place.
+
+The decoder's past and present for each layer are bound to the same OrtValue, so
+GroupQueryAttention appends the new keys/values into the buffer and nothing is copied per token.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    num_layers: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    deepstack_levels: int
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads do not help a memory-bound decoder)."""
+    try:
+        cores = set()
+        with open("/proc/cpuinfo") as fh:
+            phys = core = None
+            for line in fh:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                    cores.add((phys, core))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or physical_cores()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+class VisionRunner:
+    def __init__(self, path: Path, threads: int | None = None):
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+
+    def encode(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Image embeddings [N/4, H] and DeepStack features [levels, N/4, H] for one image."""
+        embeds, deepstack = self.session.run(None, {
+            "pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32),
+            "grid_thw": np.asarray([grid_thw], dtype=np.int64),
+        })
+        return embeds, deepstack
+
+
+class DecoderRunner:
+    """Runs chunks of tokens through the decoder, appending to one KV cache of `max_len` slots."""
+
+    def __init__(self, path: Path, shape: DecoderShape, max_len: int, threads: int | None = None):
+        self.shape = shape
+        self.max_len = max_len
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        dims = (1, shape.kv_heads, max_len, shape.head_dim)
+        self._buffers = [np.zeros(dims, np.float32) for _ in range(2 * shape.num_layers)]
+        self._cache = [ort.OrtValue.ortvalue_from_numpy(b) for b in self._buffers]
+        self.length = 0  # tokens currently in the cache
+
+    def reset(self, length: int = 0) -> None:
+        """Forget everything after `length` tokens (the slots are simply overwritten later)."""
+        if not 0 <= length <= self.length:
+            raise ValueError("cannot extend the cache by truncating it")
+        self.length = length
+
+    def forward(self, input_ids: np.ndarray, position_ids: np.ndarray,
+                visual_embeds: np.ndarray | None = None, visual_pos: np.ndarray | None = None,
+                deepstack: np.ndarray | None = None, logits_pos: np.ndarray | None = None) -> np.ndarray:
+        """Append `input_ids` [S] at positions [3, S]; returns logits [P, vocab] (P=1: last row)."""
+        s = int(input_ids.shape[-1])
+        if self.length + s > self.max_len:
+            raise ValueError(f"KV cache full: {self.length} + {s} > {self.max_len}")
+        sh = self.shape
+        if visual_embeds is None:
+            visual_embeds = np.zeros((0, sh.hidden_size), np.float32)
+            visual_pos = np.zeros((0,), np.int64)
+            deepstack = np.zeros((sh.deepstack_levels, 0, sh.hidden_size), np.float32)
+        total = self.length + s
+        io = self.session.io_binding()
+        feeds = {
+            "input_ids": np.asarray(input_ids, np.int64).reshape(1, s),
+            "position_ids": np.asarray(position_ids, np.int64).reshape(3, 1, s),
+            "visual_embeds": np.ascontiguousarray(visual_embeds, np.float32),
+            "visual_pos": np.asarray(visual_pos, np.int64),
+            "deepstack_embeds": np.ascontiguousarray(deepstack, np.float32),
+            "seqlens_k": np.array([total - 1], np.int32),
+            "total_sequence_length": np.array(total, np.int32),
+        }
+        if logits_pos is not None:
+            feeds["logits_pos"] = np.asarray(logits_pos, np.int64)
+        for name, value in feeds.items():
+            io.bind_cpu_input(name, value)
+        io.bind_output("logits", "cpu")  # first, so it is output 0 below
+        for i in range(sh.num_layers):
+            for j, kv in enumerate(("key", "value")):
+                buf = self._cache[2 * i + j]
+                io.bind_ortvalue_input(f"past_key_values.{i}.{kv}", buf)
+                io.bind_ortvalue_output(f"present.{i}.{kv}", buf)
+        self.session.run_with_iobinding(io)
+        self.length = total
+        return io.copy_outputs_to_cpu()[0][0]

@@ -1,0 +1,150 @@
+"""Reading a Hugging Face safetensors checkpoint tensor by tensor, without torch.
+
+The files are memory-mapped; each tensor is widened to float32 only when it is asked for, so the
+exporter never holds more than the tensor it is converting. bf16 is widened exactly by a 16-bit
+shift (numpy has no bfloat16).
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .tensor_spec import expected_tensors, optional_tensors
+
+_DTYPES = {"BF16": (np.uint16, 2), "F16": (np.float16, 2), "F32": (np.float32, 4)}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+
+def _read_header(path: Path) -> dict[str, TensorEntry]:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path.name} is not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", head)
+            if n <= 0 or n > _MAX_HEADER or 8 + n > size:
+                raise CheckpointError(f"{path.name} has a corrupt safetensors header (length {n})")
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path.name} has a corrupt safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name} has a corrupt safetensors header")
+    base = 8 + n
+    entries: dict[str, TensorEntry] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path.name}: tensor '{name}' has a corrupt header entry") from None
+        if dtype not in _DTYPES:
+            raise CheckpointError(f"{path.name}: tensor '{name}' has dtype {dtype}; expected BF16, F16 or F32")
+        itemsize = _DTYPES[dtype][1]
+        if end - begin != itemsize * int(np.prod(shape, dtype=np.int64)) or begin < 0 or base + end > size:
+            raise CheckpointError(f"{path.name}: tensor '{name}' points outside the file (truncated download?)")
+        entries[name] = TensorEntry(path, dtype, shape, base + begin, end - begin)
+    return entries
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"model.safetensors.index.json is unreadable: {exc}") from None
+        files = sorted({folder / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise CheckpointError(f"weight shards missing from {folder}: {', '.join(missing)}")
+        return files
+    single = folder / "model.safetensors"
+    if single.exists():
+        return [single]
+    found = sorted(folder.glob("*.safetensors"))
+    if not found:
+        raise CheckpointError(f"no *.safetensors weights in {folder}")
+    return found
+
+
+class Checkpoint:
+    """All tensors of one checkpoint folder, checked against the config before any use."""
+
+    def __init__(self, folder: Path, config: ModelConfig):
+        self.folder = Path(folder)
+        self.config = config
+        self.entries: dict[str, TensorEntry] = {}
+        for f in _weight_files(self.folder):
+            for name, entry in _read_header(f).items():
+                if name in self.entries:
+                    raise CheckpointError(f"tensor '{name}' appears in two weight files")
+                self.entries[name] = entry
+        self._maps: dict[Path, np.memmap] = {}
+        self.validate()
+
+    def validate(self) -> None:
+        """Every expected tensor present with its shape; nothing unexpected."""
+        expected = expected_tensors(self.config)
+        optional = optional_tensors(self.config)
+        missing = sorted(set(expected) - set(self.entries))
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CheckpointError(f"checkpoint is missing tensor '{missing[0]}'{more}")
+        unexpected = sorted(set(self.entries) - set(expected) - set(optional))
+        if unexpected:
+            more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+            raise CheckpointError(f"checkpoint has unexpected tensor '{unexpected[0]}'{more}; "
+                                  "is it really this architecture?")
+        for name, shape in {**expected, **{k: v for k, v in optional.items() if k in self.entries}}.items():
+            if self.entries[name].shape != shape:
+                raise CheckpointError(f"tensor '{name}' has shape {list(self.entries[name].shape)}, "
+                                      f"config.json implies {list(shape)}")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values())
+
+    def _raw(self, name: str) -> np.ndarray:
+        entry = self.entries[name]
+        mm = self._maps.get(entry.file)
+        if mm is None:
+            mm = np.memmap(entry.file, dtype=np.uint8, mode="r")
+            self._maps[entry.file] = mm
+        np_dtype = _DTYPES[entry.dtype][0]
+        return mm[entry.start:entry.start + entry.nbytes].view(np_dtype).reshape(entry.shape)
+
+    def get(self, name: str, rows: slice | None = None) -> np.ndarray:
+        """The tensor (or a slice of its rows) as a new float32 array."""
+        if name not in self.entries:
+            raise CheckpointError(f"checkpoint is missing tensor '{name}'")
+        raw = self._raw(name)
+        if rows is not None:
+            raw = raw[rows]
+        if self.entries[name].dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return np.array(raw, dtype=np.float32)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name].shape
+
+    def close(self) -> None:
+        self._maps.clear()

@@ -1,0 +1,202 @@
+"""One export: checkpoint folder -> artifact folder, atomically, with progress and cancel.
+
+Everything is written into a temporary folder beside the target and renamed at the very end, so an
+interrupted or failed export never leaves a folder that looks complete, and a re-run just works.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import EXPORTER_VERSION
+from .checkpoint import Checkpoint
+from .config import ModelConfig, load_config
+from .errors import DiskSpaceError, ExportCancelled, ExportError
+from .graph.builder import GraphBuilder
+from .graph.decoder import build_decoder
+from .graph.ops import WeightFormat
+from .graph.vision import build_vision
+from .manifest import FileRecord, Manifest, sha256_file
+from .side_files import read_side_files
+from .tensor_spec import text_tensors, vision_tensors
+from .writer import ExternalDataWriter
+
+PRECISIONS = ("int4", "fp32")
+DEFAULT_BLOCK_SIZE = 32
+DEFAULT_ACCURACY_LEVEL = 4
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    precision: str = "int4"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    accuracy_level: int = DEFAULT_ACCURACY_LEVEL
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
+
+    def decoder_format(self) -> WeightFormat:
+        if self.precision == "fp32":
+            return WeightFormat("fp32")
+        return WeightFormat("int4", self.block_size, self.accuracy_level)
+
+    def vision_format(self) -> WeightFormat:
+        return WeightFormat("fp32")
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    stage: str  # "checking", "vision", "decoder", "finishing"
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    seconds: float
+    files: dict[str, int]  # name -> bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.files.values())
+
+
+def estimate_bytes(cfg: ModelConfig, options: ExportOptions) -> int:
+    """Upper estimate of the artifact size, for the free-space check."""
+    vision = sum(int(np.prod(s)) for s in vision_tensors(cfg).values()) * 4
+    text = sum(int(np.prod(s)) for s in text_tensors(cfg).values())
+    if options.precision == "fp32":
+        return vision + text * 4
+    per_weight = 0.5 + 4.5 / options.block_size  # nibble + fp32 scale and zero point per block
+    return vision + int(text * per_weight)
+
+
+def _check_space(target_parent: Path, needed: int) -> None:
+    free = shutil.disk_usage(target_parent).free
+    if free < needed * 1.05 + (64 << 20):
+        raise DiskSpaceError(
+            f"Not enough free disk space in {target_parent}: the converted model needs about "
+            f"{needed / 1e9:.1f} GB and only {free / 1e9:.1f} GB is free. Free some space or choose another folder.")
+
+
+def _clean_stale(out_dir: Path) -> None:
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOptions(),
+                 progress: Callable[[ExportProgress], None] | None = None,
+                 cancel: threading.Event | None = None, source_info: dict | None = None) -> ExportResult:
+    """Convert the checkpoint in `source` into an artifact folder at `out_dir`."""
+    start = time.perf_counter()
+    source, out_dir = Path(source), Path(out_dir).absolute()
+    report = progress or (lambda p: None)
+
+    def tick(stage: str):
+        def cb(done: int, total: int) -> None:
+            if cancel is not None and cancel.is_set():
+                raise ExportCancelled("conversion cancelled")
+            report(ExportProgress(stage, done, total))
+        return cb
+
+    tick("checking")(0, 1)
+    cfg, _raw = load_config(source)
+    side = read_side_files(source)
+    ckpt = Checkpoint(source, cfg)
+    if out_dir.exists() and any(out_dir.iterdir()) and not options.overwrite:
+        raise ExportError(f"{out_dir} already exists and is not empty (use overwrite to replace it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out_dir)
+    _check_space(out_dir.parent, estimate_bytes(cfg, options))
+    tick("checking")(1, 1)
+
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        hashes: dict[str, str] = {}
+        for name, build in (("vision", _build_vision), ("decoder", _build_decoder)):
+            writer = ExternalDataWriter(tmp / f"{name}.onnx.data")
+            g = GraphBuilder(name, writer)
+            build(g, ckpt, cfg, options, tick(name))
+            g.save(tmp / f"{name}.onnx", doc=f"Qwen3-VL {name}, exported by iris {EXPORTER_VERSION}")
+            hashes[f"{name}.onnx.data"] = writer.sha256.hexdigest()
+        tick("finishing")(0, 1)
+        shutil.copy(side.tokenizer_json, tmp / "tokenizer.json")
+        files = {}
+        for path in sorted(tmp.iterdir()):
+            digest = hashes.get(path.name) or sha256_file(path)
+            files[path.name] = FileRecord(path.stat().st_size, digest)
+        manifest = _manifest(cfg, side, options, source, source_info, files, time.perf_counter() - start)
+        manifest.write(tmp)
+        ckpt.close()
+        _replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tick("finishing")(1, 1)
+    sizes = {name: rec.size for name, rec in files.items()}
+    return ExportResult(out_dir, time.perf_counter() - start, sizes)
+
+
+def _replace(tmp: Path, out_dir: Path) -> None:
+    """Move the finished folder into place; an existing export is swapped out only now."""
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
+    build_vision(g, ckpt, cfg.vision, options.vision_format(), progress)
+
+
+def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
+    build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), options.decoder_format(), progress)
+
+
+def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, source_info: dict | None,
+              files: dict[str, FileRecord], seconds: float) -> Manifest:
+    t, v = cfg.text, cfg.vision
+    special = side.special_tokens
+    eos = side.generation.get("eos_token_id", cfg.eos_token_id)
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    tokens = {
+        "image": cfg.image_token_id, "video": cfg.video_token_id,
+        "vision_start": cfg.vision_start_token_id, "vision_end": cfg.vision_end_token_id,
+        "im_start": special.get("<|im_start|>"), "im_end": special.get("<|im_end|>"),
+        "eos": eos, "pad": side.generation.get("pad_token_id", cfg.bos_token_id),
+    }
+    return Manifest(
+        exporter_version=EXPORTER_VERSION,
+        source=source_info or {"kind": "folder", "path": str(source.absolute())},
+        precision=options.precision,
+        weights={"decoder": asdict(options.decoder_format()), "vision": asdict(options.vision_format())},
+        model={"text": asdict(t), "vision": asdict(v)},
+        decoder={"file": "decoder.onnx", "num_layers": t.num_hidden_layers, "kv_heads": t.num_key_value_heads,
+                 "head_dim": t.head_dim, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,
+                 "deepstack_levels": len(v.deepstack_visual_indexes)},
+        vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "merge_size": v.spatial_merge_size,
+                "patch_size": v.patch_size, "temporal_patch_size": v.temporal_patch_size},
+        tokens=tokens,
+        image_processor=side.preprocessor,
+        chat_template=side.chat_template,
+        generation=side.generation,
+        context_limit=t.max_position_embeddings,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        export_seconds=round(seconds, 2),
+        files=files,
+    )

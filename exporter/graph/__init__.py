@@ -1,0 +1,1 @@
+"""ONNX graph construction, one component per module (no tracing)."""

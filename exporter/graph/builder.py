@@ -1,0 +1,93 @@
+"""A small declarative graph builder on top of onnx.helper.
+
+`GraphBuilder.op("MatMul", x, w)` appends a node and returns its output name(s); initializers go
+straight to the external-data writer. The result is a ModelProto whose weights live on disk.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ..writer import ExternalDataWriter
+
+OPSET = 21
+MS_DOMAIN = "com.microsoft"
+FLOAT = TensorProto.FLOAT
+INT64 = TensorProto.INT64
+INT32 = TensorProto.INT32
+
+
+class GraphBuilder:
+    def __init__(self, name: str, writer: ExternalDataWriter):
+        self.name = name
+        self.writer = writer
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._ids = itertools.count()
+        self._consts: dict[tuple, str] = {}
+
+    # -- values -------------------------------------------------------------------------------
+    def input(self, name: str, elem_type: int, shape: list) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def output(self, value: str, name: str, elem_type: int, shape: list) -> str:
+        if value != name:
+            self.op("Identity", value, outputs=[name])
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(self.writer.tensor(name, array))
+        return name
+
+    def weight_alias(self, name: str, of: str, shape: tuple[int, ...]) -> str:
+        source = next(t for t in self.initializers if t.name == of)
+        self.initializers.append(self.writer.alias(name, source, shape))
+        return name
+
+    def const(self, value, dtype=np.int64) -> str:
+        """A small constant, deduplicated."""
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self._consts:
+            self._consts[key] = self.weight(f"const_{len(self._consts)}", arr)
+        return self._consts[key]
+
+    # -- nodes --------------------------------------------------------------------------------
+    def op(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1,
+           domain: str = "", **attrs) -> str | list[str]:
+        idx = next(self._ids)
+        if isinstance(outputs, int):
+            names = [f"{op_type.lower()}_{idx}" if outputs == 1 else f"{op_type.lower()}_{idx}_{i}"
+                     for i in range(outputs)]
+        else:
+            names = list(outputs)
+        ins = ["" if i is None else i for i in inputs]
+        self.nodes.append(helper.make_node(op_type, ins, names, name=f"{op_type}_{idx}", domain=domain, **attrs))
+        return names[0] if len(names) == 1 else names
+
+    def ms(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1, **attrs):
+        return self.op(op_type, *inputs, outputs=outputs, domain=MS_DOMAIN, **attrs)
+
+    # -- result -------------------------------------------------------------------------------
+    def model(self, doc: str = "") -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+            producer_name="iris-exporter",
+            doc_string=doc,
+        )
+        model.ir_version = 10
+        return model
+
+    def save(self, path: Path, doc: str = "") -> None:
+        self.writer.close()
+        onnx.save_model(self.model(doc), str(path))

@@ -1,0 +1,170 @@
+"""The text decoder graph: embedding (tied with lm_head), 36 Qwen3 layers, DeepStack, logits.
+
+Inputs
+  input_ids [1, S] int64; position_ids [3, 1, S] int64 (t, h, w MRoPE positions)
+  visual_embeds [M, H]: rows that replace the embeddings at `visual_pos` (image tokens in this chunk)
+  visual_pos [M] int64; deepstack_embeds [levels, M, H]: added after decoder layers 0..levels-1
+  logits_pos [P] int64: rows of this chunk whose logits are wanted (default [-1]: the last one)
+  seqlens_k [1] int32 = past + S - 1; total_sequence_length [] int32 = past + S
+  past_key_values.{i}.key / .value [1, kv_heads, T, head_dim] (T may be the preallocated maximum)
+Outputs
+  logits [1, P, vocab]; present.{i}.key / .value (GroupQueryAttention writes in place when the
+  caller binds the same buffer as past and present)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..checkpoint import Checkpoint
+from ..config import TextConfig
+from .builder import FLOAT, INT32, INT64, GraphBuilder
+from .ops import WeightFormat, linear, rms_norm, silu_mul
+
+T = "model.language_model"
+EMBED = f"{T}.embed_tokens.weight"
+
+
+def _mrope_cos_sin(g: GraphBuilder, cfg: TextConfig, position_ids: str) -> tuple[str, str]:
+    """Interleaved MRoPE: frequency j takes its angle from axis h if j%3==1, w if j%3==2 (up to
+    3*section), else t. Returns cos/sin [S, head_dim/2] for RotaryEmbedding (rotate_half layout)."""
+    half = cfg.head_dim // 2
+    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float32) / cfg.head_dim)))
+    axis_of = np.zeros(half, np.int64)
+    for axis, offset in ((1, 1), (2, 2)):
+        axis_of[offset:cfg.mrope_section[axis] * 3:3] = axis
+    select = np.zeros((3, 1, 1, half), np.float32)
+    select[axis_of, 0, 0, np.arange(half)] = 1.0
+    pos = g.op("Unsqueeze", g.op("Cast", position_ids, to=FLOAT), g.const([3]))        # [3, 1, S, 1]
+    freqs = g.op("Mul", pos, g.const(inv.astype(np.float32)[None, None, None, :], np.float32))
+    angles = g.op("ReduceSum", g.op("Mul", freqs, g.const(select, np.float32)), g.const([0]), keepdims=0)
+    angles = g.op("Squeeze", angles, g.const([0]))                                      # [S, half]
+    return g.op("Cos", angles), g.op("Sin", angles)
+
+
+def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightFormat, ids: str) -> tuple[str, callable]:
+    """Token embeddings and a function that applies the tied lm_head, from one stored matrix."""
+    table = ck.get(EMBED)
+    v, h = table.shape
+    if fmt.kind == "int4":
+        from ..quantize import quantize_int4
+        q = quantize_int4(table, fmt.block_size)
+        del table
+        packed = g.weight(f"{T}.embed_tokens.qweight", q.packed)
+        scales = g.weight(f"{T}.embed_tokens.scales", q.scales)
+        zps = g.weight(f"{T}.embed_tokens.zero_points", q.zero_points)
+        rows = g.weight_alias(f"{T}.embed_tokens.qweight_rows", packed, (v, h // 2))
+        embeds = g.ms("GatherBlockQuantized", rows, ids, scales, zps, bits=4, block_size=fmt.block_size,
+                      gather_axis=0, quantize_axis=1)
+
+        def lm_head(x: str) -> str:
+            return g.ms("MatMulNBits", x, packed, scales, zps, K=h, N=v, bits=4, block_size=fmt.block_size,
+                        accuracy_level=fmt.accuracy_level)
+        return embeds, lm_head
+    weight = g.weight(EMBED, table)
+    del table
+    embeds = g.op("Gather", weight, ids, axis=0)
+
+    def lm_head(x: str) -> str:
+        flat = g.op("Reshape", x, g.const([-1, h]))
+        logits = g.op("Gemm", flat, weight, transB=1)
+        return g.op("Unsqueeze", logits, g.const([0]))
+    return embeds, lm_head
+
+
+def _attention(g, ck, cfg: TextConfig, i: int, y: str, cos: str, sin: str, rot_pos: str,
+               seqlens: str, total: str, fmt: WeightFormat) -> str:
+    a = f"{T}.layers.{i}.self_attn"
+    nq, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    fused = np.concatenate([ck.get(f"{a}.q_proj.weight"), ck.get(f"{a}.k_proj.weight"),
+                            ck.get(f"{a}.v_proj.weight")], axis=0)
+    qkv = linear(g, y, f"{a}.qkv_proj", fused, None, fmt)
+    del fused
+    q, k, v = g.op("Split", qkv, g.const([nq * hd, nkv * hd, nkv * hd]), outputs=3, axis=-1)
+
+    def norm_rope(x: str, heads: int, which: str) -> str:
+        x = g.op("Reshape", x, g.const([1, -1, heads, hd]))
+        x = rms_norm(g, x, f"{a}.{which}_norm", ck.get(f"{a}.{which}_norm.weight"), cfg.rms_norm_eps)
+        x = g.op("Reshape", x, g.const([1, -1, heads * hd]))
+        return g.ms("RotaryEmbedding", x, rot_pos, cos, sin, num_heads=heads, interleaved=0)
+
+    q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
+    out, _, _ = g.ms("GroupQueryAttention", q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+                     seqlens, total,
+                     outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
+                     num_heads=nq, kv_num_heads=nkv, scale=float(hd ** -0.5), do_rotary=0)
+    return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, fmt)
+
+
+def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
+    m = f"{T}.layers.{i}.mlp"
+    fused = np.concatenate([ck.get(f"{m}.gate_proj.weight"), ck.get(f"{m}.up_proj.weight")], axis=0)
+    gu = linear(g, y, f"{m}.gate_up_proj", fused, None, fmt)
+    del fused
+    gate, up = g.op("Split", gu, g.const([cfg.intermediate_size] * 2), outputs=2, axis=-1)
+    return linear(g, silu_mul(g, gate, up), f"{m}.down_proj", ck.get(f"{m}.down_proj.weight"), None, fmt)
+
+
+def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_levels: int, fmt: WeightFormat,
+                  progress=lambda done, total: None) -> None:
+    h, nkv, hd = cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim
+    ids = g.input("input_ids", INT64, [1, "seq"])
+    pos = g.input("position_ids", INT64, [3, 1, "seq"])
+    vis = g.input("visual_embeds", FLOAT, ["visual", h])
+    vis_pos = g.input("visual_pos", INT64, ["visual"])
+    deep = g.input("deepstack_embeds", FLOAT, [deepstack_levels, "visual", h])
+    logits_pos = g.input("logits_pos", INT64, ["wanted"])
+    g.initializers.append(g.writer.tensor("logits_pos", np.array([-1], np.int64)))  # default: last row
+    seqlens = g.input("seqlens_k", INT32, [1])
+    total = g.input("total_sequence_length", INT32, [])
+    for i in range(cfg.num_hidden_layers):
+        for kv in ("key", "value"):
+            g.input(f"past_key_values.{i}.{kv}", FLOAT, [1, nkv, "past", hd])
+
+    steps = cfg.num_hidden_layers + 2
+    embeds, lm_head = _embedding(g, ck, cfg, fmt, ids)
+    progress(1, steps)
+    scatter_idx = g.op("Concat", g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
+                       g.op("Unsqueeze", vis_pos, g.const([1])), axis=1)              # [M, 2] = (0, pos)
+    x = g.op("ScatterND", embeds, scatter_idx, vis)
+
+    cos, sin = _mrope_cos_sin(g, cfg, pos)
+    seq = g.op("Squeeze", g.op("Shape", ids, start=1, end=2), g.const([0]))
+    rot_pos = g.op("Unsqueeze", g.op("Range", g.const(0), seq, g.const(1)), g.const([0]))
+
+    pending = None  # (residual, branch) not yet summed: fused into the next norm
+    for i in range(cfg.num_hidden_layers):
+        ln = f"{T}.layers.{i}"
+        w_in = ck.get(f"{ln}.input_layernorm.weight")
+        if pending is None:
+            y = rms_norm(g, x, f"{ln}.input_layernorm", w_in, cfg.rms_norm_eps)
+        else:
+            y, _, _, x = g.ms("SkipSimplifiedLayerNormalization", pending[1], pending[0],
+                              g.weight(f"{ln}.input_layernorm.weight", w_in), outputs=4, epsilon=cfg.rms_norm_eps)
+        attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt)
+        y2, _, _, x = g.ms("SkipSimplifiedLayerNormalization", attn, x,
+                           g.weight(f"{ln}.post_attention_layernorm.weight",
+                                    ck.get(f"{ln}.post_attention_layernorm.weight")),
+                           outputs=4, epsilon=cfg.rms_norm_eps)
+        mlp = _mlp(g, ck, cfg, i, y2, fmt)
+        if i < deepstack_levels:  # DeepStack: add the level-i visual features at the image rows
+            x = g.op("Add", x, mlp)
+            level = g.op("Squeeze", g.op("Gather", deep, g.const([i]), axis=0), g.const([0]))
+            x = g.op("ScatterND", x, scatter_idx, level, reduction="add")
+            pending = None
+        else:
+            pending = (x, mlp)
+        progress(i + 2, steps)
+    if pending is not None:
+        x = g.op("Add", *pending)
+    last = g.op("Gather", x, logits_pos, axis=1)                                      # [1, P, H]
+    last = rms_norm(g, last, f"{T}.norm", ck.get(f"{T}.norm.weight"), cfg.rms_norm_eps)
+    g.output(lm_head(last), "logits", FLOAT, [1, "wanted", cfg.vocab_size])
+    for i in range(cfg.num_hidden_layers):
+        for kv in ("key", "value"):
+            g.outputs.append(_present_info(f"present.{i}.{kv}", nkv, hd))
+    progress(steps, steps)
+
+
+def _present_info(name: str, nkv: int, hd: int):
+    from onnx import helper
+    return helper.make_tensor_value_info(name, FLOAT, [1, nkv, "total", hd])

@@ -1,0 +1,64 @@
+"""Emitters for the few patterns both graphs use: linear layers, norms, activations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..quantize import quantize_int4
+from .builder import GraphBuilder
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """How a group of Linear weights is stored: plain fp32, or int4 for MatMulNBits."""
+
+    kind: str = "fp32"  # "fp32" | "int4"
+    block_size: int = 32
+    accuracy_level: int = 4
+
+    def __post_init__(self):
+        if self.kind not in ("fp32", "int4"):
+            raise ValueError(f"unknown weight format {self.kind}")
+
+
+FP32 = WeightFormat("fp32")
+
+
+def linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None,
+           fmt: WeightFormat) -> str:
+    """y = x @ W^T + b for a torch-layout weight [out, in]."""
+    n, k = weight_nk.shape
+    if fmt.kind == "int4":
+        q = quantize_int4(weight_nk, fmt.block_size)
+        b = g.weight(f"{name}.qweight", q.packed)
+        s = g.weight(f"{name}.scales", q.scales)
+        z = g.weight(f"{name}.zero_points", q.zero_points)
+        inputs = [x, b, s, z]
+        if bias is not None:
+            inputs += [None, g.weight(f"{name}.bias", bias.astype(np.float32))]
+        return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=4, block_size=fmt.block_size,
+                    accuracy_level=fmt.accuracy_level)
+    w = g.weight(f"{name}.weight_t", np.ascontiguousarray(weight_nk.T))
+    y = g.op("MatMul", x, w)
+    if bias is not None:
+        y = g.op("Add", y, g.weight(f"{name}.bias", bias.astype(np.float32)))
+    return y
+
+
+def layer_norm(g: GraphBuilder, x: str, name: str, weight: np.ndarray, bias: np.ndarray, eps: float) -> str:
+    return g.op("LayerNormalization", x, g.weight(f"{name}.weight", weight), g.weight(f"{name}.bias", bias),
+                axis=-1, epsilon=eps)
+
+
+def rms_norm(g: GraphBuilder, x: str, name: str, weight: np.ndarray, eps: float) -> str:
+    """RMSNorm in fp32 (SimplifiedLayerNormalization is registered by onnxruntime in the ONNX domain)."""
+    return g.op("SimplifiedLayerNormalization", x, g.weight(f"{name}.weight", weight), axis=-1, epsilon=eps)
+
+
+def gelu(g: GraphBuilder, x: str, approximate: str) -> str:
+    return g.op("Gelu", x, approximate=approximate)
+
+
+def silu_mul(g: GraphBuilder, gate: str, up: str) -> str:
+    return g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)

@@ -1,0 +1,60 @@
+"""Block-wise 4-bit weight packing for onnxruntime's MatMulNBits (and GatherBlockQuantized).
+
+Layout (per output row n of a [N, K] weight, blocks along K):
+  packed [N, K/bs, bs/2] uint8, low nibble = even k;  scales [N, K/bs] f32;
+  zero_points [N, ceil((K/bs)/2)] uint8, low nibble first;  w = (q - zp) * scale.
+The packing itself is onnxruntime's own C++ routine (the one its MatMulNBitsQuantizer uses).
+Rows are processed in chunks so a 151936 x 2560 embedding never needs a full transposed copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnxruntime.capi import _pybind_state as _ort_c
+
+_ROW_CHUNK = 8192
+
+
+@dataclass
+class Int4Weight:
+    packed: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray
+    n: int
+    k: int
+    block_size: int
+
+
+def quantize_int4(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
+    """Asymmetric int4 quantization of a [N, K] float32 weight (a Linear's `weight`)."""
+    n, k = weight_nk.shape
+    if k % block_size:
+        raise ValueError(f"K={k} is not a multiple of the block size {block_size}")
+    kb = k // block_size
+    packed = np.empty((n, kb, block_size // 2), np.uint8)
+    scales = np.empty((n, kb), np.float32)
+    zps = np.empty((n, (kb + 1) // 2), np.uint8)
+    for r0 in range(0, n, _ROW_CHUNK):
+        r1 = min(n, r0 + _ROW_CHUNK)
+        rows = r1 - r0
+        w_kn = np.ascontiguousarray(weight_nk[r0:r1].T, dtype=np.float32)
+        p = np.empty((rows, kb, block_size // 2), np.uint8)
+        s = np.empty((rows * kb,), np.float32)
+        z = np.empty((rows * ((kb + 1) // 2),), np.uint8)
+        _ort_c.quantize_matmul_4bits(p, w_kn, s, z, block_size, rows, k, False)
+        packed[r0:r1], scales[r0:r1], zps[r0:r1] = p, s.reshape(rows, kb), z.reshape(rows, -1)
+    return Int4Weight(packed, scales, zps, n, k, block_size)
+
+
+def dequantize_int4(w: Int4Weight) -> np.ndarray:
+    """The exact float32 [N, K] weight the kernels see; for tests and error reports."""
+    n, kb, half = w.packed.shape
+    q = np.empty((n, kb, half * 2), np.float32)
+    q[:, :, 0::2] = w.packed & 15
+    q[:, :, 1::2] = w.packed >> 4
+    z = np.empty((n, 2 * w.zero_points.shape[1]), np.float32)
+    z[:, 0::2] = w.zero_points & 15
+    z[:, 1::2] = w.zero_points >> 4
+    deq = (q - z[:, :kb, None]) * w.scales[:, :, None]
+    return deq.reshape(n, kb * half * 2)
