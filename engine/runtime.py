@@ -106,8 +106,7 @@ class DecoderRunner:
             "seqlens_k": np.array([total - 1], np.int32),
             "total_sequence_length": np.array(total, np.int32),
         }
-        if logits_pos is not None:
-            feeds["logits_pos"] = np.asarray(logits_pos, np.int64)
+        feeds["logits_pos"] = np.asarray([-1] if logits_pos is None else logits_pos, np.int64)
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
         io.bind_output("logits", "cpu")  # first, so it is output 0 below

@@ -4,7 +4,7 @@ Inputs
   input_ids [1, S] int64; position_ids [3, 1, S] int64 (t, h, w MRoPE positions)
   visual_embeds [M, H]: rows that replace the embeddings at `visual_pos` (image tokens in this chunk)
   visual_pos [M] int64; deepstack_embeds [levels, M, H]: added after decoder layers 0..levels-1
-  logits_pos [P] int64: rows of this chunk whose logits are wanted (default [-1]: the last one)
+  logits_pos [P] int64: rows of this chunk whose logits are wanted (usually [-1]: the last one)
   seqlens_k [1] int32 = past + S - 1; total_sequence_length [] int32 = past + S
   past_key_values.{i}.key / .value [1, kv_heads, T, head_dim] (T may be the preallocated maximum)
 Outputs
@@ -113,7 +113,6 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
     vis_pos = g.input("visual_pos", INT64, ["visual"])
     deep = g.input("deepstack_embeds", FLOAT, [deepstack_levels, "visual", h])
     logits_pos = g.input("logits_pos", INT64, ["wanted"])
-    g.initializers.append(g.writer.tensor("logits_pos", np.array([-1], np.int64)))  # default: last row
     seqlens = g.input("seqlens_k", INT32, [1])
     total = g.input("total_sequence_length", INT32, [])
     for i in range(cfg.num_hidden_layers):

@@ -1,0 +1,66 @@
+"""Command line: python -m exporter SOURCE OUT_DIR [--precision int4|fp32]."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import ExportError
+from .export import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, PRECISIONS, ExportOptions, ExportProgress, export_model
+
+
+def _printer():
+    last = {"stage": None, "t": 0.0}
+
+    def show(p: ExportProgress) -> None:
+        now = time.monotonic()
+        if p.stage != last["stage"] or p.done == p.total or now - last["t"] > 2:
+            print(f"[{p.stage}] {p.done}/{p.total}", flush=True)
+            last.update(stage=p.stage, t=now)
+    return show
+
+
+def _resolve_source(source: str) -> tuple[Path, dict]:
+    path = Path(source).expanduser()
+    if path.exists():
+        return path, {"kind": "folder", "path": str(path.absolute())}
+    from .download import download_checkpoint, is_hub_id
+    if not is_hub_id(source):
+        raise ExportError(f"{source} is neither a folder nor a Hugging Face model id")
+    repo, _, revision = source.partition("@")
+    print(f"Downloading {repo} from Hugging Face ...", flush=True)
+    folder = download_checkpoint(repo, revision or "main")
+    return Path(folder), {"kind": "hub", "repo_id": repo, "revision": revision or "main",
+                          "commit": Path(folder).name}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m exporter",
+                                 description="Convert a Qwen3-VL checkpoint into Iris' ONNX artifacts.")
+    ap.add_argument("source", help="a local checkpoint folder or a Hugging Face model id (repo[@revision])")
+    ap.add_argument("out_dir", help="artifact folder to create")
+    ap.add_argument("--precision", choices=PRECISIONS, default="int4")
+    ap.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, choices=(16, 32, 64, 128))
+    ap.add_argument("--accuracy-level", type=int, default=DEFAULT_ACCURACY_LEVEL, choices=(0, 1, 2, 3, 4))
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    args = ap.parse_args(argv)
+    try:
+        source, info = _resolve_source(args.source)
+        options = ExportOptions(args.precision, args.block_size, args.accuracy_level, args.overwrite)
+        result = export_model(source, Path(args.out_dir), options, progress=_printer(), source_info=info)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled; nothing was written", file=sys.stderr)
+        return 130
+    print(f"Wrote {result.out_dir} in {result.seconds:.1f} s")
+    for name, size in result.files.items():
+        print(f"  {name:<22} {size / 1e6:10.1f} MB")
+    print(f"  {'total':<22} {result.total_bytes / 1e6:10.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
