@@ -1,8 +1,9 @@
 """Reading a Hugging Face safetensors checkpoint tensor by tensor, without torch.
 
-The files are memory-mapped; each tensor is widened to float32 only when it is asked for, so the
-exporter never holds more than the tensor it is converting. bf16 is widened exactly by a 16-bit
-shift (numpy has no bfloat16).
+Each tensor is read with a plain positioned read (not a memory map, whose touched pages would
+count against the process for the whole export) and widened to float32 only when it is asked for,
+so the exporter never holds more than the tensor it is converting. bf16 is widened exactly by a
+16-bit shift (numpy has no bfloat16).
 """
 from __future__ import annotations
 
@@ -98,7 +99,6 @@ class Checkpoint:
                 if name in self.entries:
                     raise CheckpointError(f"tensor '{name}' appears in two weight files")
                 self.entries[name] = entry
-        self._maps: dict[Path, np.memmap] = {}
         self.validate()
 
     def validate(self) -> None:
@@ -125,26 +125,28 @@ class Checkpoint:
 
     def _raw(self, name: str) -> np.ndarray:
         entry = self.entries[name]
-        mm = self._maps.get(entry.file)
-        if mm is None:
-            mm = np.memmap(entry.file, dtype=np.uint8, mode="r")
-            self._maps[entry.file] = mm
         np_dtype = _DTYPES[entry.dtype][0]
-        return mm[entry.start:entry.start + entry.nbytes].view(np_dtype).reshape(entry.shape)
+        try:
+            raw = np.fromfile(entry.file, dtype=np_dtype, count=entry.nbytes // np.dtype(np_dtype).itemsize,
+                              offset=entry.start)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read tensor '{name}' from {entry.file.name}: {exc}") from None
+        return raw.reshape(entry.shape)
 
-    def get(self, name: str, rows: slice | None = None) -> np.ndarray:
-        """The tensor (or a slice of its rows) as a new float32 array."""
+    def get(self, name: str) -> np.ndarray:
+        """The tensor as a new float32 array."""
         if name not in self.entries:
             raise CheckpointError(f"checkpoint is missing tensor '{name}'")
         raw = self._raw(name)
-        if rows is not None:
-            raw = raw[rows]
         if self.entries[name].dtype == "BF16":
-            return (raw.astype(np.uint32) << 16).view(np.float32)
-        return np.array(raw, dtype=np.float32)
+            widened = raw.astype(np.uint32)
+            del raw
+            widened <<= 16
+            return widened.view(np.float32)
+        return raw.astype(np.float32, copy=False)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name].shape
 
     def close(self) -> None:
-        self._maps.clear()
+        """Nothing stays open between reads; kept for symmetry with callers that clean up."""
