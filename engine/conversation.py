@@ -1,0 +1,201 @@
+"""A multi-turn conversation whose images and history stay in the KV cache.
+
+Each question prefills only its own new tokens: earlier turns, and the images they carried, are
+never encoded or read again. Context policy: a question that does not fit in the remaining cache
+is refused with ContextFullError (the conversation is left as it was, so the user can start a new
+chat or ask something shorter); an answer that reaches the end of the cache stops with
+stop_reason "context_full".
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ContextFullError, EngineError
+from .events import Event, Stage, StatusEvent, TextEvent, TurnStats
+from .image import PreparedImage, load_image, preprocess
+from .positions import PositionState, chunk_positions, decode_positions
+from .prompt import assistant_message, user_message
+from .sampling import Sampler, SamplingOptions
+from .text_stream import TextStream
+
+
+@dataclass
+class Turn:
+    text: str
+    images: list
+    answer: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    stats: TurnStats | None = None
+
+
+@dataclass
+class _Rewind:
+    """What regenerate() needs to answer the last question again without re-reading it."""
+    cache_length: int
+    positions: PositionState
+    logits: np.ndarray
+    pending: list[int]
+    prompt_tokens: int
+    image_tokens: int
+    vision_seconds: float
+    prefill_seconds: float
+
+
+class Conversation:
+    def __init__(self, engine):
+        self.engine = engine
+        self.turns: list[Turn] = []
+        self._messages: list[dict] = []
+        self._positions = PositionState()
+        self._pending: list[int] = []  # tokens of the last answer not yet in the cache
+        self._cancel = threading.Event()
+        self._rewind: _Rewind | None = None
+        self._closed = False
+        engine.decoder.reset()
+
+    # -- public --------------------------------------------------------------------------------
+    @property
+    def context_used(self) -> int:
+        return self.engine.decoder.length + len(self._pending)
+
+    def cancel(self) -> None:
+        """Thread-safe: the running ask() stops before its next decode step."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def ask(self, text: str, images: Sequence = (), sampling: SamplingOptions | None = None) -> Iterator[Event]:
+        """Answer `text` about `images` (paths, bytes or PIL images), streaming events."""
+        self._check_open()
+        self._cancel.clear()
+        eng = self.engine
+        detail = eng.options.max_pixels()
+        prepared = [preprocess(load_image(img), eng.image_config, detail) for img in images]
+        message = user_message(text, len(prepared))
+        new_ids = self._pending + eng.prompts.encode_turn(self._messages, message,
+                                                          [p.num_tokens for p in prepared])
+        if eng.decoder.length + len(new_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
+            raise ContextFullError(
+                f"This conversation is full: the question needs {len(new_ids)} more tokens but only "
+                f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
+                f"Start a new chat to go on (or ask with a smaller image).")
+        start = time.perf_counter()
+        visual = None
+        vision_seconds = 0.0
+        if prepared:
+            yield StatusEvent(Stage.ENCODING_IMAGE)
+            t0 = time.perf_counter()
+            visual = self._encode(prepared, new_ids)
+            vision_seconds = time.perf_counter() - t0
+        yield StatusEvent(Stage.READING_PROMPT)
+        positions, after = chunk_positions(new_ids, [p.grid_thw for p in prepared], eng.image_token_id,
+                                           self._positions, eng.merge_size)
+        t0 = time.perf_counter()
+        logits = eng.decoder.forward(np.asarray(new_ids), positions, *(visual or ()))[-1]
+        prefill_seconds = time.perf_counter() - t0
+        self._positions, self._pending = after, []
+        self._messages.append(message)
+        self.turns.append(Turn(text, list(images)))
+        self._rewind = _Rewind(eng.decoder.length, after, logits, [], len(new_ids),
+                               sum(p.num_tokens for p in prepared), vision_seconds, prefill_seconds)
+        yield from self._answer(start, sampling)
+
+    def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
+        """Answer the last question again: the cache is rewound to just after the question."""
+        self._check_open()
+        if self._rewind is None or not self.turns:
+            raise EngineError("There is no question to answer again.")
+        self._cancel.clear()
+        r = self._rewind
+        self.engine.decoder.reset(r.cache_length)
+        self._positions, self._pending = r.positions, []
+        self._messages.pop()  # the previous answer
+        turn = self.turns[-1]
+        turn.answer, turn.token_ids, turn.stats = "", [], None
+        yield from self._answer(time.perf_counter(), sampling, regenerated=True)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("This conversation was replaced by a newer one.")
+
+    def _encode(self, prepared: list[PreparedImage], new_ids: list[int]):
+        embeds, deepstack = [], []
+        for image in prepared:
+            if self._cancel.is_set():
+                break
+            e, d = self.engine.vision.encode(image.pixel_values, image.grid_thw)
+            embeds.append(e)
+            deepstack.append(d)
+        if len(embeds) < len(prepared):
+            return None
+        pos = np.flatnonzero(np.asarray(new_ids) == self.engine.image_token_id)
+        return np.concatenate(embeds, 0), pos, np.concatenate(deepstack, 1)
+
+    def _answer(self, start: float, sampling: SamplingOptions | None, regenerated: bool = False) -> Iterator[Event]:
+        eng, r, turn = self.engine, self._rewind, self.turns[-1]
+        options = sampling or eng.default_sampling()
+        sampler = Sampler(options)
+        stream = TextStream(eng.tokenizer)
+        yield StatusEvent(Stage.ANSWERING)
+        generated: list[int] = []
+        logits = r.logits
+        first_token_at = None
+        stop = "max_new_tokens"
+        decode_start = time.perf_counter()
+        while len(generated) < options.max_new_tokens:
+            if self._cancel.is_set():
+                stop = "cancelled"
+                break
+            token = sampler.next_token(logits, generated)
+            generated.append(token)
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+                decode_start = first_token_at
+            if token in eng.eos_ids:
+                stop = "eos"
+                break
+            piece = stream.push(token)
+            if piece:
+                yield TextEvent(piece)
+            if len(generated) >= options.max_new_tokens:
+                break
+            if eng.decoder.length + 3 > eng.context_limit:  # this token, the next, and the end of turn
+                stop = "context_full"
+                break
+            pos, self._positions = decode_positions(self._positions)
+            logits = eng.decoder.forward(np.array([token]), pos)[-1]
+        tail = stream.flush()
+        if tail:
+            yield TextEvent(tail)
+        # The cache holds every generated token but the last; the next turn feeds it (an EOS is
+        # replaced by the template's end-of-turn token, which is what the history renders).
+        end = eng.prompts.end_of_turn_id
+        last = generated[-1:] if generated and generated[-1] not in eng.eos_ids else []
+        self._pending = last + [end]
+        text_ids = [t for t in generated if t not in eng.eos_ids]
+        turn.answer = eng.prompts.decode(text_ids)
+        turn.token_ids = generated
+        self._messages.append(assistant_message(turn.answer))
+        now = time.perf_counter()
+        decode_steps = max(len(generated) - 1, 0)
+        turn.stats = TurnStats(
+            image_tokens=0 if regenerated else r.image_tokens,
+            prompt_tokens=0 if regenerated else r.prompt_tokens,
+            new_tokens=len(generated),
+            vision_seconds=0.0 if regenerated else r.vision_seconds,
+            prefill_seconds=0.0 if regenerated else r.prefill_seconds,
+            time_to_first_token=(first_token_at - start) if first_token_at else 0.0,
+            decode_tokens_per_second=decode_steps / (now - decode_start) if decode_steps else 0.0,
+            stop_reason=stop,
+            context_used=self.context_used,
+            context_limit=eng.context_limit,
+            token_ids=list(generated),
+        )
+        yield turn.stats

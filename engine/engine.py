@@ -1,0 +1,87 @@
+"""The engine: one loaded model (both graphs, tokenizer, settings) and the conversations on it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from .artifacts import verify_artifacts
+from .errors import ArtifactError, EngineError
+from .image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
+from .prompt import PromptBuilder
+from .runtime import DecoderRunner, DecoderShape, VisionRunner
+from .sampling import SamplingOptions
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    threads: int | None = None          # None: one per physical core
+    max_context: int = 8192             # KV-cache slots; a conversation cannot grow past this
+    image_detail: str = "standard"      # a key of DETAIL_PRESETS
+    verify: bool | None = None          # hash check: None = only files changed since last check
+
+    def max_pixels(self, detail: str | None = None) -> int:
+        key = detail or self.image_detail
+        if key not in DETAIL_PRESETS:
+            raise EngineError(f"unknown image detail '{key}'; choose {', '.join(DETAIL_PRESETS)}")
+        return DETAIL_PRESETS[key]
+
+
+class Engine:
+    """Loads an artifact folder; use it from one thread (only Conversation.cancel is thread-safe)."""
+
+    def __init__(self, model_dir: Path, options: EngineOptions = EngineOptions()):
+        self.model_dir = Path(model_dir)
+        self.options = options
+        self.manifest = verify_artifacts(self.model_dir, full_hash=options.verify)
+        m = self.manifest
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+            self.prompts = PromptBuilder(self.tokenizer, m["chat_template"])
+            self.image_config = ImageProcessorConfig.from_preprocessor_json(m["image_processor"])
+            d = m["decoder"]
+            self.shape = DecoderShape(d["num_layers"], d["kv_heads"], d["head_dim"], d["hidden_size"],
+                                      d["vocab_size"], d["deepstack_levels"])
+            self.context_limit = min(options.max_context, int(m["context_limit"]))
+            self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads)
+            self.decoder = DecoderRunner(self.model_dir / d["file"], self.shape, self.context_limit, options.threads)
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"The model's manifest lacks {exc}; convert the model again.") from None
+        except EngineError:
+            raise
+        except Exception as exc:  # onnxruntime refuses a damaged graph
+            raise ArtifactError(f"The model in {self.model_dir} cannot be loaded: {exc}") from None
+        self.eos_ids = frozenset(int(t) for t in m["tokens"]["eos"])
+        self.image_token_id = int(m["tokens"]["image"])
+        self.merge_size = int(m["vision"]["merge_size"])
+        self._active = None
+
+    def default_sampling(self, **overrides) -> SamplingOptions:
+        """generation_config.json of the checkpoint plus the model card's advice for images."""
+        return SamplingOptions.from_generation_config(self.manifest.get("generation") or {}, **overrides)
+
+    def image_tokens(self, width: int, height: int, image_detail: str | None = None) -> int:
+        return tokens_for(width, height, self.image_config, self.options.max_pixels(image_detail))
+
+    def new_conversation(self):
+        """A fresh conversation; it takes over the KV cache from any earlier one."""
+        from .conversation import Conversation
+
+        if self._active is not None:
+            self._active.close()
+        self._active = Conversation(self)
+        return self._active
+
+    def smoke_test(self) -> None:
+        """One token about a small image: proves both graphs run on this machine."""
+        from PIL import Image
+
+        conv = self.new_conversation()
+        stats = None
+        image = Image.new("RGB", (64, 64), (128, 96, 160))
+        for event in conv.ask("Hi", images=[image], sampling=SamplingOptions(greedy=True, max_new_tokens=1)):
+            stats = event
+        if stats is None or getattr(stats, "new_tokens", 0) != 1:
+            raise EngineError("The model did not produce a token.")
+        self.new_conversation()

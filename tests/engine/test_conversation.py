@@ -1,0 +1,247 @@
+"""End to end: the engine's greedy answers equal transformers' generate, turn by turn.
+
+Each later turn is compared with transformers generating from the *whole* history (all earlier
+prompts, answers and images in one fresh forward pass), which proves that keeping the history and
+the images in the KV cache, prefilling only the new tokens, is exact.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.engine import Engine
+from engine.errors import ArtifactError, ContextFullError, EngineError, ImageError
+from engine.events import Stage, StatusEvent, TextEvent, TurnStats
+from engine.sampling import SamplingOptions
+from tests.reference import IMAGE_PAD, image_processor, random_image
+
+ROOT = Path(__file__).resolve().parents[2]
+GREEDY = SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_fp32):
+    return Engine(tiny_fp32)
+
+
+def reference_generate(model, ids: list[int], images: list, steps: int) -> list[int]:
+    """transformers' greedy generate on the full token history with all its images."""
+    import torch
+
+    ids_t = torch.tensor([ids])
+    kwargs = {}
+    if images:
+        processed = image_processor()(images=images, return_tensors="pt")
+        kwargs = dict(pixel_values=processed["pixel_values"], image_grid_thw=processed["image_grid_thw"],
+                      mm_token_type_ids=(ids_t == IMAGE_PAD).int())
+    with torch.no_grad():
+        out = model.generate(input_ids=ids_t, max_new_tokens=steps, do_sample=False,
+                             eos_token_id=[151645, 151643], pad_token_id=151643, **kwargs)
+    return out[0, len(ids):].tolist()
+
+
+def run_turn(conv, text, images=(), sampling=GREEDY):
+    events = list(conv.ask(text, list(images), sampling))
+    assert isinstance(events[-1], TurnStats)
+    return events
+
+
+class History:
+    """The token ids the conversation has seen, rebuilt from the engine's own prompt builder."""
+
+    def __init__(self, engine):
+        self.engine, self.messages, self.ids, self.images = engine, [], [], []
+
+    def add_question(self, text, images, pending):
+        from engine.prompt import user_message
+
+        prompts = self.engine.prompts
+        counts = [self.engine.image_tokens(*im.size) for im in images]
+        new = prompts.encode_turn(self.messages, user_message(text, len(images)), counts)
+        self.ids += pending + new
+        self.messages.append(user_message(text, len(images)))
+        self.images += list(images)
+
+    def add_answer(self, token_ids, answer_text):
+        from engine.prompt import assistant_message
+
+        self.ids += token_ids  # fed back into the cache as they were generated
+        self.messages.append(assistant_message(answer_text))
+
+
+@pytest.mark.parametrize("case", ["one image", "text only", "two images"])
+def test_single_turn_equals_generate(case, engine, tiny_checkpoint):
+    model = tiny_checkpoint[1]
+    images = {"one image": [random_image(300, 200, 1)], "text only": [],
+              "two images": [random_image(300, 200, 1), random_image(160, 420, 2)]}[case]
+    conv = engine.new_conversation()
+    history = History(engine)
+    history.add_question("Describe this image.", images, [])
+    events = run_turn(conv, "Describe this image.", images)
+    stats = events[-1]
+    assert stats.token_ids == reference_generate(model, history.ids, images, 12)
+    assert stats.prompt_tokens == len(history.ids)
+    assert stats.image_tokens == sum(engine.image_tokens(*im.size) for im in images)
+    text = "".join(e.text for e in events if isinstance(e, TextEvent))
+    assert text == engine.prompts.decode([t for t in stats.token_ids if t not in engine.eos_ids])
+    stages = [e.stage for e in events if isinstance(e, StatusEvent)]
+    assert stages == ([Stage.ENCODING_IMAGE] if images else []) + [Stage.READING_PROMPT, Stage.ANSWERING]
+
+
+def test_three_turns_reuse_the_cache_exactly(engine, tiny_checkpoint, monkeypatch):
+    """Image in turn 1, none in turn 2, another image in turn 3; each turn prefills only its own tokens."""
+    model = tiny_checkpoint[1]
+    encoded = []
+    original = engine.vision.encode
+    monkeypatch.setattr(engine.vision, "encode", lambda pv, grid: encoded.append(grid) or original(pv, grid))
+    conv = engine.new_conversation()
+    history = History(engine)
+    pending: list[int] = []
+    turns = [("What is in this picture?", [random_image(300, 200, 3)]),
+             ("Tell me more.", []),
+             ("And how does this one differ?", [random_image(200, 260, 4)])]
+    for text, images in turns:
+        start = len(history.ids)
+        history.add_question(text, images, pending)
+        stats = run_turn(conv, text, images)[-1]
+        assert stats.token_ids == reference_generate(model, history.ids, history.images, 12), text
+        assert stats.prompt_tokens == len(history.ids) - start  # only this turn's tokens were read
+        answer = engine.prompts.decode([t for t in stats.token_ids if t not in engine.eos_ids])
+        fed = stats.token_ids[:-1]
+        history.add_answer(fed, answer)
+        last = stats.token_ids[-1]
+        pending = ([last] if last not in engine.eos_ids else []) + [engine.prompts.end_of_turn_id]
+    assert len(encoded) == 2  # each image encoded once, never again in later turns
+
+
+def test_prompt_tokens_count_only_the_new_turn(engine):
+    conv = engine.new_conversation()
+    first = run_turn(conv, "Describe this image.", [random_image(300, 200, 1)])[-1]
+    second = run_turn(conv, "Thanks!")[-1]
+    assert first.prompt_tokens > first.image_tokens > 0
+    assert second.image_tokens == 0 and second.prompt_tokens < 15  # no re-prefill of the history
+    assert first.context_used < second.context_used <= first.context_used + second.prompt_tokens + second.new_tokens
+
+
+def test_regenerate_answers_again_without_rereading(engine):
+    conv = engine.new_conversation()
+    sampled = SamplingOptions(temperature=1.0, top_p=1.0, top_k=0, seed=1, max_new_tokens=8)
+    first = run_turn(conv, "Describe this image.", [random_image(300, 200, 1)], sampled)[-1]
+    again = list(conv.regenerate(SamplingOptions(temperature=1.0, top_p=1.0, top_k=0, seed=1, max_new_tokens=8)))
+    assert again[-1].token_ids == first.token_ids  # same seed, same state: same answer
+    other = list(conv.regenerate(SamplingOptions(temperature=1.0, top_p=1.0, top_k=0, seed=2, max_new_tokens=8)))
+    assert other[-1].token_ids != first.token_ids
+    assert other[-1].prompt_tokens == 0 and len(conv.turns) == 1
+
+
+def test_cancel_stops_within_one_step(engine):
+    conv = engine.new_conversation()
+    seen = 0
+    stats = None
+    for event in conv.ask("Describe this image.", [random_image(300, 200, 1)],
+                          SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=200)):
+        if isinstance(event, TextEvent):
+            seen += 1
+            if seen == 3:
+                threading.Thread(target=conv.cancel).start()
+                threading.Event().wait(0.05)
+        stats = event
+    assert stats.stop_reason == "cancelled"
+    assert stats.new_tokens <= 5
+    # the conversation goes on after a cancel
+    assert run_turn(conv, "Go on.")[-1].new_tokens > 0
+
+
+def test_a_question_that_does_not_fit_is_refused_and_nothing_changes(tiny_fp32):
+    from engine.engine import EngineOptions
+
+    small = Engine(tiny_fp32, EngineOptions(max_context=120))
+    conv = small.new_conversation()
+    run_turn(conv, "Describe this image.", [random_image(300, 200, 1)], SamplingOptions(greedy=True, max_new_tokens=4))
+    used = conv.context_used
+    with pytest.raises(ContextFullError, match="Start a new chat"):
+        list(conv.ask("And this one?", [random_image(300, 200, 2)], GREEDY))
+    assert conv.context_used == used and len(conv.turns) == 1
+    stats = run_turn(conv, "More.", (), SamplingOptions(greedy=True, max_new_tokens=500))[-1]
+    assert stats.stop_reason == "context_full" and stats.context_used <= 120
+
+
+def test_bad_images_get_their_message_and_change_nothing(engine, tmp_path):
+    conv = engine.new_conversation()
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    with pytest.raises(ImageError, match="notes.png"):
+        list(conv.ask("What is this?", [fake]))
+    assert conv.turns == [] and conv.context_used == 0
+
+
+def test_damaged_artifact_folders_are_refused_at_load(tiny_fp32, tmp_path):
+    import shutil
+
+    for damage, message in [("missing", "incomplete: decoder.onnx.data is missing"),
+                            ("truncated", "bytes instead of"),
+                            ("flipped", "checksum"),
+                            ("version", "incompatible version")]:
+        folder = tmp_path / damage
+        shutil.copytree(tiny_fp32, folder)
+        data = folder / "decoder.onnx.data"
+        if damage == "missing":
+            data.unlink()
+        elif damage == "truncated":
+            data.write_bytes(data.read_bytes()[:-10])
+        elif damage == "flipped":
+            raw = bytearray(data.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            data.write_bytes(bytes(raw))
+        else:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest["manifest_version"] = 99
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=message):
+            Engine(folder)
+
+
+def test_cli_answers_and_prints_json(tiny_fp32, tiny_checkpoint, tmp_path):
+    image = tmp_path / "photo.png"
+    random_image(300, 200, 1).save(image)
+    proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--image", str(image),
+                           "--prompt", "Describe this image.", "--greedy", "--max-new-tokens", "12", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    engine = Engine(tiny_fp32)
+    history = History(engine)
+    from PIL import Image
+    img = Image.open(image).convert("RGB")
+    history.add_question("Describe this image.", [img], [])
+    assert result["token_ids"] == reference_generate(tiny_checkpoint[1], history.ids, [img], 12)
+    assert result["stats"]["image_tokens"] == 70 and result["text"]
+
+
+def test_cli_conversation_script(tiny_fp32, tmp_path):
+    image = tmp_path / "photo.png"
+    random_image(300, 200, 1).save(image)
+    script = tmp_path / "chat.json"
+    script.write_text(json.dumps([{"text": "Describe this image.", "images": [str(image)]},
+                                  {"text": "Tell me more."}]))
+    proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--conversation", str(script),
+                           "--greedy", "--max-new-tokens", "6", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    turns = json.loads(proc.stdout)["turns"]
+    assert len(turns) == 2 and turns[1]["stats"]["image_tokens"] == 0
+    assert turns[1]["stats"]["prompt_tokens"] < turns[0]["stats"]["prompt_tokens"]
+
+
+def test_cli_reports_bad_input_without_a_traceback(tiny_fp32, tmp_path):
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"\x00" * 100)
+    proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--image", str(bad), "--prompt", "hi"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
