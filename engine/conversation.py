@@ -97,7 +97,8 @@ class Conversation:
         positions, after = chunk_positions(new_ids, [p.grid_thw for p in prepared], eng.image_token_id,
                                            self._positions, eng.merge_size)
         t0 = time.perf_counter()
-        logits = eng.decoder.forward(np.asarray(new_ids), positions, *(visual or ()))[-1]
+        logits = eng.decoder.prefill(np.asarray(new_ids), positions, *(visual or ()),
+                                     chunk=eng.options.prefill_chunk)[-1]
         prefill_seconds = time.perf_counter() - t0
         self._positions, self._pending = after, []
         self._messages.append(message)

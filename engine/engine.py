@@ -20,6 +20,7 @@ class EngineOptions:
     max_context: int = 8192             # KV-cache slots; a conversation cannot grow past this
     image_detail: str = "standard"      # a key of DETAIL_PRESETS
     verify: bool | None = None          # hash check: None = only files changed since last check
+    prefill_chunk: int = 512            # long prompts are read in chunks (bounds attention memory)
 
     def max_pixels(self, detail: str | None = None) -> int:
         key = detail or self.image_detail

@@ -83,6 +83,23 @@ class DecoderRunner:
             raise ValueError("cannot extend the cache by truncating it")
         self.length = length
 
+    def prefill(self, input_ids: np.ndarray, position_ids: np.ndarray, visual_embeds: np.ndarray | None = None,
+                visual_pos: np.ndarray | None = None, deepstack: np.ndarray | None = None,
+                chunk: int = 512) -> np.ndarray:
+        """forward() in chunks of at most `chunk` tokens: bounds the attention scratch memory
+        (scores are chunk x context per head) on long prompts. Returns the last row's logits."""
+        ids = np.asarray(input_ids).reshape(-1)
+        logits = None
+        for start in range(0, len(ids), chunk):
+            stop = min(start + chunk, len(ids))
+            vis = {}
+            if visual_embeds is not None and len(visual_pos):
+                rows = np.flatnonzero((visual_pos >= start) & (visual_pos < stop))
+                vis = dict(visual_embeds=visual_embeds[rows], visual_pos=visual_pos[rows] - start,
+                           deepstack=deepstack[:, rows])
+            logits = self.forward(ids[start:stop], position_ids[:, start:stop], **vis)
+        return logits
+
     def forward(self, input_ids: np.ndarray, position_ids: np.ndarray,
                 visual_embeds: np.ndarray | None = None, visual_pos: np.ndarray | None = None,
                 deepstack: np.ndarray | None = None, logits_pos: np.ndarray | None = None) -> np.ndarray:

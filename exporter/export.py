@@ -30,7 +30,9 @@ from .tensor_spec import text_tensors, vision_tensors
 from .writer import ExternalDataWriter
 
 PRECISIONS = ("int4", "fp32")
-DEFAULT_BLOCK_SIZE = 32
+VISION_FORMATS = ("int8", "fp32")
+DEFAULT_BLOCK_SIZE = 128       # decoder linear layers (see README: measured choice)
+DEFAULT_EMBED_BLOCK_SIZE = 32  # the tied embedding / lm_head: finer blocks for logits and inputs
 DEFAULT_ACCURACY_LEVEL = 4
 
 
@@ -40,18 +42,27 @@ class ExportOptions:
     block_size: int = DEFAULT_BLOCK_SIZE
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL
     overwrite: bool = False
+    embed_block_size: int = DEFAULT_EMBED_BLOCK_SIZE
+    vision: str | None = None  # None: int8 with int4 decoders, fp32 with the fp32 reference
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ExportError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
+        if self.vision is not None and self.vision not in VISION_FORMATS:
+            raise ExportError(f"unknown vision format '{self.vision}'; choose one of {', '.join(VISION_FORMATS)}")
 
     def decoder_format(self) -> WeightFormat:
         if self.precision == "fp32":
             return WeightFormat("fp32")
         return WeightFormat("int4", self.block_size, self.accuracy_level)
 
+    def embedding_format(self) -> WeightFormat:
+        if self.precision == "fp32":
+            return WeightFormat("fp32")
+        return WeightFormat("int4", self.embed_block_size, self.accuracy_level)
+
     def vision_format(self) -> WeightFormat:
-        return WeightFormat("fp32")
+        return WeightFormat(self.vision or ("fp32" if self.precision == "fp32" else "int8"))
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,11 @@ def estimate_bytes(cfg: ModelConfig, options: ExportOptions) -> int:
     """Upper estimate of the artifact size, for the free-space check."""
     vision = sum(int(np.prod(s)) for s in vision_tensors(cfg).values()) * 4
     text = sum(int(np.prod(s)) for s in text_tensors(cfg).values())
+    if options.vision_format().kind == "int8":
+        vision //= 4
     if options.precision == "fp32":
         return vision + text * 4
-    per_weight = 0.5 + 4.5 / options.block_size  # nibble + fp32 scale and zero point per block
+    per_weight = 0.5 + 4.5 / min(options.block_size, options.embed_block_size)  # nibble + scale, zero point
     return vision + int(text * per_weight)
 
 
@@ -165,7 +178,8 @@ def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -
 
 
 def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
-    build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), options.decoder_format(), progress)
+    build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), options.decoder_format(), progress,
+                  embed_fmt=options.embedding_format())
 
 
 def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, source_info: dict | None,
@@ -184,7 +198,8 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
         exporter_version=EXPORTER_VERSION,
         source=source_info or {"kind": "folder", "path": str(source.absolute())},
         precision=options.precision,
-        weights={"decoder": asdict(options.decoder_format()), "vision": asdict(options.vision_format())},
+        weights={"decoder": asdict(options.decoder_format()), "embedding": asdict(options.embedding_format()),
+                 "vision": asdict(options.vision_format())},
         model={"text": asdict(t), "vision": asdict(v)},
         decoder={"file": "decoder.onnx", "num_layers": t.num_hidden_layers, "kv_heads": t.num_key_value_heads,
                  "head_dim": t.head_dim, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,

@@ -26,11 +26,21 @@ class Int4Weight:
     block_size: int
 
 
-def quantize_int4(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
-    """Asymmetric int4 quantization of a [N, K] float32 weight (a Linear's `weight`)."""
-    n, k = weight_nk.shape
+def fitting_block_size(k: int, block_size: int) -> int:
+    """The requested block size, halved until it divides K (MatMulNBits needs a power of 2 >= 16)."""
+    while block_size > 16 and k % block_size:
+        block_size //= 2
     if k % block_size:
-        raise ValueError(f"K={k} is not a multiple of the block size {block_size}")
+        raise ValueError(f"K={k} is not a multiple of 16; cannot quantize to int4 blocks")
+    return block_size
+
+
+def quantize_int4(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
+    """Asymmetric int4 quantization of a [N, K] float32 weight (a Linear's `weight`).
+
+    The block size actually used (see `fitting_block_size`) is in the result."""
+    n, k = weight_nk.shape
+    block_size = fitting_block_size(k, block_size)
     kb = k // block_size
     packed = np.empty((n, kb, block_size // 2), np.uint8)
     scales = np.empty((n, kb), np.float32)

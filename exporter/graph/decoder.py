@@ -53,11 +53,11 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
         scales = g.weight(f"{T}.embed_tokens.scales", q.scales)
         zps = g.weight(f"{T}.embed_tokens.zero_points", q.zero_points)
         rows = g.weight_alias(f"{T}.embed_tokens.qweight_rows", packed, (v, h // 2))
-        embeds = g.ms("GatherBlockQuantized", rows, ids, scales, zps, bits=4, block_size=fmt.block_size,
+        embeds = g.ms("GatherBlockQuantized", rows, ids, scales, zps, bits=4, block_size=q.block_size,
                       gather_axis=0, quantize_axis=1)
 
         def lm_head(x: str) -> str:
-            return g.ms("MatMulNBits", x, packed, scales, zps, K=h, N=v, bits=4, block_size=fmt.block_size,
+            return g.ms("MatMulNBits", x, packed, scales, zps, K=h, N=v, bits=4, block_size=q.block_size,
                         accuracy_level=fmt.accuracy_level)
         return embeds, lm_head
     weight = g.weight(EMBED, table)
@@ -105,7 +105,7 @@ def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
 
 
 def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_levels: int, fmt: WeightFormat,
-                  progress=lambda done, total: None) -> None:
+                  progress=lambda done, total: None, embed_fmt: WeightFormat | None = None) -> None:
     h, nkv, hd = cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim
     ids = g.input("input_ids", INT64, [1, "seq"])
     pos = g.input("position_ids", INT64, [3, 1, "seq"])
@@ -120,7 +120,7 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
             g.input(f"past_key_values.{i}.{kv}", FLOAT, [1, nkv, "past", hd])
 
     steps = cfg.num_hidden_layers + 2
-    embeds, lm_head = _embedding(g, ck, cfg, fmt, ids)
+    embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, ids)
     progress(1, steps)
     scatter_idx = g.op("Concat", g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
                        g.op("Unsqueeze", vis_pos, g.const([1])), axis=1)              # [M, 2] = (0, pos)

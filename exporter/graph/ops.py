@@ -13,12 +13,12 @@ from .builder import GraphBuilder
 class WeightFormat:
     """How a group of Linear weights is stored: plain fp32, or int4 for MatMulNBits."""
 
-    kind: str = "fp32"  # "fp32" | "int4"
+    kind: str = "fp32"  # "fp32" | "int4" (MatMulNBits) | "int8" (DynamicQuantizeMatMul)
     block_size: int = 32
     accuracy_level: int = 4
 
     def __post_init__(self):
-        if self.kind not in ("fp32", "int4"):
+        if self.kind not in ("fp32", "int4", "int8"):
             raise ValueError(f"unknown weight format {self.kind}")
 
 
@@ -37,8 +37,18 @@ def linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.n
         inputs = [x, b, s, z]
         if bias is not None:
             inputs += [None, g.weight(f"{name}.bias", bias.astype(np.float32))]
-        return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=4, block_size=fmt.block_size,
+        return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=4, block_size=q.block_size,
                     accuracy_level=fmt.accuracy_level)
+    if fmt.kind == "int8":
+        # Per-output-channel symmetric int8 weights; activations are quantized per call by
+        # onnxruntime, which then runs its u8s8 integer GEMM (VNNI/AMX): compute-bound shapes only.
+        scale = np.maximum(np.abs(weight_nk).max(axis=1), 1e-12).astype(np.float32) / 127.0
+        q = np.clip(np.rint(weight_nk / scale[:, None]), -127, 127).astype(np.int8)
+        inputs = [x, g.weight(f"{name}.weight_q8", np.ascontiguousarray(q.T)), g.weight(f"{name}.scale", scale),
+                  g.weight(f"{name}.zero_point", np.zeros(n, np.int8))]
+        if bias is not None:
+            inputs.append(g.weight(f"{name}.bias", bias.astype(np.float32)))
+        return g.ms("DynamicQuantizeMatMul", *inputs)
     w = g.weight(f"{name}.weight_t", np.ascontiguousarray(weight_nk.T))
     y = g.op("MatMul", x, w)
     if bias is not None:

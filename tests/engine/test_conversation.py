@@ -245,3 +245,15 @@ def test_cli_reports_bad_input_without_a_traceback(tiny_fp32, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--image", str(bad), "--prompt", "hi"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_chunked_prefill_gives_the_same_answer(tiny_fp32, tiny_checkpoint):
+    """Chunks that cut through the image tokens still give transformers' answer."""
+    from engine.engine import EngineOptions
+
+    images = [random_image(300, 200, 1), random_image(160, 420, 2)]
+    chunked = Engine(tiny_fp32, EngineOptions(prefill_chunk=37))
+    history = History(chunked)
+    history.add_question("Describe this image.", images, [])
+    stats = run_turn(chunked.new_conversation(), "Describe this image.", images)[-1]
+    assert stats.token_ids == reference_generate(tiny_checkpoint[1], history.ids, images, 12)
