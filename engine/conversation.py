@@ -70,12 +70,15 @@ class Conversation:
     def close(self) -> None:
         self._closed = True
 
-    def ask(self, text: str, images: Sequence = (), sampling: SamplingOptions | None = None) -> Iterator[Event]:
-        """Answer `text` about `images` (paths, bytes or PIL images), streaming events."""
+    def ask(self, text: str, images: Sequence = (), sampling: SamplingOptions | None = None,
+            detail: str | None = None) -> Iterator[Event]:
+        """Answer `text` about `images` (paths, bytes or PIL images), streaming events.
+
+        `detail` ("standard" / "high") overrides the engine's image detail for this question."""
         self._check_open()
         self._cancel.clear()
         eng = self.engine
-        detail = eng.options.max_pixels()
+        detail = eng.options.max_pixels(detail)
         prepared = [preprocess(load_image(img), eng.image_config, detail) for img in images]
         message = user_message(text, len(prepared))
         new_ids = self._pending + eng.prompts.encode_turn(self._messages, message,

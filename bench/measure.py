@@ -1,0 +1,96 @@
+"""One engine measurement run (a child process of bench.run, so its peak RSS is its own).
+
+Prints one JSON object: load time and RSS, vision encode at 448 and 896, time to first token for
+an image + question, decode speed over 128 tokens (EOS ignored), a follow-up question's time to
+first token, text prefill speed, and the peak RSS after filling a 4k context.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.engine import Engine, EngineOptions
+from engine.events import TurnStats
+from engine.sampling import SamplingOptions
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def photo(side: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side]
+    base = np.stack([x * 255 // side, y * 255 // side, (x + y) * 127 // side], -1)
+    return Image.fromarray(np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8))
+
+
+def turn(conv, text, images=(), sampling=None, detail=None) -> TurnStats:
+    stats = None
+    for event in conv.ask(text, list(images), sampling, detail=detail):
+        stats = event
+    return stats
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--context", type=int, default=4096)
+    args = ap.parse_args(argv)
+    out: dict = {}
+    t0 = time.perf_counter()
+    engine = Engine(Path(args.model_dir), EngineOptions(threads=args.threads, max_context=args.context, verify=False))
+    out["load_s"] = time.perf_counter() - t0
+    out["rss_after_load_mb"] = rss_mb()
+    engine.eos_ids = frozenset()  # measure a fixed number of tokens whatever random weights say
+    greedy = SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=1)
+
+    for side, detail in ((448, "standard"), (896, "high")):
+        conv = engine.new_conversation()
+        stats = turn(conv, "Describe this image.", [photo(side, side)], greedy, detail)
+        out[f"vision_{side}_s"] = stats.vision_seconds
+        out[f"ttft_{side}_s"] = stats.time_to_first_token
+        out[f"image_tokens_{side}"] = stats.image_tokens
+        out[f"prompt_tokens_{side}"] = stats.prompt_tokens
+
+    conv = engine.new_conversation()
+    first = turn(conv, "Describe this image in detail.", [photo(448, 1)],
+                 SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=args.decode_tokens))
+    out["decode_tokens"] = first.new_tokens
+    out["decode_tok_s"] = first.decode_tokens_per_second
+    follow = turn(conv, "What colours stand out?", (), greedy)
+    out["followup_ttft_s"] = follow.time_to_first_token
+    out["followup_prompt_tokens"] = follow.prompt_tokens
+
+    conv = engine.new_conversation()
+    words = " ".join(f"item{i % 997} is next to item{(i * 7) % 991}." for i in range(args.context))
+    ids = engine.prompts.encode(words)[: args.context - 64]
+    text = engine.prompts.decode(ids)
+    stats = turn(conv, text, (), greedy)
+    out["long_prompt_tokens"] = stats.prompt_tokens
+    out["prefill_tok_s"] = stats.prompt_tokens / stats.prefill_seconds
+    out["context_used"] = stats.context_used
+    out["peak_rss_mb"] = peak_rss_mb()
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
