@@ -96,12 +96,19 @@ class Conversation:
             t0 = time.perf_counter()
             visual = self._encode(prepared, new_ids)
             vision_seconds = time.perf_counter() - t0
+            if visual is None:  # cancelled while encoding: nothing changed
+                yield self._nothing_answered(len(new_ids))
+                return
         yield StatusEvent(Stage.READING_PROMPT)
         positions, after = chunk_positions(new_ids, [p.grid_thw for p in prepared], eng.image_token_id,
                                            self._positions, eng.merge_size)
         t0 = time.perf_counter()
         logits = eng.decoder.prefill(np.asarray(new_ids), positions, *(visual or ()),
-                                     chunk=eng.options.prefill_chunk)[-1]
+                                     chunk=eng.options.prefill_chunk, should_stop=self._cancel.is_set)
+        if logits is None:  # cancelled between prefill chunks: the cache was rewound
+            yield self._nothing_answered(len(new_ids))
+            return
+        logits = logits[-1]
         prefill_seconds = time.perf_counter() - t0
         self._positions, self._pending = after, []
         self._messages.append(message)
@@ -125,6 +132,13 @@ class Conversation:
         yield from self._answer(time.perf_counter(), sampling, regenerated=True)
 
     # -- steps ---------------------------------------------------------------------------------
+    def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
+        """Stats of a question cancelled before its answer began; the conversation is unchanged."""
+        return TurnStats(image_tokens=0, prompt_tokens=prompt_tokens, new_tokens=0, vision_seconds=0.0,
+                         prefill_seconds=0.0, time_to_first_token=0.0, decode_tokens_per_second=0.0,
+                         stop_reason="cancelled", context_used=self.context_used,
+                         context_limit=self.engine.context_limit)
+
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError("This conversation was replaced by a newer one.")

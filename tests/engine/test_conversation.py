@@ -257,3 +257,31 @@ def test_chunked_prefill_gives_the_same_answer(tiny_fp32, tiny_checkpoint):
     history.add_question("Describe this image.", images, [])
     stats = run_turn(chunked.new_conversation(), "Describe this image.", images)[-1]
     assert stats.token_ids == reference_generate(tiny_checkpoint[1], history.ids, images, 12)
+
+
+@pytest.mark.parametrize("stage", [Stage.ENCODING_IMAGE, Stage.READING_PROMPT])
+def test_cancel_before_the_answer_leaves_the_conversation_unchanged(stage, tiny_fp32, tiny_checkpoint):
+    from engine.engine import EngineOptions
+
+    engine = Engine(tiny_fp32, EngineOptions(prefill_chunk=16))
+    conv = engine.new_conversation()
+    first = run_turn(conv, "Describe this image.", [random_image(300, 200, 1)])[-1]
+    used = conv.context_used
+    events = []
+    for event in conv.ask("And this one?", [random_image(200, 260, 4)], GREEDY):
+        events.append(event)
+        if isinstance(event, StatusEvent) and event.stage == stage:
+            conv.cancel()
+    assert events[-1].stop_reason == "cancelled" and events[-1].new_tokens == 0
+    assert not any(isinstance(e, TextEvent) for e in events)
+    assert conv.context_used == used and len(conv.turns) == 1
+    # the next question behaves as if the cancelled one was never asked
+    images = [random_image(300, 200, 1)]
+    history = History(engine)
+    history.add_question("Describe this image.", images, [])
+    history.add_answer(first.token_ids[:-1], "")
+    last = first.token_ids[-1]
+    pending = ([last] if last not in engine.eos_ids else []) + [engine.prompts.end_of_turn_id]
+    history.add_question("Tell me more.", [], pending)
+    stats = run_turn(conv, "Tell me more.")[-1]
+    assert stats.token_ids == reference_generate(tiny_checkpoint[1], history.ids, images, 12)
