@@ -1,0 +1,143 @@
+"""Iris: chat about images with Qwen3-VL on your own CPU.
+
+    python main.py                      open the app (the setup wizard first if no model is found)
+    python main.py photo.jpg            open the app with an image attached
+    python main.py --model-dir DIR --smoke IMAGE PROMPT --screenshot OUT.png
+                                        automation: real window, one answer, a screenshot, exit 0
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="iris", description="Chat about images, privately.")
+    parser.add_argument("images", nargs="*", type=Path, help="images to attach at start")
+    parser.add_argument("--model-dir", type=Path, help="exported model folder (default: settings)")
+    parser.add_argument("--smoke", nargs=2, metavar=("IMAGE", "PROMPT"),
+                        help="ask PROMPT about IMAGE in the real window, print the answer, exit")
+    parser.add_argument("--screenshot", type=Path, help="with --smoke: save the window as a PNG")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="with --smoke: answer length limit for this run (settings unchanged)")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="with --smoke: give up after this many seconds (default 1800)")
+    parser.add_argument("--color-scheme", choices=("system", "light", "dark"), default="system")
+    args = parser.parse_args(argv)
+    if (args.screenshot or args.max_new_tokens) and not args.smoke:
+        parser.error("--screenshot and --max-new-tokens go with --smoke")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from ui.app import create_application
+    from ui.settings import load_settings, resolve_model_dir
+
+    app = create_application(sys.argv[:1], args.color_scheme)
+    model_dir = args.model_dir or resolve_model_dir(load_settings())
+    if args.smoke:
+        return run_smoke(app, model_dir, Path(args.smoke[0]), args.smoke[1], args.screenshot,
+                         args.timeout, args.max_new_tokens)
+    return run_app(app, model_dir, args.images, explicit=args.model_dir is not None)
+
+
+def run_app(app, model_dir: Path, images: list[Path], explicit: bool) -> int:
+    from engine.artifacts import is_valid_artifact_dir
+
+    if not is_valid_artifact_dir(model_dir):
+        if explicit:
+            print(f"iris: {model_dir} is not an Iris model folder; opening the setup wizard.",
+                  file=sys.stderr)
+        model_dir = run_wizard(model_dir)
+        if model_dir is None:
+            return 0  # the user closed the wizard: nothing to open
+    return open_main_window(app, model_dir, images)
+
+
+def run_wizard(model_dir: Path) -> Path | None:
+    """The first-run wizard (imported only when needed); the folder it produced, or None."""
+    from ui.settings import load_settings, save_settings
+    from ui.wizard import SetupWizard
+
+    wizard = SetupWizard(model_dir)
+    ready: list[Path] = []
+    wizard.modelReady.connect(ready.append)
+    wizard.exec()
+    if not ready:
+        return None
+    save_settings(replace(load_settings(), model_dir=str(ready[-1])))
+    return ready[-1]
+
+
+def open_main_window(app, model_dir: Path, images: list[Path]) -> int:
+    from ui.app import build_main_window
+
+    window = build_main_window(model_dir)
+    if images:
+        window.image_pane.add_files(images)
+    window.show()
+    return app.exec()
+
+
+def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path | None,
+              timeout: float, max_new_tokens: int | None = None) -> int:
+    """One real question in the real window; exit code 0 only if an answer streamed in."""
+    import tempfile
+
+    from PySide6.QtCore import QTimer
+
+    from engine.artifacts import is_valid_artifact_dir
+    from ui.app import build_main_window
+
+    if not is_valid_artifact_dir(model_dir):
+        print(f"iris --smoke: {model_dir} is not a complete Iris model folder.", file=sys.stderr)
+        return 2
+    if not image.is_file():
+        print(f"iris --smoke: no such image file: {image}", file=sys.stderr)
+        return 2
+    scratch = tempfile.TemporaryDirectory(prefix="iris-smoke-")  # keep the user's history clean
+    window = build_main_window(model_dir, history_root=Path(scratch.name),
+                               attachments_dir=lambda: Path(scratch.name))
+    if max_new_tokens:
+        window.settings = replace(window.settings, max_new_tokens=max_new_tokens)
+    outcome: dict[str, str] = {}
+
+    def capture_and_quit() -> None:
+        # Before quit(): Qt 6 closes every window on quit, and the shot must show the answer.
+        if screenshot is not None and not window.grab().save(str(screenshot)):
+            outcome["error"] = outcome.get("error") or f"could not write the screenshot {screenshot}"
+        app.quit()
+
+    def finish(answer: str, error: str) -> None:
+        if "answer" in outcome:
+            return
+        outcome.update(answer=answer, error=error)
+        QTimer.singleShot(300, capture_and_quit)  # let the last render reach the screen
+
+    window.answerFinished.connect(finish)
+    window.modelLoaded.connect(lambda: window.session.send(prompt))
+    QTimer.singleShot(int(timeout * 1000), lambda: finish("", f"no answer after {timeout:.0f} s"))
+    window.show()
+    if window.image_pane.add_files([image]):
+        outcome["error"] = f"{image} was refused: {window.banner.text()}"
+    else:
+        app.exec()
+    window.close()
+    scratch.cleanup()
+    if outcome.get("error"):
+        print(f"iris --smoke: {outcome['error']}", file=sys.stderr)
+        return 1
+    if not outcome.get("answer"):
+        print("iris --smoke: the model produced no text", file=sys.stderr)
+        return 1
+    print(outcome["answer"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""UI fixtures: a private settings file and data folder per test, images made on the fly, and
+the real main window running the real engine on the tiny exported checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from PySide6.QtCore import QMimeData, QPointF, QSettings, QStandardPaths, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from ui.app import set_application_names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _qt_names_and_test_paths():
+    """Never touch the real user's data folder or settings from a test."""
+    set_application_names()
+    QStandardPaths.setTestModeEnabled(True)
+    yield
+    QStandardPaths.setTestModeEnabled(False)
+
+
+@pytest.fixture
+def settings_file(tmp_path) -> Path:
+    """An INI file standing in for the user's settings; QSettings' default user path points here too."""
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
+    return tmp_path / "iris-settings.ini"
+
+
+@pytest.fixture
+def settings_store(settings_file) -> QSettings:
+    return QSettings(str(settings_file), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def make_image(tmp_path):
+    """make_image(name, width, height) -> path of a PNG with a filled square in its top-left quarter."""
+
+    def make(name: str = "photo.png", width: int = 640, height: int = 480) -> Path:
+        image = Image.new("RGB", (width, height), (240, 240, 240))
+        ImageDraw.Draw(image).rectangle((0, 0, width // 4, height // 4), fill=(30, 90, 200))
+        path = tmp_path / name
+        image.save(path)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def open_window(qtbot, tmp_path, settings_file):
+    """open_window(model_dir, wait_loaded=True, **settings) -> a shown MainWindow on a real engine.
+
+    Keyword arguments are AppSettings fields written to the settings file first. qtbot closes
+    each window at teardown, which runs the real shutdown (cancel, quit, wait)."""
+    from dataclasses import replace
+
+    from ui.app import build_main_window
+    from ui.settings import load_settings, save_settings
+
+    def open_(model_dir: Path, wait_loaded: bool = True, **settings):
+        if settings:
+            store = QSettings(str(settings_file), QSettings.Format.IniFormat)
+            save_settings(replace(load_settings(store), **settings), store)
+        window = build_main_window(
+            model_dir,
+            settings_store=QSettings(str(settings_file), QSettings.Format.IniFormat),
+            history_root=tmp_path / "history",
+            attachments_dir=lambda: _ensure(tmp_path / "attachments"),
+        )
+        qtbot.addWidget(window)
+        if wait_loaded:
+            with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
+                window.show()
+        else:
+            window.show()
+        return window
+
+    return open_
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def drop_files(widget, paths: list[Path]) -> bool:
+    """Simulated drag-and-drop (platform-notes section 4); True if the drag was accepted."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(widget.rect().center())
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return True

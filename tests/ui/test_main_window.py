@@ -1,0 +1,239 @@
+"""The real main window on the real engine (tiny exported checkpoint): drop, ask, stream, stop,
+follow up, regenerate, paste, refuse, reopen, and close in the middle of an answer."""
+from __future__ import annotations
+
+import json
+import time
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QImage
+
+from tests.ui.conftest import drop_files
+
+LONG = 3000  # tokens: far more than the time a test waits, so only Stop can end the answer
+
+
+def ask(qtbot, window, text: str) -> None:
+    qtbot.keyClicks(window.composer.edit, text)
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
+
+
+def ask_and_wait(qtbot, window, text: str, timeout: int = 60_000) -> tuple[str, str]:
+    with qtbot.waitSignal(window.answerFinished, timeout=timeout) as done:
+        ask(qtbot, window, text)
+    return tuple(done.args)
+
+
+def engine_turns(window):
+    return window.controller._worker._conversation.turns
+
+
+def test_drop_ask_stream_then_stop(qtbot, open_window, tiny_fp32, make_image, tmp_path):
+    window = open_window(tiny_fp32, max_new_tokens=LONG)
+    photo = make_image("photo.png", 640, 480)
+    with qtbot.waitSignal(window.image_pane.imagesChanged):
+        assert drop_files(window.chat, [photo])  # a drop anywhere in the window attaches
+    expected_cost = window.info.image_tokens(640, 480)
+    assert window.image_pane.thumbnails.item(0).text() == f"new · {expected_cost} tok"
+
+    pieces: list[str] = []
+    window.controller.textPiece.connect(pieces.append)
+    ask(qtbot, window, "What is in the picture?")
+    qtbot.waitUntil(lambda: len(pieces) >= 5, timeout=30_000)  # it streams, piece by piece
+    assert window.composer.button.text() == "Stop"
+    assert window.status_label.text() == "Answering…"
+    assert window.chat.messages()[0].markdown() == "What is in the picture?"
+    assert window.chat.last_answer().markdown().startswith("".join(pieces[:5]))
+
+    with qtbot.waitSignal(window.answerFinished, timeout=30_000) as done:
+        qtbot.mouseClick(window.composer.button, Qt.MouseButton.LeftButton)
+    answer_text, error = done.args
+    assert error == "" and answer_text
+    stats = window.session.record.turns[0].stats
+    assert stats["stop_reason"] == "cancelled" and 0 < stats["new_tokens"] < LONG
+    assert stats["image_tokens"] == expected_cost
+    footer = window.chat.last_answer().stats.text()
+    assert f"{expected_cost} image tokens" in footer and "stopped" in footer and "tokens/s" in footer
+    assert window.chat.last_answer().markdown() == answer_text
+    qtbot.mouseClick(window.chat.last_answer().copy_button, Qt.MouseButton.LeftButton)
+    assert QGuiApplication.clipboard().text() == answer_text
+    assert window.composer.button.text() == "Send" and window.status_label.text() == "Ready"
+    # The image went to the engine with this question, as a copy kept with the saved chat.
+    (turn,) = engine_turns(window)
+    assert len(turn.images) == 1 and turn.images[0].read_bytes() == photo.read_bytes()
+    saved = json.loads((tmp_path / "history" / window.session.record.id / "conversation.json").read_text())
+    assert saved["turns"][0]["answer"] == answer_text and saved["turns"][0]["images"] == [turn.images[0].name]
+
+
+def test_follow_up_keeps_the_image_in_context_and_regenerate_replaces_the_answer(
+    qtbot, open_window, tiny_fp32, make_image
+):
+    window = open_window(tiny_fp32, max_new_tokens=6)
+    window.image_pane.add_files([make_image("a.png", 500, 300)])
+    ask_and_wait(qtbot, window, "Describe it.")
+    second, _ = ask_and_wait(qtbot, window, "And the colours?")
+    first_turn, second_turn = engine_turns(window)
+    assert len(first_turn.images) == 1 and second_turn.images == []  # sent once, kept in context
+    assert [i.sent for i in window.image_pane.images()] == [True]
+    assert window.session.record.turns[1].stats["image_tokens"] == 0
+
+    assert window.chat.last_answer().regenerate_button.isVisible()
+    with qtbot.waitSignal(window.answerFinished, timeout=60_000) as again:
+        qtbot.mouseClick(window.chat.last_answer().regenerate_button, Qt.MouseButton.LeftButton)
+    assert len(window.chat.messages()) == 4 and len(window.session.record.turns) == 2
+    assert window.session.record.turns[1].answer == again.args[0] == window.chat.last_answer().markdown()
+    assert len(engine_turns(window)) == 2
+
+
+def test_pasted_image_is_sent_with_the_question(qtbot, open_window, tiny_fp32):
+    window = open_window(tiny_fp32, max_new_tokens=4)
+    image = QImage(300, 500, QImage.Format.Format_RGB32)
+    image.fill(QColor("orange"))
+    QGuiApplication.clipboard().setImage(image)
+    window.composer.edit.setFocus()
+    with qtbot.waitSignal(window.image_pane.imagesChanged):
+        qtbot.keyClick(window.composer.edit, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    assert window.composer.text() == ""
+    ask_and_wait(qtbot, window, "What colour?")
+    (turn,) = engine_turns(window)
+    assert QImage(str(turn.images[0])).size().toTuple() == (300, 500)
+
+
+def test_a_non_image_drop_shows_an_error_and_changes_nothing(qtbot, open_window, tiny_fp32, make_image, tmp_path):
+    window = open_window(tiny_fp32)
+    window.image_pane.add_files([make_image("ok.png")])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    drop_files(window.image_pane, [notes])
+    assert window.banner.isVisible() and "notes.txt" in window.banner.text()
+    assert [i.path.name for i in window.image_pane.images()] == ["ok.png"]
+    assert window.image_pane.pending() == [window.image_pane.images()[0].path]
+
+
+def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, tiny_fp32, make_image):
+    window = open_window(tiny_fp32, max_new_tokens=2)
+    first, wide = make_image("first.png", 400, 400), make_image("wide.png", 900, 300)
+    window.image_pane.add_files([first])
+    ask_and_wait(qtbot, window, "One")
+    window.image_pane.add_files([wide])
+    ask_and_wait(qtbot, window, "Two")
+    window.image_pane.thumbnails.setCurrentRow(0)
+    crafted = 'Found:\n```json\n[{"bbox_2d": [0, 500, 500, 1000], "label": "left half, bottom"}]\n```'
+    window.session.draw_boxes_from(crafted)
+    shown = window.image_pane.canvas.image
+    assert shown.path == wide  # the image of the question the answer belongs to
+    assert [b.label for b in shown.boxes] == ["left half, bottom"]
+    drawn = window.image_pane.canvas.image_rect()
+    assert abs(drawn.width() / drawn.height() - 3.0) < 0.05
+    on_screen = shown.boxes[0].rect_in(drawn)
+    assert (on_screen.width(), on_screen.height()) == (drawn.width() / 2, drawn.height() / 2)
+
+
+def test_settings_persist_across_restarts_and_detail_changes_the_cost(
+    qtbot, open_window, tiny_fp32, make_image
+):
+    big = make_image("big.png", 2000, 1500)
+    window = open_window(tiny_fp32)
+    window.image_pane.add_files([big])
+    standard_cost = window.info.image_tokens(2000, 1500)
+    new = window.settings.__class__(
+        "high", 0.4, 0.95, 5, 0.0, 77, 1, str(tiny_fp32)
+    )
+    with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
+        window.apply_settings(new)  # detail and threads changed: the engine is built again
+    high_cost = window.info.image_tokens(2000, 1500)
+    assert high_cost > standard_cost
+    assert window.image_pane.images() == []  # a reload starts a new chat
+    window.close()
+
+    reopened = open_window(tiny_fp32)
+    assert reopened.settings == new
+    assert reopened.settings.sampling().max_new_tokens == 77
+    reopened.image_pane.add_files([big])
+    assert reopened.image_pane.thumbnails.item(0).text() == f"new · {high_cost} tok"
+
+
+def test_reopen_a_saved_chat(qtbot, open_window, tiny_fp32, make_image):
+    window = open_window(tiny_fp32, max_new_tokens=3)
+    window.image_pane.add_files([make_image("a.png", 320, 240)])
+    answer, _ = ask_and_wait(qtbot, window, "Saved question")
+    saved_id = window.session.record.id
+    window.session.new_chat()
+    assert window.chat.messages() == [] and window.image_pane.images() == []
+    item = window.chats.list.item(0)
+    assert item.text() == "Saved question"
+    window.chats.list.itemClicked.emit(item)
+    assert window.session.record.id == saved_id
+    assert [m.markdown() for m in window.chat.messages()] == ["Saved question", answer]
+    assert [i.sent for i in window.image_pane.images()] == [True]
+    assert window.banner.isVisible() and "does not remember" in window.banner.text()
+
+
+def test_stop_also_drops_questions_still_waiting_in_the_queue(qtbot, open_window, tiny_fp32):
+    window = open_window(tiny_fp32, max_new_tokens=LONG)
+    controller = window.controller
+    sampling = window.settings.sampling()
+    with qtbot.waitSignal(controller.textPiece, timeout=30_000):
+        controller.ask("first", [], sampling)
+    with qtbot.waitSignal(controller.turnSkipped, timeout=30_000):
+        with qtbot.waitSignal(controller.turnFinished, timeout=30_000) as first:
+            controller.ask("second", [], sampling)  # queued behind the running first answer
+            controller.cancel()
+    assert first.args[0].stop_reason == "cancelled"
+    assert [t.text for t in engine_turns(window)] == ["first"]
+
+
+def test_a_bad_model_folder_is_reported(qtbot, open_window, tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    window = open_window(empty, wait_loaded=False)
+    qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
+    assert "not-a-model" in window.banner.text() or "manifest" in window.banner.text()
+    assert not window.composer.button.isEnabled()
+    assert window.model_label.text() == "no model"
+
+
+def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(
+    qtbot, open_window, tiny_fp32, make_image
+):
+    window = open_window(tiny_fp32, max_new_tokens=LONG)
+    window.image_pane.add_files([make_image("a.png")])
+    with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
+        ask(qtbot, window, "Talk for a long time")
+    thread = window.controller._thread
+    started = time.perf_counter()
+    window.close()
+    assert time.perf_counter() - started < 5
+    assert thread.isFinished() and not thread.isRunning()
+    assert window.controller._worker._engine is None  # released once the thread had ended
+    (saved,) = window.session.store.list()  # the part of the answer that had arrived is kept
+    turn = window.session.store.load(saved.id).turns[0]
+    assert turn.answer and "closed during this answer" in turn.error
+
+
+def test_a_question_the_engine_refuses_is_given_back(qtbot, open_window, tiny_fp32, make_image):
+    window = open_window(tiny_fp32)
+    photo = make_image("photo.png")
+    window.image_pane.add_files([photo])
+    photo.write_bytes(b"no longer a picture")  # changed on disk after it was attached
+    with qtbot.waitSignal(window.session.error, timeout=30_000) as refused:
+        ask(qtbot, window, "What is it?")
+    assert refused.args[0].startswith("The question was not sent:") and "photo" in refused.args[0]
+    assert window.composer.text() == "What is it?"  # back in the box to try again
+    assert window.image_pane.pending() == [photo]
+    assert window.chat.messages() == [] and window.session.record.turns == []
+    assert window.composer.button.text() == "Send" and window.banner.isVisible()
+
+
+def test_new_chat_during_an_answer_stops_it_first(qtbot, open_window, tiny_fp32, make_image):
+    window = open_window(tiny_fp32, max_new_tokens=LONG)
+    window.image_pane.add_files([make_image("a.png")])
+    with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
+        ask(qtbot, window, "Go on and on")
+    with qtbot.waitSignal(window.answerFinished, timeout=30_000) as stopped:
+        qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert stopped.args[0]  # the stopped answer was kept in the saved chat
+    qtbot.waitUntil(lambda: window.chat.messages() == [], timeout=10_000)
+    assert window.image_pane.images() == [] and not window.session.busy
+    qtbot.waitUntil(lambda: engine_turns(window) == [], timeout=10_000)  # a fresh engine conversation
+    assert window.session.store.list()[0].turn_count == 1

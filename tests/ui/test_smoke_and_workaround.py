@@ -1,0 +1,57 @@
+"""`main.py --smoke` end to end in a subprocess, and the PySide6 6.12.0 emit() workaround."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+
+import ui  # noqa: F401  (installs the workaround when needed)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_main(tmp_path, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"), HOME=str(tmp_path))
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_image):
+    shot = tmp_path / "window.png"
+    done = run_main(tmp_path, "--model-dir", tiny_fp32, "--smoke", make_image("p.png", 400, 300),
+                    "Describe the picture.", "--screenshot", shot, "--max-new-tokens", "12")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()  # the streamed answer
+    image = QImage(str(shot))
+    assert image.width() >= 800 and image.height() >= 500
+    assert not any(tmp_path.rglob("conversation.json"))  # smoke runs leave no saved chat
+
+
+def test_smoke_run_fails_clearly(tmp_path, tiny_fp32, make_image):
+    done = run_main(tmp_path, "--model-dir", tmp_path, "--smoke", make_image(), "Hi")
+    assert done.returncode == 2 and "not a complete Iris model folder" in done.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("text")
+    done = run_main(tmp_path, "--model-dir", tiny_fp32, "--smoke", notes, "Hi")
+    assert done.returncode == 1 and "notes.txt" in done.stderr
+
+
+def test_many_emits_do_not_use_up_references_to_true():
+    """PySide6 6.12.0's emit() stole a reference to True per call; 5000 tokens would abort."""
+
+    class Source(QObject):
+        piece = Signal(str)
+
+    source = Source()
+    received = []
+    source.piece.connect(received.append)
+    before = sys.getrefcount(True)
+    for _ in range(5000):
+        source.piece.emit("x")
+    assert len(received) == 5000
+    assert abs(sys.getrefcount(True) - before) < 50

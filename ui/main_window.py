@@ -1,0 +1,257 @@
+"""The main window: saved chats | images | conversation, menus, engine status and settings.
+
+All model work goes through the EngineController (one worker thread) and the chat's bookkeeping
+lives in ChatSession; the window lays the parts out and reacts to signals, so it stays
+responsive while images are encoded and answers stream in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QProgressBar, QSplitter, QVBoxLayout, QWidget
+
+from ui import settings as app_settings
+from ui.chat_view import ChatView
+from ui.composer import Composer
+from ui.history import ChatsPanel, HistoryStore
+from ui.image_pane import ImagePane
+from ui.session import STAGE_TEXT, ChatSession
+from ui.settings_dialog import SettingsDialog
+from ui.worker import LOADING, EngineController, EngineInfo, EngineSetup
+
+def model_title(info: EngineInfo) -> str:
+    """'qwen3-vl-4b-instruct · int4': the folder name and the precision from its manifest."""
+    precision = info.manifest.get("precision", "")
+    return f"{info.model_dir.name} · {precision}" if precision else info.model_dir.name
+
+
+class MainWindow(QMainWindow):
+    modelLoaded = Signal()
+
+    def __init__(self, controller: EngineController, store: HistoryStore, settings_store,
+                 attachments_dir, model_dir: Path):
+        super().__init__()
+        self.setWindowTitle("Iris")
+        self.resize(1180, 760)
+        self.setAcceptDrops(True)
+        self.controller = controller
+        self.store = store
+        self.settings_store = settings_store
+        self.settings = app_settings.load_settings(settings_store)
+        self.speed = app_settings.load_speed(settings_store)
+        self.model_dir = Path(model_dir)
+        self.info: EngineInfo | None = None
+
+        self.image_pane = ImagePane(attachments_dir)
+        self.chat = ChatView()
+        self.composer = Composer()
+        self.chats = ChatsPanel()
+        self.banner = QLabel()
+        self.banner.setObjectName("errorBanner")
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.session = ChatSession(controller, store, self.chat, self.image_pane, self.composer,
+                                   self.chats, lambda: self.settings.sampling(), self)
+        self.answerFinished = self.session.answerFinished
+        self._build_layout()
+        self._build_menus()
+        self._build_status_bar()
+        self._connect()
+        self.composer.set_can_send(False)
+        self.composer.edit.setFocus()
+        self.load_model()
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _build_layout(self) -> None:
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.banner)
+        right_layout.addWidget(self.chat, 1)
+        right_layout.addWidget(self.composer)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        for widget in (self.chats, self.image_pane, right):
+            splitter.addWidget(widget)
+        splitter.setStretchFactor(1, 2)
+        splitter.setStretchFactor(2, 3)
+        splitter.setSizes([200, 400, 580])
+        splitter.setChildrenCollapsible(False)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(8, 8, 8, 4)
+        layout.addWidget(splitter)
+        self.setCentralWidget(central)
+
+    def _build_menus(self) -> None:
+        def action(menu: QMenu, text: str, slot, shortcut=None) -> QAction:
+            act = menu.addAction(text)
+            act.triggered.connect(slot)
+            if shortcut is not None:
+                act.setShortcut(QKeySequence(shortcut))
+            return act
+
+        file_menu = self.menuBar().addMenu("&File")
+        action(file_menu, "&New chat", self.session.new_chat, QKeySequence.StandardKey.New)
+        action(file_menu, "&Open image…", self.image_pane.open_dialog, QKeySequence.StandardKey.Open)
+        action(file_menu, "&Paste image", self.image_pane.paste_from_clipboard, "Ctrl+Shift+V")
+        action(file_menu, "&Export chat to Markdown…", self.session.export_chat, "Ctrl+E")
+        file_menu.addSeparator()
+        action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        chat_menu = self.menuBar().addMenu("&Chat")
+        action(chat_menu, "&Stop answer", self.session.stop, "Esc")
+        action(chat_menu, "&Regenerate answer", self.session.regenerate, "Ctrl+R")
+        settings_menu = self.menuBar().addMenu("&Settings")
+        action(settings_menu, "&Preferences…", self.open_settings, QKeySequence.StandardKey.Preferences)
+        action(settings_menu, "Set up or change the &model…", self.run_setup_wizard)
+        self.show_history_action = action(settings_menu, "Show saved &chats", self._toggle_history)
+        self.show_history_action.setCheckable(True)
+        self.show_history_action.setChecked(True)
+
+    def _build_status_bar(self) -> None:
+        self.status_label = QLabel()
+        self.status_label.setObjectName("engineStatus")
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)
+        self.busy_bar.setFixedWidth(120)
+        self.busy_bar.setMaximumHeight(12)
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.setVisible(False)
+        self.model_label = QLabel()
+        self.statusBar().addWidget(self.busy_bar)
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.model_label)
+
+    def _connect(self) -> None:
+        self.controller.loaded.connect(self._on_loaded)
+        self.controller.loadFailed.connect(self._on_load_failed)
+        self.session.status.connect(self._set_status)
+        self.session.error.connect(self.show_error)
+        self.session.notice.connect(self.show_notice)
+        self.session.statsMeasured.connect(self._remember_speed)
+        self.composer.sendRequested.connect(lambda _text: self.banner.hide())
+        self.composer.edit.imagePasted.connect(self.image_pane.add_mime)
+        self.image_pane.errorOccurred.connect(self.show_error)
+        self.image_pane.imagesChanged.connect(self.banner.hide)
+        self.image_pane.imagesChanged.connect(
+            lambda: self.chat.set_has_images(bool(self.image_pane.images()))
+        )
+
+    # -- drag and drop anywhere in the window ---------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        self.image_pane.dragEnterEvent(event)
+
+    def dragMoveEvent(self, event) -> None:
+        self.image_pane.dragMoveEvent(event)
+
+    def dropEvent(self, event) -> None:
+        self.image_pane.dropEvent(event)
+
+    # -- model --------------------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        self.info = None
+        self.image_pane.set_cost_function(None)
+        self.composer.set_can_send(False)
+        self._set_status(STAGE_TEXT[LOADING], busy=True)
+        self.controller.load(
+            EngineSetup(self.model_dir, self.settings.threads or None, self.settings.image_detail)
+        )
+
+    def _on_loaded(self, info: EngineInfo) -> None:
+        self.info = info
+        self.session.model_name = model_title(info)
+        detail = self.settings.image_detail
+        self.image_pane.set_cost_function(lambda w, h: info.image_tokens(w, h, image_detail=detail))
+        self.composer.set_can_send(True)
+        self.model_label.setText(self.session.model_name)
+        self.model_label.setToolTip(str(info.model_dir))
+        self._set_status("Ready", busy=False)
+        self.modelLoaded.emit()
+
+    def _on_load_failed(self, message: str) -> None:
+        self.session.model_name = ""
+        self._set_status("The model could not be loaded", busy=False)
+        self.model_label.setText("no model")
+        self.show_error(f"{message}\nChoose another model folder in Settings › Preferences.")
+        self.answerFinished.emit("", message)
+
+    # -- settings -------------------------------------------------------------------------------
+
+    def open_settings(self) -> None:
+        current = self.image_pane.current()
+        cost = None
+        if self.info is not None:
+            cost = lambda w, h, detail: self.info.image_tokens(w, h, image_detail=detail)  # noqa: E731
+        from ui.paths import default_model_dir
+
+        dialog = SettingsDialog(
+            self.settings, (current.width, current.height) if current else None, cost, self.speed,
+            default_model_dir(), self,
+        )
+        if dialog.exec():
+            self.apply_settings(dialog.settings())
+
+    def apply_settings(self, new: app_settings.AppSettings) -> None:
+        old, self.settings = self.settings, new
+        app_settings.save_settings(new, self.settings_store)
+        if new.engine_fields() != old.engine_fields():
+            self.model_dir = app_settings.resolve_model_dir(new)
+            self.session.when_idle(self._reload_model)
+
+    def _reload_model(self) -> None:
+        self.session.new_chat()
+        self.banner.hide()
+        self.load_model()
+
+    def _remember_speed(self, stats) -> None:
+        self.speed = app_settings.speed_from_stats(stats, self.speed)
+        app_settings.save_speed(self.speed, self.settings_store)
+
+    def run_setup_wizard(self) -> None:
+        """The first-run wizard again (download/convert another model); imported only when used."""
+        from dataclasses import replace
+
+        from ui.wizard import SetupWizard
+
+        wizard = SetupWizard(app_settings.resolve_model_dir(self.settings), self)
+        wizard.modelReady.connect(
+            lambda folder: self.apply_settings(replace(self.settings, model_dir=str(folder)))
+        )
+        wizard.exec()
+
+    # -- small helpers ----------------------------------------------------------------------------
+
+    def show_error(self, message: str) -> None:
+        self._show_banner(message, "error")
+
+    def show_notice(self, message: str) -> None:
+        self._show_banner(message, "info")
+
+    def _show_banner(self, message: str, kind: str) -> None:
+        self.banner.setText(message)
+        self.banner.setProperty("kind", kind)
+        self.banner.style().unpolish(self.banner)
+        self.banner.style().polish(self.banner)
+        self.banner.show()
+
+    def _set_status(self, text: str, busy: bool) -> None:
+        self.status_label.setText(text + ("…" if busy else ""))
+        self.busy_bar.setVisible(busy)
+
+    def _toggle_history(self, checked: bool) -> None:
+        self.chats.setVisible(checked)
+
+    def closeEvent(self, event) -> None:
+        """Cancel, quit, wait (a load in progress cannot be interrupted, so hide first), then keep
+        whatever part of the answer had arrived."""
+        self._set_status("Closing", busy=True)
+        self.hide()
+        self.controller.shutdown()
+        self.session.save_partial()
+        event.accept()

@@ -1,0 +1,273 @@
+"""One chat's life: send a question with its images, stream the answer, stop, regenerate, save,
+reopen and export. The widgets show it and the EngineController does the work; this class keeps
+the bookkeeping between them (what was sent, what is running, what to do once it stops)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from ui.chat_view import ChatView, MessageWidget
+from ui.composer import Composer
+from ui.grounding import parse_boxes
+from ui.history import (
+    ChatsPanel, ConversationRecord, HistoryError, HistoryStore, TurnRecord, describe_stats,
+    export_markdown, stats_to_dict,
+)
+from ui.image_pane import ImagePane
+from ui.worker import LOADING, EngineController
+
+STAGE_TEXT = {
+    LOADING: "Loading the model",
+    "encoding image": "Encoding the image",
+    "reading the prompt": "Reading the prompt",
+    "answering": "Answering",
+}
+REOPENED_NOTICE = (
+    "Reopened from your saved chats. The model does not remember these earlier turns: "
+    "attach the image again if your next question is about it."
+)
+
+
+class ChatSession(QObject):
+    status = Signal(str, bool)  # text, busy
+    error = Signal(str)
+    notice = Signal(str)
+    statsMeasured = Signal(object)  # TurnStats of every finished answer
+    answerFinished = Signal(str, str)  # answer text, error ("" when it worked)
+
+    def __init__(self, controller: EngineController, store: HistoryStore, chat: ChatView,
+                 images: ImagePane, composer: Composer, chats: ChatsPanel,
+                 sampling: Callable, parent: QWidget):
+        super().__init__(parent)
+        self.controller, self.store, self.chat = controller, store, chat
+        self.images, self.composer, self.chats = images, composer, chats
+        self._sampling = sampling  # () -> SamplingOptions from the current settings
+        self.model_name = ""  # empty while no model is loaded
+        self.record: ConversationRecord = store.new_record()
+        self._answer: MessageWidget | None = None  # the answer being written, if any
+        self._turn: TurnRecord | None = None
+        self._turn_images: list[Path] = []
+        self._busy = False
+        self._turn_started = False  # the engine reported progress, so it accepted the question
+        self._regenerating = False
+        self._after_turn: Callable | None = None  # what to do once the running answer stopped
+        controller.status.connect(self._on_status)
+        controller.textPiece.connect(self._on_text)
+        controller.turnFinished.connect(self._on_finished)
+        controller.turnFailed.connect(self._on_failed)
+        controller.turnSkipped.connect(lambda: self._end_turn(note="Stopped before the answer began"))
+        composer.sendRequested.connect(self.send)
+        composer.stopRequested.connect(self.stop)
+        chat.regenerateRequested.connect(self.regenerate)
+        chats.openRequested.connect(self.open_saved_chat)
+        chats.deleteRequested.connect(self.delete_saved_chat)
+        chats.exportRequested.connect(self.export_saved_chat)
+        chats.newChatRequested.connect(self.new_chat)
+        self.refresh_history()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    # -- a turn -------------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        if self._busy or not self.model_name:
+            return
+        try:
+            names = [self.store.add_image(self.record, path) for path in self.images.pending()]
+        except OSError as error:
+            self.error.emit(f"Could not keep a copy of the image: {error}")
+            return
+        copies = [self.store.image_path(self.record.id, name) for name in names]
+        self._turn_images = self.images.pending()
+        self.images.mark_sent()
+        self.chat.add_user(text, copies)
+        self._turn = TurnRecord(text, names)
+        self.record.turns.append(self._turn)
+        self._start_answer(regenerating=False)
+        self.controller.ask(text, copies, self._sampling())
+
+    def stop(self) -> None:
+        if self._busy:
+            self.controller.cancel()
+            self.status.emit("Stopping", True)
+
+    def regenerate(self) -> None:
+        if self._busy or not self.model_name or self._turn is None:
+            return
+        self._turn.answer, self._turn.stats, self._turn.error = "", None, ""
+        self.chat.remove_last()
+        self._start_answer(regenerating=True)
+        self.controller.regenerate(self._sampling())
+
+    def when_idle(self, action: Callable) -> None:
+        """Run `action` now, or stop the answer and run it as soon as the engine is free."""
+        if not self._busy:
+            action()
+            return
+        self._after_turn = action
+        self.stop()
+
+    def draw_boxes_from(self, answer: str) -> None:
+        """Boxes in an answer go on the last image of its question (else the newest image)."""
+        boxes = parse_boxes(answer)
+        images = self._turn_images or [image.path for image in self.images.images()]
+        if boxes and images:
+            self.images.set_boxes(images[-1], boxes)
+
+    def save_partial(self) -> None:
+        """On close: keep the part of an answer that had arrived."""
+        if self._busy and self._turn is not None and self._turn_started:
+            self._turn.error = self._turn.error or "Iris was closed during this answer."
+            self._save()
+
+    def _start_answer(self, regenerating: bool) -> None:
+        self._answer = self.chat.add_answer()
+        self._turn_started, self._regenerating = False, regenerating
+        self._busy = True
+        self.composer.set_busy(True)
+        self.status.emit("Waiting for the engine", True)
+
+    def _on_status(self, stage: str) -> None:
+        if stage == LOADING or not self._busy:
+            return
+        self._turn_started = True
+        self.status.emit(STAGE_TEXT.get(stage, stage), True)
+        if self._answer is not None:
+            self._answer.show_waiting(STAGE_TEXT.get(stage, stage))
+
+    def _on_text(self, piece: str) -> None:
+        if self._answer is not None and self._turn is not None:
+            self._answer.append(piece)
+            self._turn.answer += piece
+
+    def _on_finished(self, stats) -> None:
+        data = stats_to_dict(stats)
+        self.statsMeasured.emit(stats)
+        if self._turn is not None:
+            self._turn.stats = data
+        self._end_turn(describe_stats(data))
+
+    def _on_failed(self, message: str) -> None:
+        for original, name in zip(self._turn_images, self._turn.images if self._turn else []):
+            message = message.replace(name, original.name)  # the user knows the file, not our copy
+        if not self._turn_started and not self._regenerating and self._turn is not None:
+            self._take_back_question()
+            self.error.emit(f"The question was not sent: {message}")
+            return
+        if self._turn is not None:
+            self._turn.error = message
+        self._end_turn(note=f"Error: {message}")
+        self.error.emit(message)
+
+    def _take_back_question(self) -> None:
+        """The engine refused the question up front (bad image, full context): undo the send so
+        the user can fix it, with the text back in the box and the images pending again."""
+        turn = self.record.turns.pop()
+        self.chat.remove_last()
+        self.chat.remove_last()
+        self.images.mark_pending(self._turn_images)
+        self.composer.edit.setPlainText(turn.text)
+        self._turn = self.record.turns[-1] if self.record.turns else None
+        self._answer, self._turn_images = None, []
+        self._finish_busy()
+
+    def _end_turn(self, stats_text: str = "", note: str = "") -> None:
+        answer, turn = self._answer, self._turn
+        self._answer = None
+        if answer is not None and turn is not None:
+            answer.finish(stats_text, note)
+            self.chat.set_regenerate_enabled(True)
+            self.draw_boxes_from(turn.answer)
+            self._save()
+        self._finish_busy()
+        if turn is not None:
+            self.answerFinished.emit(turn.answer, turn.error)
+
+    def _finish_busy(self) -> None:
+        self._busy = False
+        self.composer.set_busy(False)
+        self.status.emit("Ready" if self.model_name else "No model", False)
+        action, self._after_turn = self._after_turn, None
+        if action is not None:
+            action()
+
+    # -- chats ----------------------------------------------------------------------------------
+
+    def new_chat(self) -> None:
+        if self._busy:
+            self.when_idle(self.new_chat)
+            return
+        self.chat.clear()
+        self.images.clear()
+        self.record = self.store.new_record()
+        self._turn, self._turn_images = None, []
+        self.controller.new_conversation()
+        self.chats.list.clearSelection()
+        self.composer.edit.setFocus()
+
+    def _save(self) -> None:
+        self.record.model = self.model_name
+        try:
+            self.store.save(self.record)
+        except HistoryError as error:
+            self.error.emit(str(error))
+        self.refresh_history()
+
+    def refresh_history(self) -> None:
+        self.chats.show_chats(self.store.list(), self.record.id)
+
+    def open_saved_chat(self, record_id: str) -> None:
+        if record_id == self.record.id:
+            return
+        if self._busy:
+            self.when_idle(lambda: self.open_saved_chat(record_id))
+            return
+        try:
+            self.open_record(self.store.load(record_id))
+        except HistoryError as error:
+            self.error.emit(str(error))
+
+    def open_record(self, record: ConversationRecord) -> None:
+        """Show a saved chat; new questions continue it, but the model starts with a fresh memory."""
+        self.new_chat()
+        self.record = record
+        for turn in record.turns:
+            paths = [self.store.image_path(record.id, name) for name in turn.images]
+            self.images.add_files([p for p in paths if p.exists()], sent=True)
+            self.chat.add_user(turn.text, paths)
+            answer = self.chat.add_answer()
+            answer.set_markdown(turn.answer)
+            answer.finish(describe_stats(turn.stats), f"Error: {turn.error}" if turn.error else "")
+        self.notice.emit(REOPENED_NOTICE)
+        self.refresh_history()
+
+    def delete_saved_chat(self, record_id: str) -> None:
+        if record_id == self.record.id:
+            self.new_chat()
+        self.store.delete(record_id)
+        self.refresh_history()
+
+    def export_saved_chat(self, record_id: str) -> None:
+        try:
+            self.export_chat(self.store.load(record_id))
+        except HistoryError as error:
+            self.error.emit(str(error))
+
+    def export_chat(self, record: ConversationRecord | None = None) -> None:
+        record = record if isinstance(record, ConversationRecord) else self.record
+        if not record.turns:
+            self.error.emit("There is nothing to export yet.")
+            return
+        name, _ = QFileDialog.getSaveFileName(
+            self.parent(), "Export chat", f"{record.title}.md", "Markdown (*.md)"
+        )
+        if name:
+            try:
+                export_markdown(record, self.store, Path(name))
+            except HistoryError as error:
+                self.error.emit(str(error))

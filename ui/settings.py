@@ -1,0 +1,138 @@
+"""The user's choices, kept in QSettings (organization "Iris", application "Iris").
+
+Everything is read through `load_settings`, which falls back to the default for any missing or
+unreadable value, so a hand-edited or older settings file can never stop the app from starting.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+from engine.sampling import SamplingOptions
+
+IMAGE_DETAILS = ("standard", "high")
+_SAMPLING_DEFAULTS = SamplingOptions()
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    image_detail: str = "standard"
+    temperature: float = _SAMPLING_DEFAULTS.temperature
+    top_p: float = _SAMPLING_DEFAULTS.top_p
+    top_k: int = _SAMPLING_DEFAULTS.top_k
+    presence_penalty: float = _SAMPLING_DEFAULTS.presence_penalty
+    max_new_tokens: int = _SAMPLING_DEFAULTS.max_new_tokens
+    threads: int = 0  # 0: let onnxruntime choose
+    model_dir: str = ""  # "": the default folder in the data folder
+
+    def sampling(self) -> SamplingOptions:
+        return SamplingOptions(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            presence_penalty=self.presence_penalty,
+            max_new_tokens=self.max_new_tokens,
+        )
+
+    def engine_fields(self) -> tuple:
+        """The settings that need the engine to be built again when they change."""
+        return (self.model_dir, self.threads, self.image_detail)
+
+
+@dataclass(frozen=True)
+class SpeedRecord:
+    """The last measured speed, for the 'about N seconds' estimates in the settings dialog."""
+
+    vision_seconds_per_image_token: float = 0.0
+    prefill_tokens_per_second: float = 0.0
+    decode_tokens_per_second: float = 0.0
+
+    def seconds_for_image(self, image_tokens: int) -> float | None:
+        """Encoding plus reading time for an image of `image_tokens`; None before any measurement."""
+        if self.vision_seconds_per_image_token <= 0 or self.prefill_tokens_per_second <= 0:
+            return None
+        return image_tokens * (
+            self.vision_seconds_per_image_token + 1.0 / self.prefill_tokens_per_second
+        )
+
+
+def open_qsettings() -> QSettings:
+    """INI format everywhere: one readable file, and tests can redirect it with QSettings.setPath."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Iris", "Iris")
+
+
+def load_settings(store: QSettings | None = None) -> AppSettings:
+    store = open_qsettings() if store is None else store
+    defaults = AppSettings()
+    values = {}
+    for f in fields(AppSettings):
+        default = getattr(defaults, f.name)
+        values[f.name] = _coerce(store.value(f"options/{f.name}", default), default)
+    if values["image_detail"] not in IMAGE_DETAILS:
+        values["image_detail"] = defaults.image_detail
+    try:
+        settings = AppSettings(**values)
+        settings.sampling()  # validates the ranges
+    except ValueError:
+        return defaults
+    return settings
+
+
+def save_settings(settings: AppSettings, store: QSettings | None = None) -> None:
+    settings.sampling()  # refuse to store values the engine would reject
+    store = open_qsettings() if store is None else store
+    for name, value in asdict(settings).items():
+        store.setValue(f"options/{name}", value)
+    store.sync()
+
+
+def load_speed(store: QSettings | None = None) -> SpeedRecord:
+    store = open_qsettings() if store is None else store
+    defaults = SpeedRecord()
+    return SpeedRecord(
+        **{
+            f.name: _coerce(store.value(f"speed/{f.name}", getattr(defaults, f.name)), 0.0)
+            for f in fields(SpeedRecord)
+        }
+    )
+
+
+def save_speed(record: SpeedRecord, store: QSettings | None = None) -> None:
+    store = open_qsettings() if store is None else store
+    for name, value in asdict(record).items():
+        store.setValue(f"speed/{name}", float(value))
+    store.sync()
+
+
+def speed_from_stats(stats, previous: SpeedRecord) -> SpeedRecord:
+    """Update the record from a finished turn's TurnStats, keeping fields the turn did not measure."""
+    record = previous
+    if stats.image_tokens > 0 and stats.vision_seconds > 0:
+        record = replace(record, vision_seconds_per_image_token=stats.vision_seconds / stats.image_tokens)
+    if stats.prompt_tokens > 0 and stats.prefill_seconds > 0:
+        record = replace(record, prefill_tokens_per_second=stats.prompt_tokens / stats.prefill_seconds)
+    if stats.decode_tokens_per_second > 0:
+        record = replace(record, decode_tokens_per_second=stats.decode_tokens_per_second)
+    return record
+
+
+def resolve_model_dir(settings: AppSettings) -> Path:
+    from ui.paths import default_model_dir
+
+    return Path(settings.model_dir).expanduser() if settings.model_dir else default_model_dir()
+
+
+def _coerce(value, default):
+    """QSettings' INI backend hands back strings; turn them into the default's type or give up."""
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(float(value))
+        if isinstance(default, float):
+            return float(value)
+        return str(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,162 @@
+"""The Settings dialog: image detail (with what it costs for the current image), sampling,
+threads and the model folder. It edits an AppSettings value; the window stores and applies it."""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtWidgets import (
+    QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+    QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from engine.image import DETAIL_PRESETS
+from ui.settings import IMAGE_DETAILS, AppSettings, SpeedRecord
+
+CostFunction = Callable[[int, int, str], int]  # (width, height, detail) -> image tokens
+
+
+class SettingsDialog(QDialog):
+    def __init__(
+        self,
+        settings: AppSettings,
+        current_image: tuple[int, int] | None = None,
+        cost: CostFunction | None = None,
+        speed: SpeedRecord = SpeedRecord(),
+        default_model_dir: Path | None = None,
+        parent: QWidget | None = None,
+    ):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setMinimumWidth(520)
+        self._current_image = current_image
+        self._cost = cost
+        self._speed = speed
+        self._default_model_dir = default_model_dir
+
+        self.detail = QComboBox()
+        for name in IMAGE_DETAILS:
+            limit = DETAIL_PRESETS[name] // (32 * 32)
+            self.detail.addItem(f"{name.capitalize()} (up to {limit} tokens per image)", name)
+        self.detail_info = QLabel()
+        self.detail_info.setWordWrap(True)
+        self.detail_info.setObjectName("detailInfo")
+        self.detail.currentIndexChanged.connect(self._update_detail_info)
+
+        self.temperature = _double(0.05, 2.0, 0.05, 2)
+        self.top_p = _double(0.05, 1.0, 0.05, 2)
+        self.top_k = QSpinBox(minimum=0, maximum=1000)
+        self.top_k.setSpecialValueText("off")
+        self.presence_penalty = _double(0.0, 2.0, 0.1, 2)
+        self.max_new_tokens = QSpinBox(minimum=16, maximum=16384, singleStep=128)
+        self.threads = QSpinBox(minimum=0, maximum=max(os.cpu_count() or 1, 1))
+        self.threads.setSpecialValueText("automatic")
+        self.model_dir = QLineEdit()
+        self.model_dir.setPlaceholderText(str(default_model_dir or ""))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_dir, 1)
+        model_row.addWidget(browse)
+
+        image_box = QGroupBox("Images")
+        image_form = QFormLayout(image_box)
+        image_form.addRow("Image detail:", self.detail)
+        image_form.addRow("", self.detail_info)
+        answer_box = QGroupBox("Answers")
+        answer_form = QFormLayout(answer_box)
+        answer_form.addRow("Temperature:", self.temperature)
+        answer_form.addRow("Top-p:", self.top_p)
+        answer_form.addRow("Top-k:", self.top_k)
+        answer_form.addRow("Presence penalty:", self.presence_penalty)
+        answer_form.addRow("Max new tokens:", self.max_new_tokens)
+        model_box = QGroupBox("Model")
+        model_form = QFormLayout(model_box)
+        model_form.addRow("CPU threads:", self.threads)
+        model_form.addRow("Model folder:", model_row)
+        note = QLabel(
+            "Changing image detail, threads or the model folder reloads the model and starts a new chat."
+        )
+        note.setWordWrap(True)
+        note.setObjectName("settingsNote")
+
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok
+            | QDialogButtonBox.StandardButton.Cancel
+            | QDialogButtonBox.StandardButton.RestoreDefaults
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(
+            lambda: self.set_settings(AppSettings())
+        )
+        layout = QVBoxLayout(self)
+        for widget in (image_box, answer_box, model_box, note, buttons):
+            layout.addWidget(widget)
+        self.set_settings(settings)
+
+    def set_settings(self, settings: AppSettings) -> None:
+        self.detail.setCurrentIndex(max(self.detail.findData(settings.image_detail), 0))
+        self.temperature.setValue(settings.temperature)
+        self.top_p.setValue(settings.top_p)
+        self.top_k.setValue(settings.top_k)
+        self.presence_penalty.setValue(settings.presence_penalty)
+        self.max_new_tokens.setValue(settings.max_new_tokens)
+        self.threads.setValue(settings.threads)
+        self.model_dir.setText(settings.model_dir)
+        self._update_detail_info()
+
+    def settings(self) -> AppSettings:
+        return replace(
+            AppSettings(),
+            image_detail=self.detail.currentData(),
+            temperature=round(self.temperature.value(), 4),
+            top_p=round(self.top_p.value(), 4),
+            top_k=self.top_k.value(),
+            presence_penalty=round(self.presence_penalty.value(), 4),
+            max_new_tokens=self.max_new_tokens.value(),
+            threads=self.threads.value(),
+            model_dir=self.model_dir.text().strip(),
+        )
+
+    def _update_detail_info(self) -> None:
+        self.detail_info.setText(detail_summary(
+            self.detail.currentData(), self._current_image, self._cost, self._speed
+        ))
+
+    def _browse(self) -> None:
+        start = self.model_dir.text() or str(self._default_model_dir or "")
+        folder = QFileDialog.getExistingDirectory(self, "Model folder", start)
+        if folder:
+            self.model_dir.setText(folder)
+
+
+def detail_summary(
+    detail: str, image: tuple[int, int] | None, cost: CostFunction | None, speed: SpeedRecord
+) -> str:
+    """'The current image (1600×900) costs 252 image tokens, about 14 s to read.'"""
+    if image is None:
+        return "Add an image to see what it costs at this detail."
+    if cost is None:
+        return "The cost of the current image shows once the model is loaded."
+    width, height = image
+    try:
+        tokens = cost(width, height, detail)
+    except Exception as error:  # an unusable image: the pane already said why
+        return f"The current image cannot be used: {error}"
+    text = f"The current image ({width}×{height}) costs {tokens} image tokens"
+    seconds = speed.seconds_for_image(tokens)
+    if seconds is None:
+        return text + "; the time shows after the first answer."
+    shown = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+    return text + f", about {shown} s to read at the last measured speed."
+
+
+def _double(minimum: float, maximum: float, step: float, decimals: int) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(minimum, maximum)
+    box.setSingleStep(step)
+    box.setDecimals(decimals)
+    return box

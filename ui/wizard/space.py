@@ -1,0 +1,79 @@
+"""Free-disk-space arithmetic for the choose page: what goes where, and does it fit (Qt-free).
+
+The download lands in the Hugging Face cache and the converted model in the target folder; these can
+be on different disks, so the needs are added up per disk before comparing with its free space.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .units import human_bytes
+
+# exporter.export refuses to start unless this much is free beyond its estimate (see _check_space there)
+EXPORT_MARGIN_FACTOR = 1.05
+EXPORT_MARGIN_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class SpaceNeed:
+    what: str  # "the download", "the converted model"
+    folder: Path  # where it will be written; need not exist yet
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One disk that something will be written to: its free space and what it must hold."""
+
+    anchor: Path  # the disk's mount point, to name it
+    free: int
+    needs: tuple[SpaceNeed, ...]
+
+    @property
+    def needed(self) -> int:
+        return sum(n.nbytes for n in self.needs)
+
+    @property
+    def short(self) -> bool:
+        return self.free < self.needed
+
+    def shortage_message(self) -> str:
+        what = " and ".join(f"{n.what} ({human_bytes(n.nbytes)})" for n in self.needs if n.nbytes)
+        return (f"Not enough free disk space on {self.anchor}: {what} need {human_bytes(self.needed)}, "
+                f"only {human_bytes(self.free)} is free. Free up {human_bytes(self.needed - self.free)} "
+                "or choose another folder.")
+
+
+def export_space_needed(estimated_bytes: int) -> int:
+    """What the exporter will demand to be free for an artifact folder of `estimated_bytes`."""
+    return int(estimated_bytes * EXPORT_MARGIN_FACTOR) + EXPORT_MARGIN_BYTES
+
+
+def existing_parent(path: Path) -> Path:
+    path = Path(path).expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> Path:
+    path = existing_parent(path)
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disks_for(needs: list[SpaceNeed]) -> list[Disk]:
+    """Group the needs by the disk (device) their folders live on, with each disk's free space."""
+    grouped: dict[int, list[tuple[Path, SpaceNeed]]] = {}
+    for need in needs:
+        anchor = existing_parent(need.folder)
+        grouped.setdefault(os.stat(anchor).st_dev, []).append((anchor, need))
+    disks = []
+    for members in grouped.values():
+        folder = members[0][0]
+        disks.append(Disk(mount_point(folder), shutil.disk_usage(folder).free, tuple(n for _, n in members)))
+    return disks

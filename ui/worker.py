@@ -1,0 +1,239 @@
+"""The one thread that owns the Engine, and the UI-thread facade that talks to it.
+
+The engine is not thread-safe, so a single `EngineWorker` lives on a QThread and is the only
+object that ever touches it; the UI sends it requests through queued signals and gets status,
+text pieces and stats back the same way, so the UI never blocks. The one exception is
+`cancel()`, which the engine allows from any thread: Stop calls it directly so compute stops
+within one decode step instead of waiting behind the running answer in the queue.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from engine.errors import EngineError
+from engine.events import StatusEvent, TextEvent, TurnStats
+
+log = logging.getLogger(__name__)
+
+LOADING = "loading the model"
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """What the worker needs to build an Engine; kept free of engine types so the UI can make it."""
+
+    model_dir: Path
+    threads: int | None = None  # None: onnxruntime decides
+    image_detail: str = "standard"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the UI learns once a model is loaded."""
+
+    model_dir: Path
+    manifest: dict
+    # engine.image_tokens(width, height, image_detail=None). The one engine call the UI thread
+    # makes: it is pure arithmetic on the engine's immutable preprocessor config.
+    image_tokens: Callable[..., int]
+
+
+class EngineWorker(QObject):
+    """Lives on the engine thread; its slots run there, one at a time."""
+
+    loaded = Signal(object)  # EngineInfo
+    loadFailed = Signal(str)
+    status = Signal(str)  # LOADING or an engine Stage value
+    textPiece = Signal(str)
+    turnFinished = Signal(object)  # TurnStats
+    turnFailed = Signal(str)
+    turnSkipped = Signal()  # Stop came before the turn started; nothing was asked
+
+    def __init__(self, engine_factory: Callable | None = None):
+        super().__init__()
+        self._engine_factory = engine_factory or _default_engine_factory
+        self._engine = None
+        self._conversation = None
+        self._lock = threading.Lock()  # guards _running and _cancelled_through across threads
+        self._running = None  # (conversation, turn id) of the ask()/regenerate() in progress
+        self._cancelled_through = 0  # every turn id up to this one has been stopped
+        self._closing = threading.Event()
+
+    # -- slots (engine thread) ------------------------------------------------------------
+
+    @Slot(object)
+    def load(self, setup: EngineSetup) -> None:
+        if self._closing.is_set():
+            return
+        self.status.emit(LOADING)
+        self._engine = self._conversation = None
+        try:
+            engine = self._engine_factory(setup)
+            self._engine = engine
+            self._conversation = engine.new_conversation()
+        except EngineError as error:
+            self.loadFailed.emit(str(error))
+            return
+        except Exception as error:  # a bug or a broken install: say so instead of dying silently
+            log.error("loading the model failed:\n%s", traceback.format_exc())
+            self.loadFailed.emit(f"The model could not be loaded: {error!r}")
+            return
+        self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens))
+
+    @Slot(int, str, object, object)
+    def ask(self, turn_id: int, text: str, images, sampling) -> None:
+        self._run_turn(turn_id, lambda conv: conv.ask(text, images=list(images), sampling=sampling))
+
+    @Slot(int, object)
+    def regenerate(self, turn_id: int, sampling) -> None:
+        self._run_turn(turn_id, lambda conv: conv.regenerate(sampling=sampling))
+
+    @Slot()
+    def new_conversation(self) -> None:
+        if self._engine is not None and not self._closing.is_set():
+            self._conversation = self._engine.new_conversation()
+
+    # -- any thread -----------------------------------------------------------------------
+
+    def cancel(self, through_turn: int) -> None:
+        """Stop turn `through_turn` and every earlier one, running or still queued."""
+        with self._lock:
+            self._cancelled_through = max(self._cancelled_through, through_turn)
+            running = self._running
+        if running is not None and running[1] <= through_turn:
+            running[0].cancel()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new work and stop the current answer; the owner then quits the thread."""
+        with self._lock:
+            self._closing.set()
+            self._cancelled_through = sys.maxsize  # also a turn that is starting right now
+            running = self._running
+        if running is not None:
+            running[0].cancel()
+
+    def release(self) -> None:
+        """Drop the engine; only call once the thread has finished."""
+        self._engine = self._conversation = self._running = None
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _run_turn(self, turn_id: int, start: Callable) -> None:
+        if self._closing.is_set():
+            return
+        conversation = self._conversation
+        if conversation is None:
+            self.turnFailed.emit("No model is loaded yet.")
+            return
+        with self._lock:
+            if turn_id <= self._cancelled_through:
+                self.turnSkipped.emit()
+                return
+            self._running = (conversation, turn_id)
+        try:
+            for event in start(conversation):
+                if self._is_cancelled(turn_id):
+                    # Again at every event: ask() clears the engine's flag when it starts, so a
+                    # Stop that landed just before that would otherwise be lost.
+                    conversation.cancel()
+                self._forward(event)
+        except EngineError as error:
+            self.turnFailed.emit(str(error))
+        except Exception as error:
+            log.error("answering failed:\n%s", traceback.format_exc())
+            self.turnFailed.emit(f"Something went wrong while answering: {error!r}")
+        finally:
+            with self._lock:
+                self._running = None
+
+    def _is_cancelled(self, turn_id: int) -> bool:
+        with self._lock:
+            return turn_id <= self._cancelled_through
+
+    def _forward(self, event) -> None:
+        if isinstance(event, TextEvent):
+            self.textPiece.emit(event.text)
+        elif isinstance(event, StatusEvent):
+            self.status.emit(event.stage.value)
+        elif isinstance(event, TurnStats):
+            self.turnFinished.emit(event)
+
+
+def _default_engine_factory(setup: EngineSetup):
+    from engine.engine import Engine, EngineOptions
+
+    return Engine(setup.model_dir, EngineOptions(threads=setup.threads, image_detail=setup.image_detail))
+
+
+class EngineController(QObject):
+    """UI-thread handle on the worker: queued requests out, signals back, clean shutdown."""
+
+    _loadRequested = Signal(object)
+    _askRequested = Signal(int, str, object, object)
+    _regenerateRequested = Signal(int, object)
+    _newConversationRequested = Signal()
+
+    loaded = Signal(object)
+    loadFailed = Signal(str)
+    status = Signal(str)
+    textPiece = Signal(str)
+    turnFinished = Signal(object)
+    turnFailed = Signal(str)
+    turnSkipped = Signal()
+
+    def __init__(self, engine_factory: Callable | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("iris-engine")
+        self._worker = EngineWorker(engine_factory)
+        self._worker.moveToThread(self._thread)
+        self._loadRequested.connect(self._worker.load)
+        self._askRequested.connect(self._worker.ask)
+        self._regenerateRequested.connect(self._worker.regenerate)
+        self._newConversationRequested.connect(self._worker.new_conversation)
+        for name in (
+            "loaded", "loadFailed", "status", "textPiece", "turnFinished", "turnFailed", "turnSkipped"
+        ):
+            getattr(self._worker, name).connect(getattr(self, name))
+        self._turn_counter = 0
+        self._stopped = False
+        self._thread.start()
+
+    def load(self, setup: EngineSetup) -> None:
+        self._loadRequested.emit(setup)
+
+    def ask(self, text: str, images: list[Path], sampling) -> None:
+        self._turn_counter += 1
+        self._askRequested.emit(self._turn_counter, text, [Path(p) for p in images], sampling)
+
+    def regenerate(self, sampling) -> None:
+        self._turn_counter += 1
+        self._regenerateRequested.emit(self._turn_counter, sampling)
+
+    def new_conversation(self) -> None:
+        self._newConversationRequested.emit()
+
+    def cancel(self) -> None:
+        """Stop the answer being written and any request still waiting in the queue."""
+        self._worker.cancel(self._turn_counter)
+
+    def is_running(self) -> bool:
+        return self._thread.isRunning()
+
+    def shutdown(self) -> None:
+        """Cancel, quit, wait: the thread ends before its QThread object can be destroyed."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._worker.begin_shutdown()
+        self._thread.quit()
+        self._thread.wait()
+        self._worker.release()
