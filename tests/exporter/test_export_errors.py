@@ -187,3 +187,30 @@ def test_tied_embedding_is_stored_once(tiny_int4):
                        "model.language_model.embed_tokens.qweight_rows"]]
     ops = {n.op_type for n in model.graph.node}
     assert {"GatherBlockQuantized", "MatMulNBits", "GroupQueryAttention", "RotaryEmbedding"} <= ops
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16"])
+def test_fp32_and_fp16_checkpoints_convert_too(dtype, tiny_checkpoint, tiny_fp32, tmp_path):
+    """The same weights stored as F32 give identical bytes; as F16 (exact for these bf16 values
+    except the tiniest), the same image embeddings."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.reference import ExportedModel, image_prompt, random_image
+
+    folder = tmp_path / dtype
+    shutil.copytree(tiny_checkpoint[0], folder)
+    target = torch.float32 if dtype == "F32" else torch.float16
+    state = {k: v.to(target) for k, v in load_file(folder / "model.safetensors").items()}
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    out = export_model(folder, tmp_path / "out", ExportOptions("fp32")).out_dir
+    got = json.loads((out / "manifest.json").read_text())["files"]
+    ref = json.loads((tiny_fp32 / "manifest.json").read_text())["files"]
+    if dtype == "F32":
+        assert got["decoder.onnx.data"] == ref["decoder.onnx.data"]
+        assert got["vision.onnx.data"] == ref["vision.onnx.data"]
+    prompt = image_prompt(random_image(300, 200, 1))
+    ours, _ = ExportedModel(out).encode(prompt)
+    expected, _ = ExportedModel(tiny_fp32).encode(prompt)
+    assert np.abs(ours - expected).max() <= 1e-3 * np.abs(expected).max()
