@@ -60,29 +60,30 @@ def reference_rope(model, prompt: Prompt):
     return pos[:, 0].numpy(), int(delta[0, 0])
 
 
-def reference_logits(model, prompt: Prompt) -> np.ndarray:
+def _model_inputs(prompt: Prompt) -> dict:
     import torch
 
     ids = torch.tensor([prompt.ids])
-    kwargs = {}
+    inputs = {"input_ids": ids}
     if prompt.pixel_values is not None:
-        kwargs = dict(pixel_values=prompt.pixel_values, image_grid_thw=prompt.grid_thw,
+        inputs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.grid_thw,
                       mm_token_type_ids=(ids == IMAGE_PAD).int())
+    return inputs
+
+
+def reference_logits(model, prompt: Prompt) -> np.ndarray:
+    import torch
+
     with torch.no_grad():
-        return model(input_ids=ids, **kwargs).logits[0].float().numpy()
+        return model(**_model_inputs(prompt)).logits[0].float().numpy()
 
 
 def reference_greedy(model, prompt: Prompt, steps: int) -> list[int]:
     import torch
 
-    ids = torch.tensor([prompt.ids])
-    kwargs = {}
-    if prompt.pixel_values is not None:
-        kwargs = dict(pixel_values=prompt.pixel_values, image_grid_thw=prompt.grid_thw,
-                      mm_token_type_ids=(ids == IMAGE_PAD).int())
     with torch.no_grad():
-        out = model.generate(input_ids=ids, max_new_tokens=steps, do_sample=False, eos_token_id=None,
-                             pad_token_id=151643, **kwargs)
+        out = model.generate(**_model_inputs(prompt), max_new_tokens=steps, do_sample=False, eos_token_id=None,
+                             pad_token_id=151643)
     return out[0, len(prompt.ids):].tolist()
 
 

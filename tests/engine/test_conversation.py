@@ -12,11 +12,10 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engine.engine import Engine
-from engine.errors import ArtifactError, ContextFullError, EngineError, ImageError
+from engine.errors import ArtifactError, ContextFullError, ImageError
 from engine.events import Stage, StatusEvent, TextEvent, TurnStats
 from engine.sampling import SamplingOptions
 from tests.reference import IMAGE_PAD, image_processor, random_image

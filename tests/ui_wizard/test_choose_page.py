@@ -9,26 +9,13 @@ import pytest
 
 from tests.fixtures.fake_hub import point_huggingface_hub_at
 from tests.ui_wizard import (
-    REPO, choose_download, choose_folder, click, close_wizards, make_wizard, next_button, serve, type_into,
+    REPO, choose_download, choose_folder, click, make_wizard, next_button, type_into,
     wait_next_enabled,
 )
 from ui.wizard import needs_setup
 from ui.wizard.choice import PageId
 
 REAL_DISK_USAGE = shutil.disk_usage
-
-
-@pytest.fixture(autouse=True)
-def _close_wizards():
-    yield
-    close_wizards()
-
-
-@pytest.fixture
-def hub(tiny_checkpoint, tmp_path, monkeypatch):
-    with serve(tiny_checkpoint[0], monkeypatch, tmp_path / "hf_home") as fake:
-        yield fake
-        close_wizards()  # while the hub still answers
 
 
 def fake_free_space(monkeypatch, tmp_path: Path, free: int) -> None:

@@ -5,27 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 
 from tests.ui_wizard import (
-    WAIT_MS, choose_download, choose_folder, click, close_wizards, finish_button, make_wizard, next_button,
-    serve, wait_failed, wait_page,
+    WAIT_MS, choose_download, choose_folder, click, finish_button, make_wizard, next_button,
+    wait_failed, wait_page,
 )
 from ui.wizard import needs_setup
 from ui.wizard.choice import PageId
-
-
-@pytest.fixture(autouse=True)
-def _close_wizards():
-    yield
-    close_wizards()
-
-
-@pytest.fixture
-def hub(tiny_checkpoint, tmp_path, monkeypatch):
-    with serve(tiny_checkpoint[0], monkeypatch, tmp_path / "hf_home") as fake:
-        yield fake
-        close_wizards()  # while the hub still answers
 
 
 def finish(qtbot, wizard) -> Path:

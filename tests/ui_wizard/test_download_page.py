@@ -12,25 +12,11 @@ import pytest
 from PySide6.QtWidgets import QWizard
 
 from tests.ui_wizard import (
-    WAIT_MS, WEIGHTS, choose_download, click, close_wizards, make_wizard, next_button, partial_files, serve,
-    wait_failed, wait_page,
+    WAIT_MS, WEIGHTS, choose_download, click, make_wizard, next_button, partial_files, wait_failed, wait_page,
 )
 from ui.wizard.choice import PageId
 
 REAL_DISK_USAGE = shutil.disk_usage
-
-
-@pytest.fixture(autouse=True)
-def _close_wizards():
-    yield
-    close_wizards()
-
-
-@pytest.fixture
-def hub(tiny_checkpoint, tmp_path, monkeypatch):
-    with serve(tiny_checkpoint[0], monkeypatch, tmp_path / "hf_home") as fake:
-        yield fake
-        close_wizards()  # while the hub still answers
 
 
 def start_download(qtbot, wizard) -> None:
