@@ -21,6 +21,7 @@ class EngineOptions:
     image_detail: str = "standard"      # a key of DETAIL_PRESETS
     verify: bool | None = None          # hash check: None = only files changed since last check
     prefill_chunk: int = 512            # long prompts are read in chunks (bounds attention memory)
+    use_prefill_graph: bool = True      # use the model's prompt decoder when it was exported with one
 
     def max_pixels(self, detail: str | None = None) -> int:
         key = detail or self.image_detail
@@ -46,7 +47,9 @@ class Engine:
                                       d["vocab_size"], d["deepstack_levels"])
             self.context_limit = min(options.max_context, int(m["context_limit"]))
             self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads)
-            self.decoder = DecoderRunner(self.model_dir / d["file"], self.shape, self.context_limit, options.threads)
+            prefill = d.get("prefill_file") if options.use_prefill_graph else None
+            self.decoder = DecoderRunner(self.model_dir / d["file"], self.shape, self.context_limit, options.threads,
+                                         self.model_dir / prefill if prefill else None)
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"The model's manifest lacks {exc}; convert the model again.") from None
         except EngineError:

@@ -68,10 +68,19 @@ class VisionRunner:
 class DecoderRunner:
     """Runs chunks of tokens through the decoder, appending to one KV cache of `max_len` slots."""
 
-    def __init__(self, path: Path, shape: DecoderShape, max_len: int, threads: int | None = None):
+    PREFILL_MIN_TOKENS = 32  # below this a chunk is decode-like: the int4 graph reads fewer bytes
+
+    def __init__(self, path: Path, shape: DecoderShape, max_len: int, threads: int | None = None,
+                 prefill_path: Path | None = None):
         self.shape = shape
         self.max_len = max_len
         self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        # Optional graph for prompt chunks (other weights, same inputs and outputs); both graphs
+        # write into the same cache buffers, so they can take turns freely.
+        self.prefill_session = None
+        if prefill_path is not None:
+            self.prefill_session = ort.InferenceSession(str(prefill_path), session_options(threads),
+                                                        providers=["CPUExecutionProvider"])
         dims = (1, shape.kv_heads, max_len, shape.head_dim)
         self._buffers = [np.zeros(dims, np.float32) for _ in range(2 * shape.num_layers)]
         self._cache = [ort.OrtValue.ortvalue_from_numpy(b) for b in self._buffers]
@@ -118,7 +127,10 @@ class DecoderRunner:
             visual_pos = np.zeros((0,), np.int64)
             deepstack = np.zeros((sh.deepstack_levels, 0, sh.hidden_size), np.float32)
         total = self.length + s
-        io = self.session.io_binding()
+        session = self.session
+        if self.prefill_session is not None and s >= self.PREFILL_MIN_TOKENS:
+            session = self.prefill_session
+        io = session.io_binding()
         feeds = {
             "input_ids": np.asarray(input_ids, np.int64).reshape(1, s),
             "position_ids": np.asarray(position_ids, np.int64).reshape(3, 1, s),
@@ -137,7 +149,7 @@ class DecoderRunner:
                 buf = self._cache[2 * i + j]
                 io.bind_ortvalue_input(f"past_key_values.{i}.{kv}", buf)
                 io.bind_ortvalue_output(f"present.{i}.{kv}", buf)
-        self.session.run_with_iobinding(io)
+        session.run_with_iobinding(io)
         self.length = total
         # Only the logits are copied out: copy_outputs_to_cpu() would also copy every layer's
         # whole KV buffer (1.2 GB per step at a 4k context).

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from .errors import ExportError
-from .export import (DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, DEFAULT_EMBED_BLOCK_SIZE, PRECISIONS, VISION_FORMATS,
-                     ExportOptions, ExportProgress, export_model)
+from .export import (DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, DEFAULT_EMBED_BLOCK_SIZE, PRECISIONS, PREFILL_FORMATS,
+                     VISION_FORMATS, ExportOptions, ExportProgress, export_model)
 
 
 def _printer():
@@ -46,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embed-block-size", type=int, default=DEFAULT_EMBED_BLOCK_SIZE, choices=(16, 32, 64, 128))
     ap.add_argument("--accuracy-level", type=int, default=DEFAULT_ACCURACY_LEVEL, choices=(0, 1, 2, 3, 4))
     ap.add_argument("--vision", choices=VISION_FORMATS, help="vision weights (default: int8, fp32 with --precision fp32)")
+    ap.add_argument("--prefill-graph", choices=PREFILL_FORMATS,
+                    help="also write a decoder for prompts with these weights (int8: ~4x faster time to "
+                         "first token, ~4 GB more disk and memory)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
     args = ap.parse_args(argv)
     try:
         source, info = _resolve_source(args.source)
         options = ExportOptions(args.precision, args.block_size, args.accuracy_level, args.overwrite,
-                                args.embed_block_size, args.vision)
+                                args.embed_block_size, args.vision, args.prefill_graph)
         result = export_model(source, Path(args.out_dir), options, progress=_printer(), source_info=info)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,68 @@
+"""A second decoder graph for prompt chunks shares the KV cache with the decode graph exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.engine import Engine
+from exporter.export import ExportOptions, export_model
+from tests.engine.test_conversation import GREEDY, History, reference_generate, run_turn
+from tests.reference import random_image
+
+
+@pytest.fixture(scope="module")
+def with_prefill(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prefill")
+    export_model(tiny_checkpoint[0], out / "fp32", ExportOptions("fp32", prefill="fp32"))
+    export_model(tiny_checkpoint[0], out / "int8", ExportOptions("int4", prefill="int8"))
+    return out
+
+
+class CountingSession:
+    def __init__(self, session):
+        self.session, self.runs = session, 0
+
+    def io_binding(self):
+        return self.session.io_binding()
+
+    def run_with_iobinding(self, io):
+        self.runs += 1
+        return self.session.run_with_iobinding(io)
+
+
+def test_prompt_graph_and_decode_graph_take_turns_on_one_cache(with_prefill, tiny_checkpoint):
+    """fp32 weights in both graphs: any slip in sharing the cache would change the tokens."""
+    engine = Engine(with_prefill / "fp32")
+    counter = CountingSession(engine.decoder.prefill_session)
+    engine.decoder.prefill_session = counter
+    conv = engine.new_conversation()
+    history = History(engine)
+    pending: list[int] = []
+    for text, images in [("Describe this image.", [random_image(300, 200, 1)]), ("More?", []),
+                         ("And this one, compared with the first?", [random_image(200, 260, 4)])]:
+        history.add_question(text, images, pending)
+        stats = run_turn(conv, text, images)[-1]
+        assert stats.token_ids == reference_generate(tiny_checkpoint[1], history.ids, history.images, 12)
+        history.add_answer(stats.token_ids[:-1], "")
+        last = stats.token_ids[-1]
+        pending = ([last] if last not in engine.eos_ids else []) + [engine.prompts.end_of_turn_id]
+    assert counter.runs == 2  # the two image questions; the short follow-up and decode steps use int4/fp32
+
+
+def test_int8_prompt_graph_is_closer_to_fp32_than_int4(with_prefill, tiny_fp32):
+    """int8 per-channel weights carry less error than int4 blocks: the fast path costs no accuracy."""
+    from engine.engine import EngineOptions
+
+    reference = Engine(tiny_fp32)
+    fast = Engine(with_prefill / "int8")
+    plain = Engine(with_prefill / "int8", EngineOptions(use_prefill_graph=False))
+    assert fast.decoder.prefill_session is not None and plain.decoder.prefill_session is None
+    ids = np.array(reference.prompts.encode(
+        "<|im_start|>user\nTell me a story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n") * 3)
+    pos = np.tile(np.arange(len(ids)), (3, 1))
+    exact = reference.decoder.prefill(ids, pos)[-1]
+    err_int8 = np.abs(fast.decoder.prefill(ids, pos)[-1] - exact).max() / np.abs(exact).max()
+    err_int4 = np.abs(plain.decoder.prefill(ids, pos)[-1] - exact).max() / np.abs(exact).max()
+    assert err_int8 < err_int4
+    assert run_turn(fast.new_conversation(), "Describe this image.", [random_image(300, 200, 1)],
+                    GREEDY)[-1].new_tokens == 12
