@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     engine = Engine(Path(args.model_dir), EngineOptions(threads=args.threads, max_context=args.context, verify=False))
     out["load_s"] = time.perf_counter() - t0
+    if engine.decoder.wait_for_prefill_graph():  # an optional prompt graph loads in the background
+        out["prompt_graph_ready_s"] = time.perf_counter() - t0
     out["rss_after_load_mb"] = rss_mb()
     engine.eos_ids = frozenset()  # measure a fixed number of tokens whatever random weights say
     greedy = SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=1)

@@ -72,7 +72,8 @@ def markdown(result: dict) -> str:
     rows = [
         ("export (int4) time / peak RSS", f"{x['seconds']:.0f} s / {x['peak_rss_mb'] / 1024:.2f} GB"),
         ("artifact size", f"{x['bytes'] / 1e9:.2f} GB"),
-        ("load time / RSS after load", f"{e['load_s']:.1f} s / {e['rss_after_load_mb'] / 1024:.2f} GB"),
+        ("load time / RSS after load", f"{e['load_s']:.1f} s / {e['rss_after_load_mb'] / 1024:.2f} GB"
+         + (f" (int8 prompt graph ready after {e['prompt_graph_ready_s']:.1f} s)" if "prompt_graph_ready_s" in e else "")),
         ("vision encode 448x448 / 896x896", f"{e['vision_448_s']:.2f} s / {e['vision_896_s']:.2f} s"),
         ("time to first token, 448x448 image + question",
          f"{e['ttft_448_s']:.2f} s ({e['prompt_tokens_448']} prompt tokens)"),

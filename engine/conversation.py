@@ -39,7 +39,6 @@ class _Rewind:
     cache_length: int
     positions: PositionState
     logits: np.ndarray
-    pending: list[int]
     prompt_tokens: int
     image_tokens: int
     vision_seconds: float
@@ -113,7 +112,7 @@ class Conversation:
         self._positions, self._pending = after, []
         self._messages.append(message)
         self.turns.append(Turn(text, list(images)))
-        self._rewind = _Rewind(eng.decoder.length, after, logits, [], len(new_ids),
+        self._rewind = _Rewind(eng.decoder.length, after, logits, len(new_ids),
                                sum(p.num_tokens for p in prepared), vision_seconds, prefill_seconds)
         yield from self._answer(start, sampling)
 

@@ -6,6 +6,7 @@ GroupQueryAttention appends the new keys/values into the buffer and nothing is c
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +77,33 @@ class DecoderRunner:
         self.max_len = max_len
         self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         # Optional graph for prompt chunks (other weights, same inputs and outputs); both graphs
-        # write into the same cache buffers, so they can take turns freely.
+        # write into the same cache buffers, so they can take turns freely. It loads in the
+        # background (prepacking its int8 weights takes several seconds); until it is ready,
+        # prompts go through the main graph.
         self.prefill_session = None
+        self.prefill_error: Exception | None = None
+        self._prefill_loader = None
         if prefill_path is not None:
-            self.prefill_session = ort.InferenceSession(str(prefill_path), session_options(threads),
-                                                        providers=["CPUExecutionProvider"])
+            self._prefill_loader = threading.Thread(target=self._load_prefill, args=(prefill_path, threads),
+                                                    name="iris-prefill-graph-loader", daemon=True)
+            self._prefill_loader.start()
         dims = (1, shape.kv_heads, max_len, shape.head_dim)
         self._buffers = [np.zeros(dims, np.float32) for _ in range(2 * shape.num_layers)]
         self._cache = [ort.OrtValue.ortvalue_from_numpy(b) for b in self._buffers]
         self.length = 0  # tokens currently in the cache
+
+    def _load_prefill(self, path: Path, threads: int | None) -> None:
+        try:
+            self.prefill_session = ort.InferenceSession(str(path), session_options(threads),
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged optional graph must not take the engine down
+            self.prefill_error = exc
+
+    def wait_for_prefill_graph(self, timeout: float | None = None) -> bool:
+        """Block until the prompt graph is loaded (for benchmarks and tests); True if it is."""
+        if self._prefill_loader is not None:
+            self._prefill_loader.join(timeout)
+        return self.prefill_session is not None
 
     def reset(self, length: int = 0) -> None:
         """Forget everything after `length` tokens (the slots are simply overwritten later)."""

@@ -33,6 +33,7 @@ class CountingSession:
 def test_prompt_graph_and_decode_graph_take_turns_on_one_cache(with_prefill, tiny_checkpoint):
     """fp32 weights in both graphs: any slip in sharing the cache would change the tokens."""
     engine = Engine(with_prefill / "fp32")
+    assert engine.decoder.wait_for_prefill_graph(60)
     counter = CountingSession(engine.decoder.prefill_session)
     engine.decoder.prefill_session = counter
     conv = engine.new_conversation()
@@ -56,7 +57,7 @@ def test_int8_prompt_graph_is_closer_to_fp32_than_int4(with_prefill, tiny_fp32):
     reference = Engine(tiny_fp32)
     fast = Engine(with_prefill / "int8")
     plain = Engine(with_prefill / "int8", EngineOptions(use_prefill_graph=False))
-    assert fast.decoder.prefill_session is not None and plain.decoder.prefill_session is None
+    assert fast.decoder.wait_for_prefill_graph(60) and not plain.decoder.wait_for_prefill_graph(0)
     ids = np.array(reference.prompts.encode(
         "<|im_start|>user\nTell me a story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n") * 3)
     pos = np.tile(np.arange(len(ids)), (3, 1))
@@ -66,3 +67,25 @@ def test_int8_prompt_graph_is_closer_to_fp32_than_int4(with_prefill, tiny_fp32):
     assert err_int8 < err_int4
     assert run_turn(fast.new_conversation(), "Describe this image.", [random_image(300, 200, 1)],
                     GREEDY)[-1].new_tokens == 12
+
+
+def test_the_engine_answers_while_the_prompt_graph_is_still_loading(with_prefill, monkeypatch):
+    import threading
+
+    from engine.runtime import DecoderRunner
+
+    release = threading.Event()
+    original = DecoderRunner._load_prefill
+
+    def slow_load(self, path, threads):
+        release.wait(30)
+        original(self, path, threads)
+
+    monkeypatch.setattr(DecoderRunner, "_load_prefill", slow_load)
+    engine = Engine(with_prefill / "fp32")
+    assert engine.decoder.prefill_session is None  # still loading
+    early = run_turn(engine.new_conversation(), "Describe this image.", [random_image(300, 200, 1)])[-1]
+    release.set()
+    assert engine.decoder.wait_for_prefill_graph(60)
+    late = run_turn(engine.new_conversation(), "Describe this image.", [random_image(300, 200, 1)])[-1]
+    assert early.token_ids == late.token_ids  # fp32 in both graphs: the same answer either way
