@@ -1,10 +1,11 @@
 """Judge the choose page's inputs: what will happen, what it takes, and why Next is refused (Qt-free)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.config import load_config
+from exporter.config import ModelConfig, load_config
 from exporter.errors import ExportError
 from exporter.export import ExportOptions, estimate_bytes
 
@@ -29,7 +30,7 @@ class Assessment:
 
 
 def assess_download(
-    estimate: HubEstimate | None, error: str, pending: bool, target_text: str, precision: str
+    estimate: HubEstimate | None, error: str, pending: bool, target_text: str, options: ExportOptions
 ) -> Assessment:
     if pending:
         return Assessment(waiting="Checking the size of the download…")
@@ -46,10 +47,10 @@ def assess_download(
     else:
         download = f"Download: {human_bytes(plan.total_bytes)}"
     needs = [SpaceNeed("the download", plan.cache_dir, plan.missing_bytes)]
-    return _with_target(Mode.DOWNLOAD, [download], needs, estimate.artifact_bytes(precision), target_text)
+    return _with_target(Mode.DOWNLOAD, [download], needs, estimate.config, options, target_text)
 
 
-def assess_folder(folder_text: str, target_text: str, precision: str) -> Assessment:
+def assess_folder(folder_text: str, target_text: str, options: ExportOptions) -> Assessment:
     if not folder_text.strip():
         return Assessment(waiting="Choose the folder you already have.")
     info = inspect_folder(Path(folder_text.strip()))
@@ -73,18 +74,19 @@ def assess_folder(folder_text: str, target_text: str, precision: str) -> Assessm
         return Assessment(problem=str(error))
     line = (f"A Hugging Face checkpoint of Qwen3-VL ({config.text.num_hidden_layers} layers, hidden size "
             f"{config.text.hidden_size}): it is converted.")
-    artifact = estimate_bytes(config, ExportOptions(precision))
-    assessed = _with_target(Mode.CONVERT, [line], [], artifact, target_text)
+    assessed = _with_target(Mode.CONVERT, [line], [], config, options, target_text)
     return Assessment(assessed.lines, assessed.problem, assessed.waiting, assessed.mode, info, assessed.replace_target)
 
 
-def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], artifact_bytes: int,
-                 target_text: str) -> Assessment:
+def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], config: ModelConfig,
+                 options: ExportOptions, target_text: str) -> Assessment:
     """Add the converted model's size, the target folder's checks and the free space of every disk used."""
     if not target_text.strip():
         return Assessment(tuple(lines), waiting="Choose where to save the model.", mode=mode)
     target = inspect_folder(Path(target_text.strip()))
-    lines.append(f"Converted model: about {human_bytes(artifact_bytes)}")
+    artifact_bytes = estimate_bytes(config, options)
+    plain_bytes = estimate_bytes(config, dataclasses.replace(options, prefill=None))
+    lines.append(_size_line(artifact_bytes, artifact_bytes - plain_bytes))
     replace = target.kind in (FolderKind.ARTIFACTS, FolderKind.DAMAGED)
     if replace:
         lines.append(f"The model now in {target.path} is replaced once the new one is complete.")
@@ -99,3 +101,10 @@ def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], artifact_
         if disk.short and not problem:
             problem = disk.shortage_message()
     return Assessment(tuple(lines), problem=problem, mode=mode, replace_target=replace)
+
+
+def _size_line(artifact_bytes: int, prefill_bytes: int) -> str:
+    line = f"Converted model: about {human_bytes(artifact_bytes)}"
+    if prefill_bytes:
+        line += f", {human_bytes(prefill_bytes)} of it for the faster first answer"
+    return line

@@ -15,13 +15,14 @@ import httpx2
 from exporter.config import ModelConfig, parse_config
 from exporter.download import DownloadPlan, plan_download
 from exporter.errors import DownloadError
-from exporter.export import ExportOptions, estimate_bytes
+from exporter.export import ExportOptions
 
 DEFAULT_REPO_ID = "Qwen/Qwen3-VL-4B-Instruct"
 PRECISION_CHOICES = (
     ("int4", "4-bit weights (recommended: smaller and faster)"),
     ("fp32", "32-bit float weights (about 4x larger and slower)"),
 )
+FAST_PREFILL = "int8"  # ExportOptions.prefill of the "Faster first answer" box: int8 weights read prompts
 
 
 class Mode(Enum):
@@ -37,6 +38,7 @@ class SetupChoice:
     repo_id: str = DEFAULT_REPO_ID
     revision: str = "main"
     precision: str = "int4"
+    prefill: str | None = None  # FAST_PREFILL when the user asked for the faster first answer
     source_dir: Path | None = None  # the checkpoint to convert, or the artifact folder to verify
     source_info: dict | None = None  # recorded in the manifest: where the checkpoint came from
     plan: DownloadPlan | None = None
@@ -50,7 +52,7 @@ class SetupChoice:
         return self.target_dir
 
     def export_options(self) -> ExportOptions:
-        return ExportOptions(self.precision, overwrite=self.replace_target)
+        return ExportOptions(self.precision, overwrite=self.replace_target, prefill=self.prefill)
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,6 @@ class HubEstimate:
 
     plan: DownloadPlan
     config: ModelConfig
-
-    def artifact_bytes(self, precision: str) -> int:
-        return estimate_bytes(self.config, ExportOptions(precision))
 
 
 def estimate_hub_download(repo_id: str, revision: str = "main") -> HubEstimate:
