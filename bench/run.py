@@ -80,6 +80,7 @@ def markdown(result: dict) -> str:
         ("time to first token, 896x896 image + question",
          f"{e['ttft_896_s']:.2f} s ({e['prompt_tokens_896']} prompt tokens)"),
         ("decode speed", f"{e['decode_tok_s']:.2f} tok/s over {e['decode_tokens']} tokens"),
+        ("decode speed with a 4k context", f"{e['decode_tok_s_long_context']:.2f} tok/s"),
         ("follow-up question, time to first token", f"{e['followup_ttft_s']:.2f} s ({e['followup_prompt_tokens']} new tokens)"),
         ("text prefill", f"{e['prefill_tok_s']:.1f} tok/s ({e['long_prompt_tokens']} tokens)"),
         ("peak RSS with a 4k context", f"{e['peak_rss_mb'] / 1024:.2f} GB ({e['context_used']} tokens)"),
