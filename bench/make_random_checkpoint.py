@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.config import ModelConfig, parse_config
+from exporter.config import ModelConfig, read_config_file
 from exporter.errors import CheckpointError, UnsupportedModelError
 from exporter.tensor_spec import TEXT, expected_tensors
 
@@ -183,15 +183,7 @@ def write_index(folder: Path, shards: list[Shard]) -> None:
 
 
 def read_config(path: Path) -> ModelConfig:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"config file {path} cannot be read: {exc}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"config file {path} is not a JSON object")
-    return parse_config(raw)
+    return read_config_file(path)[0]
 
 
 def prepare_folder(out_dir: Path, force: bool) -> None:

@@ -173,15 +173,20 @@ def parse_config(raw: dict) -> ModelConfig:
     )
 
 
-def load_config(folder: Path) -> tuple[ModelConfig, dict]:
-    """Read and parse `folder/config.json`; returns the parsed config and the raw dict."""
-    path = Path(folder) / "config.json"
+def read_config_file(path: Path) -> tuple[ModelConfig, dict]:
+    """Read and parse one config.json file; returns the parsed config and the raw dict."""
+    path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{folder} has no config.json; is this a Hugging Face model folder?") from None
+        raise CheckpointError(f"{path.parent} has no {path.name}; is this a Hugging Face model folder?") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"config.json in {folder} cannot be read: {exc}") from None
+        raise CheckpointError(f"{path.name} in {path.parent} cannot be read: {exc}") from None
     if not isinstance(raw, dict):
-        raise CheckpointError(f"config.json in {folder} is not a JSON object")
+        raise CheckpointError(f"{path.name} in {path.parent} is not a JSON object")
     return parse_config(raw), raw
+
+
+def load_config(folder: Path) -> tuple[ModelConfig, dict]:
+    """The config.json of a checkpoint folder, parsed, and the raw dict."""
+    return read_config_file(Path(folder) / "config.json")
