@@ -17,6 +17,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..config import TextConfig
+from ..quantize import quantize_int4
 from .builder import FLOAT, INT32, INT64, GraphBuilder
 from .ops import WeightFormat, linear, rms_norm, silu_mul
 
@@ -46,7 +47,6 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
     table = ck.get(EMBED)
     v, h = table.shape
     if fmt.kind == "int4":
-        from ..quantize import quantize_int4
         q = quantize_int4(table, fmt.block_size)
         del table
         packed = g.weight(f"{T}.embed_tokens.qweight", q.packed)
@@ -160,10 +160,7 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
     g.output(lm_head(last), "logits", FLOAT, [1, "wanted", cfg.vocab_size])
     for i in range(cfg.num_hidden_layers):
         for kv in ("key", "value"):
-            g.outputs.append(_present_info(f"present.{i}.{kv}", nkv, hd))
+            name = f"present.{i}.{kv}"
+            g.output(name, name, FLOAT, [1, nkv, "total", hd])
     progress(steps, steps)
 
-
-def _present_info(name: str, nkv: int, hd: int):
-    from onnx import helper
-    return helper.make_tensor_value_info(name, FLOAT, [1, nkv, "total", hd])
