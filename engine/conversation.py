@@ -116,6 +116,54 @@ class Conversation:
                                sum(p.num_tokens for p in prepared), vision_seconds, prefill_seconds)
         yield from self._answer(start, sampling)
 
+    def restore(self, turns: Sequence[tuple[str, Sequence, str]], detail: str | None = None) -> Iterator[Event]:
+        """Re-read a saved conversation, given as (question, images, answer) turns, into this (new)
+        conversation, so that follow-up questions can refer to it. The history is tokenized as the
+        chat template renders it (answers as text) and read in one prefill; nothing is generated.
+        Yields status events and a TurnStats with stop_reason "restored" (or "cancelled": then the
+        conversation stays empty)."""
+        self._check_open()
+        if self.turns or self.engine.decoder.length:
+            raise EngineError("A conversation can only be restored before its first question.")
+        self._cancel.clear()
+        eng = self.engine
+        max_pixels = eng.options.max_pixels(detail)
+        messages: list[dict] = []
+        prepared: list[PreparedImage] = []
+        for question, images, answer in turns:
+            these = [preprocess(load_image(img), eng.image_config, max_pixels) for img in images]
+            prepared += these
+            messages += [user_message(question, len(these)), assistant_message(answer)]
+        ids = eng.prompts.encode_conversation(messages, [p.num_tokens for p in prepared],
+                                              add_generation_prompt=False)
+        cut = len(ids) - ids[::-1].index(eng.prompts.end_of_turn_id) if messages else 0
+        ids, pending = ids[:cut - 1], [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
+        if len(ids) + len(pending) + 2 > eng.context_limit:
+            raise ContextFullError(f"This saved conversation needs {len(ids)} tokens, more than the "
+                                   f"{eng.context_limit} the model is set up for. Start a new chat.")
+        start = time.perf_counter()
+        visual = None
+        if prepared:
+            yield StatusEvent(Stage.ENCODING_IMAGE)
+            visual = self._encode(prepared, ids)
+            if visual is None:
+                yield self._nothing_answered(len(ids))
+                return
+        yield StatusEvent(Stage.READING_PROMPT)
+        positions, after = chunk_positions(ids, [p.grid_thw for p in prepared], eng.image_token_id,
+                                           self._positions, eng.merge_size)
+        t0 = time.perf_counter()
+        if ids and eng.decoder.prefill(np.asarray(ids), positions, *(visual or ()), chunk=eng.options.prefill_chunk,
+                                       should_stop=self._cancel.is_set) is None:
+            yield self._nothing_answered(len(ids))
+            return
+        self._positions, self._pending, self._messages = after, pending, messages
+        self.turns = [Turn(q, list(images), answer) for q, images, answer in turns]
+        yield TurnStats(image_tokens=sum(p.num_tokens for p in prepared), prompt_tokens=len(ids), new_tokens=0,
+                        vision_seconds=t0 - start, prefill_seconds=time.perf_counter() - t0,
+                        time_to_first_token=0.0, decode_tokens_per_second=0.0, stop_reason="restored",
+                        context_used=self.context_used, context_limit=eng.context_limit)
+
     def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
         """Answer the last question again: the cache is rewound to just after the question."""
         self._check_open()

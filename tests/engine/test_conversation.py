@@ -284,3 +284,43 @@ def test_cancel_before_the_answer_leaves_the_conversation_unchanged(stage, tiny_
     history.add_question("Tell me more.", [], pending)
     stats = run_turn(conv, "Tell me more.")[-1]
     assert stats.token_ids == reference_generate(tiny_checkpoint[1], history.ids, images, 12)
+
+
+def test_a_restored_conversation_answers_like_transformers_on_the_rendered_history(engine, tiny_checkpoint):
+    """Saved turns (answers as text) re-read into the cache: a follow-up equals transformers'
+    generate on the chat template's rendering of the whole history."""
+    from engine.prompt import assistant_message, user_message
+
+    first, second = random_image(300, 200, 1), random_image(200, 260, 4)
+    saved = [("What is in this picture?", [first], "A small house with a red roof."),
+             ("And this one?", [second], "A tree next to a lake.")]
+    conv = engine.new_conversation()
+    events = list(conv.restore(saved))
+    assert events[-1].stop_reason == "restored" and len(conv.turns) == 2
+    assert events[-1].image_tokens == engine.image_tokens(*first.size) + engine.image_tokens(*second.size)
+    stats = run_turn(conv, "Which one has a tree?")[-1]
+    messages = []
+    for question, images, answer in saved:
+        messages += [user_message(question, len(images)), assistant_message(answer)]
+    messages.append(user_message("Which one has a tree?"))
+    counts = [engine.image_tokens(*im.size) for im in (first, second)]
+    ids = engine.prompts.encode_conversation(messages, counts)
+    assert stats.token_ids == reference_generate(tiny_checkpoint[1], ids, [first, second], 12)
+
+
+def test_restore_refuses_what_does_not_fit_and_can_be_cancelled(tiny_fp32):
+    from engine.engine import EngineOptions
+
+    small = Engine(tiny_fp32, EngineOptions(max_context=100, prefill_chunk=16))
+    saved = [("Describe this.", [random_image(300, 200, 1)], "A house. " * 10)]
+    with pytest.raises(ContextFullError, match="Start a new chat"):
+        list(small.new_conversation().restore(saved))
+    engine = Engine(tiny_fp32, EngineOptions(prefill_chunk=16))
+    conv = engine.new_conversation()
+    events = []
+    for event in conv.restore(saved):
+        events.append(event)
+        if isinstance(event, StatusEvent) and event.stage == Stage.READING_PROMPT:
+            conv.cancel()
+    assert events[-1].stop_reason == "cancelled" and conv.context_used == 0 and conv.turns == []
+    assert run_turn(conv, "Hello")[-1].new_tokens > 0
