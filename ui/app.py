@@ -10,6 +10,7 @@ from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from ui import paths
+from ui.gc_guard import install_gc_guard
 from ui.history import HistoryStore
 from ui.main_window import MainWindow
 from ui.settings import open_qsettings
@@ -34,6 +35,7 @@ def create_application(argv: list[str], color_scheme: str = "system") -> QApplic
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationDisplayName("Iris")
     app.setDesktopFileName("iris")
+    install_gc_guard()  # before any worker thread starts
     app.setWindowIcon(QIcon(str(resources_dir() / "iris.svg")))
     apply_color_scheme(app, color_scheme)
     style = resources_dir() / "style.qss"
@@ -91,8 +93,10 @@ def build_main_window(
     attachments_dir: Callable[[], Path] | None = None,
 ) -> MainWindow:
     """The window with its engine thread; tests pass their own folders and settings file."""
-    controller = EngineController(engine_factory)
     app = QApplication.instance()
+    if app is not None:
+        install_gc_guard()  # once per process; also when a test made the application
+    controller = EngineController(engine_factory)
     if app is not None:
         app.aboutToQuit.connect(controller.shutdown)  # never leave the thread running at exit
     store = HistoryStore(history_root if history_root is not None else paths.conversations_dir())

@@ -1,9 +1,13 @@
-"""`main.py --smoke` end to end in a subprocess, and the PySide6 6.12.0 emit() workaround."""
+"""`main.py --smoke` end to end in a subprocess, the PySide6 6.12.0 emit() workaround, and garbage
+collection kept on the GUI thread."""
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import threading
+import weakref
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -55,3 +59,31 @@ def test_many_emits_do_not_use_up_references_to_true():
         source.piece.emit("x")
     assert len(received) == 5000
     assert abs(sys.getrefcount(True) - before) < 50
+
+
+def test_garbage_is_collected_on_the_gui_thread_not_the_engine_thread(qtbot):
+    """A cycle dropped on another thread, with plenty of allocations after it, is collected by the
+    GUI thread's timer (with automatic collection on, the other thread would collect it itself)."""
+    from ui.gc_guard import install_gc_guard
+
+    install_gc_guard()
+    assert not gc.isenabled()
+    collected_by: list[str] = []
+    kept: list = []
+
+    class Node:
+        pass
+
+    def drop_a_cycle_then_allocate() -> None:
+        node = Node()
+        node.itself = node
+        weakref.finalize(node, lambda: collected_by.append(threading.current_thread().name))
+        del node
+        kept.extend([] for _ in range(20_000))  # far past the first generation's threshold
+
+    worker = threading.Thread(target=drop_a_cycle_then_allocate, name="engine-like")
+    worker.start()
+    worker.join()
+    assert collected_by == []
+    qtbot.waitUntil(lambda: bool(collected_by), timeout=5_000)
+    assert collected_by == [threading.main_thread().name]
