@@ -169,10 +169,12 @@ class ImagePane(QWidget):
         return self._images[row] if 0 <= row < len(self._images) else None
 
     def set_cost_function(self, cost: Callable[[int, int], int] | None) -> None:
-        """cost(width, height) -> image tokens; None while no model is loaded."""
+        """cost(width, height) -> image tokens; None while no model is loaded. Call it again when
+        the image detail changes: pending images get the new cost, sent ones keep what they cost."""
         self._cost = cost
         for image in self._images:
-            image.tokens = self._tokens_for(image)
+            if not image.sent or image.tokens is None:
+                image.tokens = self._tokens_for(image)
         self._refresh()
         self.imagesChanged.emit()
 

@@ -54,7 +54,8 @@ class MainWindow(QMainWindow):
         self.banner.setVisible(False)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.session = ChatSession(controller, store, self.chat, self.image_pane, self.composer,
-                                   self.chats, lambda: self.settings.sampling(), self)
+                                   self.chats, lambda: self.settings.sampling(),
+                                   lambda: self.settings.image_detail, self)
         self.answerFinished = self.session.answerFinished
         self._build_layout()
         self._build_menus()
@@ -132,6 +133,7 @@ class MainWindow(QMainWindow):
         self.session.status.connect(self._set_status)
         self.session.error.connect(self.show_error)
         self.session.notice.connect(self.show_notice)
+        self.session.noticeCleared.connect(self._hide_notice)
         self.session.statsMeasured.connect(self._remember_speed)
         self.composer.sendRequested.connect(lambda _text: self.banner.hide())
         self.composer.edit.imagePasted.connect(self.image_pane.add_mime)
@@ -159,15 +161,12 @@ class MainWindow(QMainWindow):
         self.image_pane.set_cost_function(None)
         self.composer.set_can_send(False)
         self._set_status(STAGE_TEXT[LOADING], busy=True)
-        self.controller.load(
-            EngineSetup(self.model_dir, self.settings.threads or None, self.settings.image_detail)
-        )
+        self.controller.load(EngineSetup(self.model_dir, self.settings.threads or None))
 
     def _on_loaded(self, info: EngineInfo) -> None:
         self.info = info
         self.session.model_name = model_title(info)
-        detail = self.settings.image_detail
-        self.image_pane.set_cost_function(lambda w, h: info.image_tokens(w, h, image_detail=detail))
+        self._show_image_costs()
         self.composer.set_can_send(True)
         self.model_label.setText(self.session.model_name)
         self.model_label.setToolTip(str(info.model_dir))
@@ -203,6 +202,12 @@ class MainWindow(QMainWindow):
         if new.engine_fields() != old.engine_fields():
             self.model_dir = app_settings.resolve_model_dir(new)
             self.session.when_idle(self._reload_model)
+        elif new.image_detail != old.image_detail and self.info is not None:
+            self._show_image_costs()  # the next question sends its images at the new detail
+
+    def _show_image_costs(self) -> None:
+        info, detail = self.info, self.settings.image_detail
+        self.image_pane.set_cost_function(lambda w, h: info.image_tokens(w, h, image_detail=detail))
 
     def _reload_model(self) -> None:
         self.session.new_chat()
@@ -232,6 +237,10 @@ class MainWindow(QMainWindow):
 
     def show_notice(self, message: str) -> None:
         self._show_banner(message, "info")
+
+    def _hide_notice(self) -> None:
+        if self.banner.property("kind") == "info":  # an error stays until the user acts on it
+            self.banner.hide()
 
     def _show_banner(self, message: str, kind: str) -> None:
         self.banner.setText(message)

@@ -17,34 +17,38 @@ from ui.history import (
     export_markdown, stats_to_dict,
 )
 from ui.image_pane import ImagePane
-from ui.worker import LOADING, EngineController
+from ui.worker import LOADING, RESTORING, EngineController, History
 
 STAGE_TEXT = {
     LOADING: "Loading the model",
+    RESTORING: "Re-reading the conversation",
     "encoding image": "Encoding the image",
     "reading the prompt": "Reading the prompt",
     "answering": "Answering",
 }
 REOPENED_NOTICE = (
-    "Reopened from your saved chats. The model does not remember these earlier turns: "
-    "attach the image again if your next question is about it."
+    "Reopened from your saved chats. The model does not remember these earlier turns yet: "
+    "it re-reads them, images included, before it answers your next question."
 )
+NOT_RESTORED_NOTICE = "Stopped before your question was sent; the model has not re-read this chat yet."
 
 
 class ChatSession(QObject):
     status = Signal(str, bool)  # text, busy
     error = Signal(str)
     notice = Signal(str)
+    noticeCleared = Signal()  # the notice no longer holds (the reopened chat was re-read)
     statsMeasured = Signal(object)  # TurnStats of every finished answer
     answerFinished = Signal(str, str)  # answer text, error ("" when it worked)
 
     def __init__(self, controller: EngineController, store: HistoryStore, chat: ChatView,
                  images: ImagePane, composer: Composer, chats: ChatsPanel,
-                 sampling: Callable, parent: QWidget):
+                 sampling: Callable, detail: Callable, parent: QWidget):
         super().__init__(parent)
         self.controller, self.store, self.chat = controller, store, chat
         self.images, self.composer, self.chats = images, composer, chats
         self._sampling = sampling  # () -> SamplingOptions from the current settings
+        self._detail = detail  # () -> "standard" / "high" from the current settings
         self.model_name = ""  # empty while no model is loaded
         self.record: ConversationRecord = store.new_record()
         self._answer: MessageWidget | None = None  # the answer being written, if any
@@ -53,12 +57,16 @@ class ChatSession(QObject):
         self._busy = False
         self._turn_started = False  # the engine reported progress, so it accepted the question
         self._regenerating = False
+        self._needs_restore = False  # a reopened chat the engine has not re-read yet
+        self._restoring = False  # the running question began with that re-reading
         self._after_turn: Callable | None = None  # what to do once the running answer stopped
         controller.status.connect(self._on_status)
         controller.textPiece.connect(self._on_text)
         controller.turnFinished.connect(self._on_finished)
         controller.turnFailed.connect(self._on_failed)
-        controller.turnSkipped.connect(lambda: self._end_turn(note="Stopped before the answer began"))
+        controller.turnSkipped.connect(self._on_skipped)
+        controller.restored.connect(self._on_restored)
+        controller.restoreFailed.connect(self._on_restore_failed)
         composer.sendRequested.connect(self.send)
         composer.stopRequested.connect(self.stop)
         chat.regenerateRequested.connect(self.regenerate)
@@ -83,13 +91,15 @@ class ChatSession(QObject):
             self.error.emit(f"Could not keep a copy of the image: {error}")
             return
         copies = [self.store.image_path(self.record.id, name) for name in names]
+        history = self._history() if self._needs_restore else None
         self._turn_images = self.images.pending()
         self.images.mark_sent()
         self.chat.add_user(text, copies)
         self._turn = TurnRecord(text, names)
         self.record.turns.append(self._turn)
         self._start_answer(regenerating=False)
-        self.controller.ask(text, copies, self._sampling())
+        self._restoring = history is not None
+        self.controller.ask(text, copies, self._sampling(), self._detail(), history)
 
     def stop(self) -> None:
         if self._busy:
@@ -135,7 +145,7 @@ class ChatSession(QObject):
     def _on_status(self, stage: str) -> None:
         if stage == LOADING or not self._busy:
             return
-        self._turn_started = True
+        self._turn_started = self._turn_started or stage != RESTORING  # re-reading is not asking yet
         self.status.emit(STAGE_TEXT.get(stage, stage), True)
         if self._answer is not None:
             self._answer.show_waiting(STAGE_TEXT.get(stage, stage))
@@ -151,6 +161,27 @@ class ChatSession(QObject):
         if self._turn is not None:
             self._turn.stats = data
         self._end_turn(describe_stats(data))
+
+    def _on_skipped(self) -> None:
+        if not self._restoring:
+            self._end_turn(note="Stopped before the answer began")
+            return
+        if self._after_turn is None:  # a plain Stop (not New chat or another chat): say why
+            self.notice.emit(NOT_RESTORED_NOTICE if self._needs_restore else "Stopped before your "
+                             "question was sent.")
+        self._take_back_question()  # nothing was asked; if not re-read yet, the next send does it
+
+    def _on_restored(self, _stats) -> None:
+        self._needs_restore = False
+        self.noticeCleared.emit()
+
+    def _on_restore_failed(self, message: str, too_long: bool) -> None:
+        self._needs_restore = False
+        reason = "This saved chat is too long for the model to re-read" if too_long else (
+            f"The model could not re-read this saved chat: {message.rstrip('.')}"
+        )
+        self.notice.emit(f"{reason}. Your question starts a fresh conversation: the model does not "
+                         "remember the earlier turns.")
 
     def _on_failed(self, message: str) -> None:
         for original, name in zip(self._turn_images, self._turn.images if self._turn else []):
@@ -189,7 +220,7 @@ class ChatSession(QObject):
             self.answerFinished.emit(turn.answer, turn.error)
 
     def _finish_busy(self) -> None:
-        self._busy = False
+        self._busy = self._restoring = False
         self.composer.set_busy(False)
         self.status.emit("Ready" if self.model_name else "No model", False)
         action, self._after_turn = self._after_turn, None
@@ -206,6 +237,7 @@ class ChatSession(QObject):
         self.images.clear()
         self.record = self.store.new_record()
         self._turn, self._turn_images = None, []
+        self._needs_restore = False
         self.controller.new_conversation()
         self.chats.list.clearSelection()
         self.composer.edit.setFocus()
@@ -233,9 +265,11 @@ class ChatSession(QObject):
             self.error.emit(str(error))
 
     def open_record(self, record: ConversationRecord) -> None:
-        """Show a saved chat; new questions continue it, but the model starts with a fresh memory."""
+        """Show a saved chat; the model re-reads it only when a new question is sent, so browsing
+        old chats costs nothing."""
         self.new_chat()
         self.record = record
+        self._needs_restore = bool(record.turns)
         for turn in record.turns:
             paths = [self.store.image_path(record.id, name) for name in turn.images]
             self.images.add_files([p for p in paths if p.exists()], sent=True)
@@ -243,8 +277,17 @@ class ChatSession(QObject):
             answer = self.chat.add_answer()
             answer.set_markdown(turn.answer)
             answer.finish(describe_stats(turn.stats), f"Error: {turn.error}" if turn.error else "")
-        self.notice.emit(REOPENED_NOTICE)
+        if record.turns:
+            self.notice.emit(REOPENED_NOTICE)
         self.refresh_history()
+
+    def _history(self) -> History:
+        """The saved turns for the engine to re-read; images deleted from the chat folder are left out."""
+        history = []
+        for turn in self.record.turns:
+            paths = [self.store.image_path(self.record.id, name) for name in turn.images]
+            history.append((turn.text, [p for p in paths if p.exists()], turn.answer))
+        return history
 
     def delete_saved_chat(self, record_id: str) -> None:
         if record_id == self.record.id:

@@ -37,8 +37,9 @@ class AppSettings:
         )
 
     def engine_fields(self) -> tuple:
-        """The settings that need the engine to be built again when they change."""
-        return (self.model_dir, self.threads, self.image_detail)
+        """The settings that need the engine to be built again when they change (the image detail
+        is not one: it goes with each question)."""
+        return (self.model_dir, self.threads)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ class SettingsDialog(QDialog):
         model_form.addRow("CPU threads:", self.threads)
         model_form.addRow("Model folder:", model_row)
         note = QLabel(
-            "Changing image detail, threads or the model folder reloads the model and starts a new chat."
+            "Changing threads or the model folder reloads the model and starts a new chat. "
+            "Image detail applies to the images of your next question."
         )
         note.setWordWrap(True)
         note.setObjectName("settingsNote")

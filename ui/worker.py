@@ -18,12 +18,16 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.errors import EngineError
+from engine.errors import ContextFullError, EngineError
 from engine.events import StatusEvent, TextEvent, TurnStats
 
 log = logging.getLogger(__name__)
 
 LOADING = "loading the model"
+RESTORING = "re-reading the conversation"
+
+# A reopened chat as the engine re-reads it: (question, image paths, answer) per turn.
+History = list[tuple[str, list[Path], str]]
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,6 @@ class EngineSetup:
 
     model_dir: Path
     threads: int | None = None  # None: onnxruntime decides
-    image_detail: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,10 @@ class EngineWorker(QObject):
     textPiece = Signal(str)
     turnFinished = Signal(object)  # TurnStats
     turnFailed = Signal(str)
-    turnSkipped = Signal()  # Stop came before the turn started; nothing was asked
+    turnSkipped = Signal()  # Stop came before the question was asked; nothing was asked
+    restored = Signal(object)  # TurnStats: a reopened chat was re-read before the question
+    restoreFailed = Signal(str, bool)  # it could not be (message, too long for the context);
+    # the question then goes to a fresh conversation
 
     def __init__(self, engine_factory: Callable | None = None):
         super().__init__()
@@ -88,9 +94,13 @@ class EngineWorker(QObject):
             return
         self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens))
 
-    @Slot(int, str, object, object)
-    def ask(self, turn_id: int, text: str, images, sampling) -> None:
-        self._run_turn(turn_id, lambda conv: conv.ask(text, images=list(images), sampling=sampling))
+    @Slot(int, str, object, object, str, object)
+    def ask(self, turn_id: int, text: str, images, sampling, detail: str, history) -> None:
+        """`history`, when given, is a reopened chat to re-read into the (empty) conversation first."""
+        self._run_turn(
+            turn_id, lambda conv: conv.ask(text, images=list(images), sampling=sampling, detail=detail),
+            history, detail,
+        )
 
     @Slot(int, object)
     def regenerate(self, turn_id: int, sampling) -> None:
@@ -126,7 +136,8 @@ class EngineWorker(QObject):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _run_turn(self, turn_id: int, start: Callable) -> None:
+    def _run_turn(self, turn_id: int, start: Callable, history: History | None = None,
+                  detail: str | None = None) -> None:
         if self._closing.is_set():
             return
         conversation = self._conversation
@@ -139,6 +150,11 @@ class EngineWorker(QObject):
                 return
             self._running = (conversation, turn_id)
         try:
+            if history:
+                conversation = self._restore(conversation, history, detail, turn_id)
+                if conversation is None or self._is_cancelled(turn_id):
+                    self.turnSkipped.emit()  # stopped while re-reading: the question was not asked
+                    return
             for event in start(conversation):
                 if self._is_cancelled(turn_id):
                     # Again at every event: ask() clears the engine's flag when it starts, so a
@@ -153,6 +169,28 @@ class EngineWorker(QObject):
         finally:
             with self._lock:
                 self._running = None
+
+    def _restore(self, conversation, history: History, detail: str | None, turn_id: int):
+        """Re-read a reopened chat; returns the conversation to ask in, or None if Stop came first."""
+        try:
+            for event in conversation.restore(history, detail=detail):
+                if self._is_cancelled(turn_id):
+                    conversation.cancel()
+                if isinstance(event, StatusEvent):
+                    self.status.emit(RESTORING)
+                elif isinstance(event, TurnStats):
+                    if event.stop_reason != "restored":
+                        return None  # cancelled: the conversation was left empty
+                    self.restored.emit(event)
+            return conversation
+        except EngineError as error:  # too long for the context, or a saved image that no longer reads
+            self.restoreFailed.emit(str(error), isinstance(error, ContextFullError))
+            fresh = self._conversation = self._engine.new_conversation()
+            with self._lock:
+                self._running = (fresh, turn_id)
+            if self._is_cancelled(turn_id):
+                fresh.cancel()
+            return fresh
 
     def _is_cancelled(self, turn_id: int) -> bool:
         with self._lock:
@@ -170,14 +208,15 @@ class EngineWorker(QObject):
 def _default_engine_factory(setup: EngineSetup):
     from engine.engine import Engine, EngineOptions
 
-    return Engine(setup.model_dir, EngineOptions(threads=setup.threads, image_detail=setup.image_detail))
+    # No image detail here: each question carries its own, so changing it needs no reload.
+    return Engine(setup.model_dir, EngineOptions(threads=setup.threads))
 
 
 class EngineController(QObject):
     """UI-thread handle on the worker: queued requests out, signals back, clean shutdown."""
 
     _loadRequested = Signal(object)
-    _askRequested = Signal(int, str, object, object)
+    _askRequested = Signal(int, str, object, object, str, object)
     _regenerateRequested = Signal(int, object)
     _newConversationRequested = Signal()
 
@@ -188,6 +227,8 @@ class EngineController(QObject):
     turnFinished = Signal(object)
     turnFailed = Signal(str)
     turnSkipped = Signal()
+    restored = Signal(object)
+    restoreFailed = Signal(str, bool)
 
     def __init__(self, engine_factory: Callable | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -200,7 +241,8 @@ class EngineController(QObject):
         self._regenerateRequested.connect(self._worker.regenerate)
         self._newConversationRequested.connect(self._worker.new_conversation)
         for name in (
-            "loaded", "loadFailed", "status", "textPiece", "turnFinished", "turnFailed", "turnSkipped"
+            "loaded", "loadFailed", "status", "textPiece", "turnFinished", "turnFailed", "turnSkipped",
+            "restored", "restoreFailed",
         ):
             getattr(self._worker, name).connect(getattr(self, name))
         self._turn_counter = 0
@@ -210,9 +252,14 @@ class EngineController(QObject):
     def load(self, setup: EngineSetup) -> None:
         self._loadRequested.emit(setup)
 
-    def ask(self, text: str, images: list[Path], sampling) -> None:
+    def ask(self, text: str, images: list[Path], sampling, detail: str = "standard",
+            history: History | None = None) -> None:
+        """`detail` ("standard" / "high") is how finely this question's images are read; `history`
+        is a reopened chat the engine re-reads first (at the same detail) so it remembers it."""
         self._turn_counter += 1
-        self._askRequested.emit(self._turn_counter, text, [Path(p) for p in images], sampling)
+        self._askRequested.emit(
+            self._turn_counter, text, [Path(p) for p in images], sampling, detail, history
+        )
 
     def regenerate(self, sampling) -> None:
         self._turn_counter += 1

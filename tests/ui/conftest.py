@@ -22,6 +22,16 @@ def _qt_names_and_test_paths():
     QStandardPaths.setTestModeEnabled(False)
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _gc_back_on_after_the_ui_tests():
+    """build_main_window switches automatic garbage collection to the GUI thread's timer
+    (ui/gc_guard.py); later test folders without an event loop get the normal collector back."""
+    yield
+    from ui.gc_guard import uninstall_gc_guard
+
+    uninstall_gc_guard()
+
+
 @pytest.fixture
 def settings_file(tmp_path) -> Path:
     """An INI file standing in for the user's settings; QSettings' default user path points here too."""
@@ -99,3 +109,21 @@ def drop_files(widget, paths: list[Path]) -> bool:
                       Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
     return True
+
+
+def ask(qtbot, window, text: str) -> None:
+    """Type a question into the composer and press Return, as a user does."""
+    qtbot.keyClicks(window.composer.edit, text)
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
+
+
+def ask_and_wait(qtbot, window, text: str, timeout: int = 60_000) -> tuple[str, str]:
+    """Ask and wait for the answer; returns (answer text, error)."""
+    with qtbot.waitSignal(window.answerFinished, timeout=timeout) as done:
+        ask(qtbot, window, text)
+    return tuple(done.args)
+
+
+def engine_turns(window):
+    """The turns the engine's current conversation holds (what the model remembers)."""
+    return window.controller._worker._conversation.turns

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
-from tests.ui.conftest import drop_files
+from tests.ui.conftest import ask, ask_and_wait, drop_files, engine_turns
 
 LONG = 3000  # tokens: far more than the time a test waits, so only Stop can end the answer
-
-
-def ask(qtbot, window, text: str) -> None:
-    qtbot.keyClicks(window.composer.edit, text)
-    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
-
-
-def ask_and_wait(qtbot, window, text: str, timeout: int = 60_000) -> tuple[str, str]:
-    with qtbot.waitSignal(window.answerFinished, timeout=timeout) as done:
-        ask(qtbot, window, text)
-    return tuple(done.args)
-
-
-def engine_turns(window):
-    return window.controller._worker._conversation.turns
 
 
 def test_drop_ask_stream_then_stop(qtbot, open_window, tiny_fp32, make_image, tmp_path):
@@ -129,21 +115,35 @@ def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, 
     assert (on_screen.width(), on_screen.height()) == (drawn.width() / 2, drawn.height() / 2)
 
 
-def test_settings_persist_across_restarts_and_detail_changes_the_cost(
+def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(
     qtbot, open_window, tiny_fp32, make_image
 ):
     big = make_image("big.png", 2000, 1500)
-    window = open_window(tiny_fp32)
+    window = open_window(tiny_fp32, max_new_tokens=3)
     window.image_pane.add_files([big])
-    standard_cost = window.info.image_tokens(2000, 1500)
-    new = window.settings.__class__(
-        "high", 0.4, 0.95, 5, 0.0, 77, 1, str(tiny_fp32)
-    )
-    with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
-        window.apply_settings(new)  # detail and threads changed: the engine is built again
-    high_cost = window.info.image_tokens(2000, 1500)
+    standard_cost = window.info.image_tokens(2000, 1500, image_detail="standard")
+    high_cost = window.info.image_tokens(2000, 1500, image_detail="high")
     assert high_cost > standard_cost
-    assert window.image_pane.images() == []  # a reload starts a new chat
+    ask_and_wait(qtbot, window, "First look")
+    assert window.session.record.turns[0].stats["image_tokens"] == standard_cost
+
+    engine, conversation = window.controller._worker._engine, window.controller._worker._conversation
+    loads: list = []
+    window.modelLoaded.connect(lambda: loads.append(True))
+    new = replace(window.settings, image_detail="high", temperature=0.4, top_p=0.95, top_k=5, max_new_tokens=77)
+    window.apply_settings(new)
+    qtbot.wait(200)  # a reload, if one had been queued, would have started by now
+    assert loads == [] and window.controller._worker._engine is engine  # no reload
+    assert window.controller._worker._conversation is conversation  # and no new chat
+    assert [i.tokens for i in window.image_pane.images()] == [standard_cost]  # what it cost when sent
+
+    window.image_pane.add_files([big])  # the same picture again, now at high detail
+    assert window.image_pane.thumbnails.item(1).text() == f"new · {high_cost} tok"
+    ask_and_wait(qtbot, window, "Closer look")
+    first, second = engine_turns(window)
+    assert first.stats.image_tokens == standard_cost and second.stats.image_tokens == high_cost
+    assert second.stats.context_used > first.stats.context_used + high_cost  # the chat went on
+    assert len(window.chat.messages()) == 4 and len(window.session.record.turns) == 2
     window.close()
 
     reopened = open_window(tiny_fp32)
@@ -151,6 +151,16 @@ def test_settings_persist_across_restarts_and_detail_changes_the_cost(
     assert reopened.settings.sampling().max_new_tokens == 77
     reopened.image_pane.add_files([big])
     assert reopened.image_pane.thumbnails.item(0).text() == f"new · {high_cost} tok"
+
+
+def test_a_threads_change_reloads_the_model_and_starts_a_new_chat(qtbot, open_window, tiny_fp32, make_image):
+    window = open_window(tiny_fp32)
+    window.image_pane.add_files([make_image("a.png")])
+    engine = window.controller._worker._engine
+    with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
+        window.apply_settings(replace(window.settings, threads=1, model_dir=str(tiny_fp32)))
+    assert window.controller._worker._engine is not engine
+    assert window.image_pane.images() == []
 
 
 def test_reopen_a_saved_chat(qtbot, open_window, tiny_fp32, make_image):
