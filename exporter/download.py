@@ -12,7 +12,6 @@ makes byte-exact resume possible.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -28,17 +27,15 @@ from pathlib import Path
 import httpx2
 from filelock import Timeout as LockTimeout
 from huggingface_hub import HfApi, constants, hf_hub_download
-from huggingface_hub.errors import (
-    GatedRepoError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-    RepositoryNotFoundError, RevisionNotFoundError,
-)
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.file_download import hf_hub_url, repo_folder_name
 from huggingface_hub.utils import (
     WeakFileLock, build_hf_headers, filter_repo_objects, hf_raise_for_status, http_stream_backoff, validate_repo_id,
 )
 
 from . import EXPORTER_VERSION
-from .errors import DiskSpaceError, DownloadError, ExportCancelled, ExportError
+from .errors import DiskSpaceError, DownloadError, ExportCancelled
+from .hub_errors import hub_errors
 
 # What the exporter reads. Weights only as safetensors: never remote code or pickled/other formats.
 REQUIRED_PATTERNS = (
@@ -140,7 +137,7 @@ def plan_download(
     if not _is_repo_id_syntax(repo_id):
         raise DownloadError(f"'{repo_id}' is not a Hugging Face model id (expected 'organisation/model-name').")
     cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE).expanduser().resolve()
-    with _hub_errors(repo_id, revision):
+    with hub_errors(repo_id, revision):
         info = HfApi().model_info(
             repo_id, revision=revision, files_metadata=True, token=token, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT
         )
@@ -203,9 +200,9 @@ def download_checkpoint(
     for planned in plan.files:
         _raise_if_cancelled(cancel, planned.filename)
         if not planned.cached:
-            with _hub_errors(repo_id, revision, planned.filename, plan.cache_dir):
+            with hub_errors(repo_id, revision, planned.filename, plan.cache_dir):
                 _fetch_blob(plan, planned, headers, meter, cancel)
-        with _hub_errors(repo_id, revision, planned.filename, plan.cache_dir):
+        with hub_errors(repo_id, revision, planned.filename, plan.cache_dir):
             hf_hub_download(repo_id, planned.filename, revision=plan.commit_sha, cache_dir=plan.cache_dir, token=token)
     _remember_revision(plan)
     meter.emit(plan.files[-1].filename, force=True)
@@ -397,72 +394,6 @@ def _remember_revision(plan: DownloadPlan) -> None:
     tmp = ref.with_name(ref.name + ".tmp")
     tmp.write_text(plan.commit_sha)
     os.replace(tmp, ref)
-
-
-# ---- errors ---------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _hub_errors(
-    repo_id: str, revision: str, filename: str | None = None, folder: Path | None = None
-) -> Iterator[None]:
-    try:
-        yield
-    except ExportError:
-        raise
-    except Exception as error:
-        explained = _explain(error, repo_id, revision, filename, folder)
-        if explained is None:
-            raise
-        raise explained from error
-
-
-def _explain(
-    error: Exception, repo_id: str, revision: str, filename: str | None, folder: Path | None
-) -> ExportError | None:
-    page, what = f"{constants.ENDPOINT}/{repo_id}", (f"{filename} of {repo_id}" if filename else repo_id)
-    response = getattr(error, "response", None) if isinstance(error, HfHubHTTPError) else None
-    status = response.status_code if response is not None else 0
-    if isinstance(error, GatedRepoError):
-        message = (f"{repo_id} is a gated model: open {page}, log in and accept its license, then sign in "
-                   "here with an access token of that account (or run `hf auth login`).")
-    elif isinstance(error, RepositoryNotFoundError):
-        message = (f"No model named '{repo_id}' on the Hugging Face Hub. Check the spelling; if it is private, "
-                   "sign in with an access token that can read it.")
-    elif isinstance(error, RevisionNotFoundError):
-        message = f"{repo_id} has no revision '{revision}'. Use 'main' or an existing branch, tag or commit."
-    elif status == 401:
-        message = (f"The Hub refused access to {what} (401 Unauthorized): your access token is missing, invalid "
-                   f"or expired. If the model is gated, accept its license on {page} and sign in with a valid token.")
-    elif status == 403:
-        message = (f"Access to {what} is forbidden (403). The model may be gated or private: accept its license "
-                   f"on {page} with your account, and make sure your token has read access.")
-    elif status == 404:
-        message = f"Not found on the Hub (404): {what} at revision {revision}."
-    elif status == 429:
-        message = "The Hub is rate-limiting this computer (429 Too Many Requests). Wait a while and try again."
-    elif status >= 500:
-        message = (f"The Hugging Face Hub had a server error ({status}) while sending {what}. "
-                   "This is usually temporary: try again in a few minutes.")
-    elif status:
-        message = f"The Hub answered HTTP {status} for {what}: {error}"
-    elif isinstance(error, OfflineModeIsEnabled):
-        message = "Downloads are disabled because HF_HUB_OFFLINE is set. Unset it to download the model."
-    elif isinstance(error, (httpx2.ConnectError, httpx2.ConnectTimeout, LocalEntryNotFoundError)):
-        message = (f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}). Check your internet connection "
-                   "and proxy settings, then try again.")
-    elif isinstance(error, httpx2.TimeoutException):
-        message = f"The Hugging Face Hub did not answer in time for {what}. Try again later."
-    elif isinstance(error, httpx2.TransportError):
-        message = f"The connection to the Hugging Face Hub failed for {what} ({error}). Try again."
-    elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskSpaceError(f"The disk is full: cannot write {what} into {folder}. Free up space and try "
-                              "again; what was downloaded so far is kept.")
-    elif isinstance(error, OSError):
-        message = f"Cannot write the download of {what} into {folder}: {error.strerror or error}."
-    else:
-        return None
-    return DownloadError(message)
 
 
 def _human(nbytes: int) -> str:
