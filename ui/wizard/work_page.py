@@ -107,9 +107,12 @@ class WorkPage(QWizardPage):
         """Cancel the job and wait for its thread; safe to call at any time."""
         task, self._task = self._task, None
         if task is not None:
-            for signal in (task.progressed, task.succeeded, task.failed):
-                signal.disconnect()  # results still queued must not reach a page that moved on
+            # Stop first, disconnect after: disconnecting while the job thread may be inside an
+            # emit can deadlock (it holds Qt's signal lock and waits for the GIL this thread holds).
+            # Results already queued are ignored by the slots, since `task` is no longer self._task.
             task.stop()
+            for signal in (task.progressed, task.succeeded, task.failed):
+                signal.disconnect()
             self._show_buttons(running=False, failed=False)
 
     # ---- results, on the GUI thread -----------------------------------------------------------
