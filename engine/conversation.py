@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,15 @@ class Turn:
     answer: str = ""
     token_ids: list[int] = field(default_factory=list)
     stats: TurnStats | None = None
+
+
+@dataclass
+class _Read:
+    """The result of reading new tokens (and their images) into the cache."""
+    positions: PositionState
+    logits: np.ndarray | None
+    vision_seconds: float
+    prefill_seconds: float
 
 
 @dataclass
@@ -88,32 +97,16 @@ class Conversation:
                 f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
                 f"Start a new chat to go on (or ask with a smaller image).")
         start = time.perf_counter()
-        visual = None
-        vision_seconds = 0.0
-        if prepared:
-            yield StatusEvent(Stage.ENCODING_IMAGE)
-            t0 = time.perf_counter()
-            visual = self._encode(prepared, new_ids)
-            vision_seconds = time.perf_counter() - t0
-            if visual is None:  # cancelled while encoding: nothing changed
-                yield self._nothing_answered(len(new_ids))
-                return
-        yield StatusEvent(Stage.READING_PROMPT)
-        positions, after = chunk_positions(new_ids, [p.grid_thw for p in prepared], eng.image_token_id,
-                                           self._positions, eng.merge_size)
-        t0 = time.perf_counter()
-        logits = eng.decoder.prefill(np.asarray(new_ids), positions, *(visual or ()),
-                                     chunk=eng.options.prefill_chunk, should_stop=self._cancel.is_set)
-        if logits is None:  # cancelled between prefill chunks: the cache was rewound
+        read = yield from self._read(new_ids, prepared)
+        if read is None:  # cancelled while encoding or reading: nothing changed
             yield self._nothing_answered(len(new_ids))
             return
-        logits = logits[-1]
-        prefill_seconds = time.perf_counter() - t0
+        after, logits = read.positions, read.logits[-1]
         self._positions, self._pending = after, []
         self._messages.append(message)
         self.turns.append(Turn(text, list(images)))
         self._rewind = _Rewind(eng.decoder.length, after, logits, len(new_ids),
-                               sum(p.num_tokens for p in prepared), vision_seconds, prefill_seconds)
+                               sum(p.num_tokens for p in prepared), read.vision_seconds, read.prefill_seconds)
         yield from self._answer(start, sampling)
 
     def restore(self, turns: Sequence[tuple[str, Sequence, str]], detail: str | None = None) -> Iterator[Event]:
@@ -141,26 +134,14 @@ class Conversation:
         if len(ids) + len(pending) + 2 > eng.context_limit:
             raise ContextFullError(f"This saved conversation needs {len(ids)} tokens, more than the "
                                    f"{eng.context_limit} the model is set up for. Start a new chat.")
-        start = time.perf_counter()
-        visual = None
-        if prepared:
-            yield StatusEvent(Stage.ENCODING_IMAGE)
-            visual = self._encode(prepared, ids)
-            if visual is None:
-                yield self._nothing_answered(len(ids))
-                return
-        yield StatusEvent(Stage.READING_PROMPT)
-        positions, after = chunk_positions(ids, [p.grid_thw for p in prepared], eng.image_token_id,
-                                           self._positions, eng.merge_size)
-        t0 = time.perf_counter()
-        if ids and eng.decoder.prefill(np.asarray(ids), positions, *(visual or ()), chunk=eng.options.prefill_chunk,
-                                       should_stop=self._cancel.is_set) is None:
+        read = yield from self._read(ids, prepared)
+        if read is None:
             yield self._nothing_answered(len(ids))
             return
-        self._positions, self._pending, self._messages = after, pending, messages
+        self._positions, self._pending, self._messages = read.positions, pending, messages
         self.turns = [Turn(q, list(images), answer) for q, images, answer in turns]
         yield TurnStats(image_tokens=sum(p.num_tokens for p in prepared), prompt_tokens=len(ids), new_tokens=0,
-                        vision_seconds=t0 - start, prefill_seconds=time.perf_counter() - t0,
+                        vision_seconds=read.vision_seconds, prefill_seconds=read.prefill_seconds,
                         time_to_first_token=0.0, decode_tokens_per_second=0.0, stop_reason="restored",
                         context_used=self.context_used, context_limit=eng.context_limit)
 
@@ -179,6 +160,30 @@ class Conversation:
         yield from self._answer(time.perf_counter(), sampling, regenerated=True)
 
     # -- steps ---------------------------------------------------------------------------------
+    def _read(self, ids: list[int], prepared: list[PreparedImage]) -> Generator[Event, None, _Read | None]:
+        """Encode the images and prefill `ids` into the cache, yielding status events; None if a
+        cancel came first (the cache is then as it was)."""
+        eng = self.engine
+        visual, vision_seconds = None, 0.0
+        if prepared:
+            yield StatusEvent(Stage.ENCODING_IMAGE)
+            t0 = time.perf_counter()
+            visual = self._encode(prepared, ids)
+            vision_seconds = time.perf_counter() - t0
+            if visual is None:
+                return None
+        yield StatusEvent(Stage.READING_PROMPT)
+        positions, after = chunk_positions(ids, [p.grid_thw for p in prepared], eng.image_token_id,
+                                           self._positions, eng.merge_size)
+        t0 = time.perf_counter()
+        logits = None
+        if ids:
+            logits = eng.decoder.prefill(np.asarray(ids), positions, *(visual or ()),
+                                         chunk=eng.options.prefill_chunk, should_stop=self._cancel.is_set)
+            if logits is None:
+                return None
+        return _Read(after, logits, vision_seconds, time.perf_counter() - t0)
+
     def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
         """Stats of a question cancelled before its answer began; the conversation is unchanged."""
         return TurnStats(image_tokens=0, prompt_tokens=prompt_tokens, new_tokens=0, vision_seconds=0.0,
