@@ -25,6 +25,16 @@ def start_download(qtbot, wizard) -> None:
     assert wizard.currentId() == PageId.DOWNLOAD
 
 
+def download_under_way(qtbot, hub, tmp_path):
+    """A wizard whose (throttled) download is past 5 MB into the weights: (wizard, page, task)."""
+    hub.throttle(4_000_000)
+    wizard = make_wizard(qtbot, tmp_path / "model")
+    start_download(qtbot, wizard)
+    page = wizard.download_page
+    wait_inside_weights(qtbot, page, at_least=5_000_000)
+    return wizard, page, page._task
+
+
 def wait_inside_weights(qtbot, page, at_least: int) -> None:
     """Until the page shows progress inside the weights file, past `at_least` bytes of the whole download."""
     qtbot.waitUntil(lambda: page._last is not None and page._last.current_file == WEIGHTS
@@ -81,12 +91,7 @@ def test_cancel_keeps_what_was_downloaded_and_resume_continues_with_a_range_requ
 
 
 def test_closing_mid_download_stops_the_thread_and_the_next_run_resumes(qtbot, hub, tmp_path):
-    hub.throttle(4_000_000)
-    wizard = make_wizard(qtbot, tmp_path / "model")
-    start_download(qtbot, wizard)
-    page = wizard.download_page
-    wait_inside_weights(qtbot, page, at_least=5_000_000)
-    task = page._task
+    wizard, page, task = download_under_way(qtbot, hub, tmp_path)
 
     pressed = time.monotonic()
     click(qtbot, wizard.button(QWizard.CancelButton))  # closes the wizard: reject() -> done()
@@ -188,12 +193,7 @@ def test_a_disk_full_while_writing_is_explained_with_a_retry(qtbot, hub, tmp_pat
 
 
 def test_back_during_a_download_stops_it_and_the_first_page_counts_what_is_kept(qtbot, hub, tmp_path):
-    hub.throttle(4_000_000)
-    wizard = make_wizard(qtbot, tmp_path / "model")
-    start_download(qtbot, wizard)
-    page = wizard.download_page
-    wait_inside_weights(qtbot, page, at_least=5_000_000)
-    task = page._task
+    wizard, page, task = download_under_way(qtbot, hub, tmp_path)
 
     click(qtbot, wizard.button(QWizard.BackButton))
     assert wizard.currentId() == PageId.CHOOSE
