@@ -46,7 +46,8 @@ class Engine:
             self.shape = DecoderShape(d["num_layers"], d["kv_heads"], d["head_dim"], d["hidden_size"],
                                       d["vocab_size"], d["deepstack_levels"])
             self.context_limit = min(options.max_context, int(m["context_limit"]))
-            self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads)
+            self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads,
+                                       channels=int(m["model"]["vision"].get("in_channels", 3)))
             prefill = d.get("prefill_file") if options.use_prefill_graph else None
             self.decoder = DecoderRunner(self.model_dir / d["file"], self.shape, self.context_limit, options.threads,
                                          self.model_dir / prefill if prefill else None)

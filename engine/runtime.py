@@ -54,13 +54,22 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 
 class VisionRunner:
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, channels: int = 3):
         self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        self.channels = channels
+        self.input_width = self.session.get_inputs()[0].shape[1]
 
     def encode(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Image embeddings [N/4, H] and DeepStack features [levels, N/4, H] for one image."""
+        """Image embeddings [N/4, H] and DeepStack features [levels, N/4, H] for one image.
+
+        pixel_values are the processor's rows [N, C*T*P*P]. A graph with folded patch weights
+        takes one frame per patch [N, C*P*P]; a still's frames are identical, so frame 0 is it."""
+        pixels = np.asarray(pixel_values, dtype=np.float32)
+        if isinstance(self.input_width, int) and pixels.shape[1] != self.input_width:
+            frames = pixels.shape[1] // self.input_width
+            pixels = pixels.reshape(len(pixels), self.channels, frames, -1)[:, :, 0]
         embeds, deepstack = self.session.run(None, {
-            "pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32),
+            "pixel_values": np.ascontiguousarray(pixels.reshape(len(pixels), -1)),
             "grid_thw": np.asarray([grid_thw], dtype=np.int64),
         })
         return embeds, deepstack

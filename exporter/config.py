@@ -39,6 +39,11 @@ class VisionConfig:
         return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
 
     @property
+    def frame_patch_dim(self) -> int:
+        """Width of one patch of a single frame (C * P * P): what the vision graph takes."""
+        return self.in_channels * self.patch_size ** 2
+
+    @property
     def merge_unit(self) -> int:
         return self.spatial_merge_size ** 2
 

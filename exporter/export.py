@@ -223,7 +223,7 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
                  "deepstack_levels": len(v.deepstack_visual_indexes),
                  "prefill_file": "decoder_prefill.onnx" if options.prefill else None,
                  "prefill_weights": options.prefill},
-        vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "merge_size": v.spatial_merge_size,
+        vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "input_patch_dim": v.frame_patch_dim, "merge_size": v.spatial_merge_size,
                 "patch_size": v.patch_size, "temporal_patch_size": v.temporal_patch_size},
         tokens=tokens,
         image_processor=side.preprocessor,

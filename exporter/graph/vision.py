@@ -2,8 +2,9 @@
 
 One graph serves every image size: the learned position table is resampled (bilinear,
 align_corners=True, in 2x2 merge-window order) and the 2-D rotary angles are computed inside the
-graph from `grid_thw`, exactly as transformers does on the host. Inputs: pixel_values [N, C*T*P*P]
-float32 and grid_thw [1, 3] int64 (one image per run). Outputs: image_embeds [N/4, out_hidden] and
+graph from `grid_thw`, exactly as transformers does on the host. Inputs: pixel_values [N, C*P*P]
+float32, one frame of each patch (a still's T frames are identical, so the patch weights are folded
+over T), and grid_thw [1, 3] int64 (one image per run). Outputs: image_embeds [N/4, out_hidden] and
 deepstack_embeds [levels, N/4, out_hidden].
 """
 from __future__ import annotations
@@ -121,13 +122,17 @@ def _merger(g, ck: Checkpoint, cfg: VisionConfig, prefix: str, x: str, postshuff
 
 def build_vision(g: GraphBuilder, ck: Checkpoint, cfg: VisionConfig, fmt: WeightFormat,
                  progress=lambda done, total: None) -> None:
-    pixels = g.input("pixel_values", FLOAT, ["num_patches", cfg.patch_dim])
+    pixels = g.input("pixel_values", FLOAT, ["num_patches", cfg.frame_patch_dim])
     grid = g.input("grid_thw", INT64, [1, 3])
     t, gh, gw = (g.op("Squeeze", g.op("Gather", g.op("Squeeze", grid, g.const([0])), g.const([i]), axis=0),
                       g.const([0])) for i in range(3))
     rows, cols = _merge_order_coords(g, t, gh, gw, cfg.spatial_merge_size)
 
-    wp = ck.get(f"{P}.patch_embed.proj.weight").reshape(cfg.hidden_size, cfg.patch_dim)
+    # A still image is its frame repeated temporal_patch_size times, so the Conv3d over (T, P, P)
+    # equals a conv over one frame with the weight summed over T: half the input and the work.
+    wp = ck.get(f"{P}.patch_embed.proj.weight").reshape(
+        cfg.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size ** 2)
+    wp = wp.sum(axis=2, dtype=np.float32).reshape(cfg.hidden_size, cfg.frame_patch_dim)
     x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"), WeightFormat("fp32"))
     x = g.op("Add", x, _position_embedding(g, ck, cfg, rows, cols, gh, gw))
 
