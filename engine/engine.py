@@ -20,7 +20,7 @@ class EngineOptions:
     max_context: int = 8192             # KV-cache slots; a conversation cannot grow past this
     image_detail: str = "standard"      # a key of DETAIL_PRESETS
     verify: bool | None = None          # hash check: None = only files changed since last check
-    prefill_chunk: int = 512            # long prompts are read in chunks (bounds attention memory)
+    prefill_chunk: int = 256            # prompts are read in chunks: attention scratch is chunk x max_len
     use_prefill_graph: bool = True      # use the model's prompt decoder when it was exported with one
 
     def max_pixels(self, detail: str | None = None) -> int:
