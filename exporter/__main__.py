@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from .errors import ExportError
-from .export import (DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, DEFAULT_EMBED_BLOCK_SIZE, PRECISIONS, PREFILL_FORMATS,
-                     VISION_FORMATS, ExportOptions, ExportProgress, export_model)
+from .export import (DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, DEFAULT_EMBED_BLOCK_SIZE, KV_CACHE_FORMATS, PRECISIONS,
+                     PREFILL_FORMATS, VISION_FORMATS, ExportOptions, ExportProgress, export_model)
 
 
 def _printer():
@@ -49,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefill-graph", choices=PREFILL_FORMATS,
                     help="also write a decoder for prompts with these weights (int8: ~4x faster time to "
                          "first token, ~4 GB more disk and memory)")
+    ap.add_argument("--kv-cache", choices=KV_CACHE_FORMATS, default="fp32",
+                    help="KV cache type (fp16: half the memory per token, slower attention at long contexts)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
     args = ap.parse_args(argv)
     try:
         source, info = _resolve_source(args.source)
         options = ExportOptions(args.precision, args.block_size, args.accuracy_level, args.overwrite,
-                                args.embed_block_size, args.vision, args.prefill_graph)
+                                args.embed_block_size, args.vision, args.prefill_graph, args.kv_cache)
         result = export_model(source, Path(args.out_dir), options, progress=_printer(), source_info=info)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

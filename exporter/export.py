@@ -32,6 +32,7 @@ from .writer import ExternalDataWriter
 PRECISIONS = ("int4", "fp32")
 VISION_FORMATS = ("int8", "fp32")
 PREFILL_FORMATS = ("int8", "fp32")
+KV_CACHE_FORMATS = ("fp32", "fp16")
 DEFAULT_BLOCK_SIZE = 128       # decoder linear layers (see README: measured choice)
 DEFAULT_EMBED_BLOCK_SIZE = 32  # the tied embedding / lm_head: finer blocks for logits and inputs
 DEFAULT_ACCURACY_LEVEL = 4
@@ -48,6 +49,7 @@ class ExportOptions:
     # An optional second decoder graph for prompts: int8 weights run onnxruntime's integer GEMM
     # ~7x faster than int4 on prompt-sized matmuls, at the cost of ~1 byte per weight more.
     prefill: str | None = None
+    kv_cache: str = "fp32"  # fp16 halves the cache's memory; the CPU attention kernel reads it slower
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -56,6 +58,8 @@ class ExportOptions:
             raise ExportError(f"unknown vision format '{self.vision}'; choose one of {', '.join(VISION_FORMATS)}")
         if self.prefill is not None and self.prefill not in PREFILL_FORMATS:
             raise ExportError(f"unknown prefill format '{self.prefill}'; choose one of {', '.join(PREFILL_FORMATS)}")
+        if self.kv_cache not in KV_CACHE_FORMATS:
+            raise ExportError(f"unknown KV cache format '{self.kv_cache}'; choose one of {', '.join(KV_CACHE_FORMATS)}")
 
     def decoder_format(self) -> WeightFormat:
         if self.precision == "fp32":
@@ -190,13 +194,13 @@ def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -
 
 def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), options.decoder_format(), progress,
-                  embed_fmt=options.embedding_format())
+                  embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache)
 
 
 def _build_prefill_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     """The same decoder with other layer weights, used for multi-token chunks (same KV cache)."""
     build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), WeightFormat(options.prefill),
-                  progress, embed_fmt=options.embedding_format())
+                  progress, embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache)
 
 
 def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, source_info: dict | None,
@@ -220,11 +224,12 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
         model={"text": asdict(t), "vision": asdict(v)},
         decoder={"file": "decoder.onnx", "num_layers": t.num_hidden_layers, "kv_heads": t.num_key_value_heads,
                  "head_dim": t.head_dim, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,
-                 "deepstack_levels": len(v.deepstack_visual_indexes),
+                 "deepstack_levels": len(v.deepstack_visual_indexes), "kv_dtype": options.kv_cache,
                  "prefill_file": "decoder_prefill.onnx" if options.prefill else None,
                  "prefill_weights": options.prefill},
-        vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "input_patch_dim": v.frame_patch_dim, "merge_size": v.spatial_merge_size,
-                "patch_size": v.patch_size, "temporal_patch_size": v.temporal_patch_size},
+        vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "input_patch_dim": v.frame_patch_dim,
+                "merge_size": v.spatial_merge_size, "patch_size": v.patch_size,
+                "temporal_patch_size": v.temporal_patch_size},
         tokens=tokens,
         image_processor=side.preprocessor,
         chat_template=side.chat_template,

@@ -17,6 +17,7 @@ from ..writer import ExternalDataWriter
 OPSET = 21
 MS_DOMAIN = "com.microsoft"
 FLOAT = TensorProto.FLOAT
+FLOAT16 = TensorProto.FLOAT16
 INT64 = TensorProto.INT64
 INT32 = TensorProto.INT32
 

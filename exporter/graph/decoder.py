@@ -6,7 +6,8 @@ Inputs
   visual_pos [M] int64; deepstack_embeds [levels, M, H]: added after decoder layers 0..levels-1
   logits_pos [P] int64: rows of this chunk whose logits are wanted (usually [-1]: the last one)
   seqlens_k [1] int32 = past + S - 1; total_sequence_length [] int32 = past + S
-  past_key_values.{i}.key / .value [1, kv_heads, T, head_dim] (T may be the preallocated maximum)
+  past_key_values.{i}.key / .value [1, kv_heads, T, head_dim] (T may be the preallocated maximum),
+  float32 or float16 (`kv_dtype`: half the cache memory; attention reads it slower on CPUs)
 Outputs
   logits [1, P, vocab]; present.{i}.key / .value (GroupQueryAttention writes in place when the
   caller binds the same buffer as past and present)
@@ -18,10 +19,11 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..config import TextConfig
 from ..quantize import quantize_int4
-from .builder import FLOAT, INT32, INT64, GraphBuilder
+from .builder import FLOAT, FLOAT16, INT32, INT64, GraphBuilder
 from .ops import WeightFormat, linear, rms_norm, silu_mul
 
 T = "model.language_model"
+KV_DTYPES = {"fp32": FLOAT, "fp16": FLOAT16}
 EMBED = f"{T}.embed_tokens.weight"
 
 
@@ -72,7 +74,7 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
 
 
 def _attention(g, ck, cfg: TextConfig, i: int, y: str, cos: str, sin: str, rot_pos: str,
-               seqlens: str, total: str, fmt: WeightFormat) -> str:
+               seqlens: str, total: str, fmt: WeightFormat, kv_type: int) -> str:
     a = f"{T}.layers.{i}.self_attn"
     nq, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     fused = np.concatenate([ck.get(f"{a}.q_proj.weight"), ck.get(f"{a}.k_proj.weight"),
@@ -88,10 +90,14 @@ def _attention(g, ck, cfg: TextConfig, i: int, y: str, cos: str, sin: str, rot_p
         return g.ms("RotaryEmbedding", x, rot_pos, cos, sin, num_heads=heads, interleaved=0)
 
     q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
+    if kv_type != FLOAT:  # GroupQueryAttention takes q, k, v and the cache in one type
+        q, k, v = (g.op("Cast", t, to=kv_type) for t in (q, k, v))
     out, _, _ = g.ms("GroupQueryAttention", q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value",
                      seqlens, total,
                      outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
                      num_heads=nq, kv_num_heads=nkv, scale=float(hd ** -0.5), do_rotary=0)
+    if kv_type != FLOAT:
+        out = g.op("Cast", out, to=FLOAT)
     return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, fmt)
 
 
@@ -105,8 +111,10 @@ def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
 
 
 def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_levels: int, fmt: WeightFormat,
-                  progress=lambda done, total: None, embed_fmt: WeightFormat | None = None) -> None:
+                  progress=lambda done, total: None, embed_fmt: WeightFormat | None = None,
+                  kv_dtype: str = "fp32") -> None:
     h, nkv, hd = cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim
+    kv_type = KV_DTYPES[kv_dtype]
     ids = g.input("input_ids", INT64, [1, "seq"])
     pos = g.input("position_ids", INT64, [3, 1, "seq"])
     vis = g.input("visual_embeds", FLOAT, ["visual", h])
@@ -117,7 +125,7 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
     total = g.input("total_sequence_length", INT32, [])
     for i in range(cfg.num_hidden_layers):
         for kv in ("key", "value"):
-            g.input(f"past_key_values.{i}.{kv}", FLOAT, [1, nkv, "past", hd])
+            g.input(f"past_key_values.{i}.{kv}", kv_type, [1, nkv, "past", hd])
 
     steps = cfg.num_hidden_layers + 2
     embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, ids)
@@ -139,7 +147,7 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
         else:
             y, _, _, x = g.ms("SkipSimplifiedLayerNormalization", pending[1], pending[0],
                               g.weight(f"{ln}.input_layernorm.weight", w_in), outputs=4, epsilon=cfg.rms_norm_eps)
-        attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt)
+        attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt, kv_type)
         y2, _, _, x = g.ms("SkipSimplifiedLayerNormalization", attn, x,
                            g.weight(f"{ln}.post_attention_layernorm.weight",
                                     ck.get(f"{ln}.post_attention_layernorm.weight")),
@@ -161,6 +169,6 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
     for i in range(cfg.num_hidden_layers):
         for kv in ("key", "value"):
             name = f"present.{i}.{kv}"
-            g.output(name, name, FLOAT, [1, nkv, "total", hd])
+            g.output(name, name, kv_type, [1, nkv, "total", hd])
     progress(steps, steps)
 

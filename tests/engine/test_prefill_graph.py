@@ -25,9 +25,9 @@ class CountingSession:
     def io_binding(self):
         return self.session.io_binding()
 
-    def run_with_iobinding(self, io):
+    def run_with_iobinding(self, io, run_options=None):
         self.runs += 1
-        return self.session.run_with_iobinding(io)
+        return self.session.run_with_iobinding(io, run_options)
 
 
 def test_prompt_graph_and_decode_graph_take_turns_on_one_cache(with_prefill, tiny_checkpoint):

@@ -183,3 +183,28 @@ def test_the_vision_graph_takes_one_frame_with_patch_weights_folded_over_time(fp
     via_rows, _ = runner.encode(rows, grid)
     via_frame, _ = runner.encode(one_frame, grid)
     np.testing.assert_array_equal(via_rows, via_frame)
+
+
+@pytest.fixture(scope="module")
+def fp16_cache_model(tiny_checkpoint, tmp_path_factory):
+    from exporter.export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("art") / "fp32-kv16"
+    export_model(tiny_checkpoint[0], out, ExportOptions("fp32", kv_cache="fp16"))
+    return ExportedModel(out)
+
+
+def test_an_fp16_kv_cache_keeps_logits_close_and_greedy_tokens_equal(tiny_checkpoint, fp16_cache_model, capsys):
+    """Keys and values rounded to fp16 (attention still accumulates in fp32): near-exact logits,
+    and the same greedy tokens as transformers with an image and through 20 cached steps."""
+    model = tiny_checkpoint[1]
+    assert fp16_cache_model.decoder._buffers[0].dtype == np.float16
+    prompt = image_prompt(random_image(300, 200, seed=3))
+    positions, delta = reference_rope(model, prompt)
+    ours = fp16_cache_model.prefill(prompt, positions, all_logits=True)
+    ref = reference_logits(model, prompt)
+    err = rel_err(ours, ref)
+    with capsys.disabled():
+        print(f"\n[fp16 KV tiny] max logit error {err:.2e} of scale")
+    assert 0 < err < 1e-2  # not bit-exact (it is fp16), but far inside int4's error
+    assert fp16_cache_model.greedy(prompt, positions, delta, 20) == reference_greedy(model, prompt, 20)
