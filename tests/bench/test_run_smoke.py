@@ -20,4 +20,7 @@ def test_benchmark_script_smoke(tiny_checkpoint, tmp_path):
     assert engine["decode_tokens"] == 8 and engine["decode_tok_s"] > 0
     assert engine["followup_prompt_tokens"] < engine["prompt_tokens_448"]
     assert result["export"]["peak_rss_mb"] > 0 and result["machine"]["onnxruntime"]
+    assert engine["first_load_s"] > 0 and engine["load_s"] > 0
+    # the long-context phase has its own peak, at most the whole run's and at least what it started with
+    assert engine["rss_before_long_context_mb"] <= engine["peak_rss_long_context_mb"] <= engine["peak_rss_mb"]
     assert "| decode speed |" in (tmp_path / "result.md").read_text()
