@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     out, wall, rss = run_child(["-m", "exporter", str(ckpt), str(art), "--overwrite", *args.export_args.split()])
     size = sum(p.stat().st_size for p in art.iterdir())
     export = {"seconds": wall, "peak_rss_mb": rss, "bytes": size}
+    if hasattr(os, "sync"):
+        os.sync()  # the export's writes are flushed first, so loading does not compete with them
     print("measuring the engine ...", flush=True)
     threads = ["--threads", str(args.threads)] if args.threads else []
     first = json.loads(run_child(["-m", "bench.measure", str(art), "--load-only", *threads])[0])

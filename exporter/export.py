@@ -49,7 +49,9 @@ class ExportOptions:
     # An optional second decoder graph for prompts: int8 weights run onnxruntime's integer GEMM
     # ~7x faster than int4 on prompt-sized matmuls, at the cost of ~1 byte per weight more.
     prefill: str | None = None
-    kv_cache: str = "fp32"  # fp16 halves the cache's memory; the CPU attention kernel reads it slower
+    # None: fp16 with int4 decoders (half the cache memory: 3.7 instead of 4.2 GB at a 4k context,
+    # for ~2% of decode speed at short contexts and ~19% at 4k), fp32 with the fp32 reference
+    kv_cache: str | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -58,7 +60,7 @@ class ExportOptions:
             raise ExportError(f"unknown vision format '{self.vision}'; choose one of {', '.join(VISION_FORMATS)}")
         if self.prefill is not None and self.prefill not in PREFILL_FORMATS:
             raise ExportError(f"unknown prefill format '{self.prefill}'; choose one of {', '.join(PREFILL_FORMATS)}")
-        if self.kv_cache not in KV_CACHE_FORMATS:
+        if self.kv_cache is not None and self.kv_cache not in KV_CACHE_FORMATS:
             raise ExportError(f"unknown KV cache format '{self.kv_cache}'; choose one of {', '.join(KV_CACHE_FORMATS)}")
 
     def decoder_format(self) -> WeightFormat:
@@ -70,6 +72,9 @@ class ExportOptions:
         if self.precision == "fp32":
             return WeightFormat("fp32")
         return WeightFormat("int4", self.embed_block_size, self.accuracy_level)
+
+    def kv_cache_format(self) -> str:
+        return self.kv_cache or ("fp32" if self.precision == "fp32" else "fp16")
 
     def vision_format(self) -> WeightFormat:
         return WeightFormat(self.vision or ("fp32" if self.precision == "fp32" else "int8"))
@@ -194,13 +199,13 @@ def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -
 
 def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), options.decoder_format(), progress,
-                  embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache)
+                  embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache_format())
 
 
 def _build_prefill_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     """The same decoder with other layer weights, used for multi-token chunks (same KV cache)."""
     build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), WeightFormat(options.prefill),
-                  progress, embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache)
+                  progress, embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache_format())
 
 
 def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, source_info: dict | None,
@@ -224,7 +229,7 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
         model={"text": asdict(t), "vision": asdict(v)},
         decoder={"file": "decoder.onnx", "num_layers": t.num_hidden_layers, "kv_heads": t.num_key_value_heads,
                  "head_dim": t.head_dim, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,
-                 "deepstack_levels": len(v.deepstack_visual_indexes), "kv_dtype": options.kv_cache,
+                 "deepstack_levels": len(v.deepstack_visual_indexes), "kv_dtype": options.kv_cache_format(),
                  "prefill_file": "decoder_prefill.onnx" if options.prefill else None,
                  "prefill_weights": options.prefill},
         vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "input_patch_dim": v.frame_patch_dim,
