@@ -22,6 +22,7 @@ class EngineOptions:
     verify: bool | None = None          # hash check: None = only files changed since last check
     prefill_chunk: int = 256            # prompts are read in chunks: attention scratch is chunk x max_len
     use_prefill_graph: bool = True      # use the model's prompt decoder when it was exported with one
+    profile_prefix: str | None = None   # write onnxruntime traces (per-node times) with this path prefix
 
     def max_pixels(self, detail: str | None = None) -> int:
         key = detail or self.image_detail
@@ -47,10 +48,12 @@ class Engine:
                                       d["vocab_size"], d["deepstack_levels"], d.get("kv_dtype", "fp32"))
             self.context_limit = min(options.max_context, int(m["context_limit"]))
             self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads,
-                                       channels=int(m["model"]["vision"].get("in_channels", 3)))
+                                       channels=int(m["model"]["vision"].get("in_channels", 3)),
+                                       profile_prefix=options.profile_prefix)
             prefill = d.get("prefill_file") if options.use_prefill_graph else None
             self.decoder = DecoderRunner(self.model_dir / d["file"], self.shape, self.context_limit, options.threads,
-                                         self.model_dir / prefill if prefill else None)
+                                         self.model_dir / prefill if prefill else None,
+                                         profile_prefix=options.profile_prefix)
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"The model's manifest lacks {exc}; convert the model again.") from None
         except EngineError:

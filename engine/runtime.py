@@ -45,8 +45,12 @@ def physical_cores() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, profile_prefix: str | None = None) -> ort.SessionOptions:
+    """profile_prefix: write an onnxruntime trace (per-node times) there, for bench.profile."""
     so = ort.SessionOptions()
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     so.intra_op_num_threads = threads or physical_cores()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -83,8 +87,10 @@ def cache_buffer(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
 
 
 class VisionRunner:
-    def __init__(self, path: Path, threads: int | None = None, channels: int = 3):
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path, threads: int | None = None, channels: int = 3,
+                 profile_prefix: str | None = None):
+        options = session_options(threads, profile_prefix + "vision" if profile_prefix else None)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.channels = channels
         self.input_width = self.session.get_inputs()[0].shape[1]
 
@@ -110,10 +116,12 @@ class DecoderRunner:
     PREFILL_MIN_TOKENS = 32  # below this a chunk is decode-like: the int4 graph reads fewer bytes
 
     def __init__(self, path: Path, shape: DecoderShape, max_len: int, threads: int | None = None,
-                 prefill_path: Path | None = None):
+                 prefill_path: Path | None = None, profile_prefix: str | None = None):
         self.shape = shape
         self.max_len = max_len
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        self._profile_prefix = profile_prefix
+        self.session = ort.InferenceSession(str(path), session_options(threads, self._profiled("decoder")),
+                                            providers=["CPUExecutionProvider"])
         # Optional graph for prompt chunks (other weights, same inputs and outputs); both graphs
         # write into the same cache buffers, so they can take turns freely. It loads in the
         # background (prepacking its int8 weights takes several seconds); until it is ready,
@@ -133,10 +141,13 @@ class DecoderRunner:
 
     def _load_prefill(self, path: Path, threads: int | None) -> None:
         try:
-            self.prefill_session = ort.InferenceSession(str(path), session_options(threads),
-                                                        providers=["CPUExecutionProvider"])
+            options = session_options(threads, self._profiled("prompt"))
+            self.prefill_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a damaged optional graph must not take the engine down
             self.prefill_error = exc
+
+    def _profiled(self, name: str) -> str | None:
+        return self._profile_prefix + name if self._profile_prefix else None
 
     def wait_for_prefill_graph(self, timeout: float | None = None) -> bool:
         """Block until the prompt graph is loaded (for benchmarks and tests); True if it is."""
