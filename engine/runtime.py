@@ -77,7 +77,7 @@ def cache_buffer(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     written at once. With transparent huge pages (numpy asks for them on large arrays), one token
     makes each slab's first 2 MiB resident: about 1 GB of RSS for a one-line chat. 4 KiB pages
     keep the resident cache proportional to the tokens in it, for a few percent of attention
-    speed at long contexts (measured in bench/README.md)."""
+    speed at long contexts (measured: README.md, Speed)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if not hasattr(mmap, "MADV_NOHUGEPAGE"):  # not Linux: no THP to opt out of
         return np.zeros(shape, dtype)
@@ -221,5 +221,5 @@ class DecoderRunner:
         session.run_with_iobinding(io, releasing_run_options() if s > 1 else None)
         self.length = total
         # Only the logits are copied out: copy_outputs_to_cpu() would also copy every layer's
-        # whole KV buffer (1.2 GB per step at a 4k context).
+        # whole KV buffer (0.6-1.2 GB per step at a 4k context).
         return io.get_outputs()[0].numpy()[0]
