@@ -8,6 +8,7 @@ so the exporter never holds more than the tensor it is converting. bf16 is widen
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,19 @@ def _weight_files(folder: Path) -> list[Path]:
     return found
 
 
+def _forget_cached(fd: int, offset: int, length: int) -> None:
+    """Tell the OS these checkpoint bytes will not be read again.
+
+    The export reads ~9 GB once; left in the page cache, they push out what is worth keeping
+    there, such as the artifacts just written (the first start after a conversion then read them
+    from disk again: 9.0 s instead of ~4.5 s) and the user's other programs' files."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # advice only
+
+
 class Checkpoint:
     """All tensors of one checkpoint folder, checked against the config before any use."""
 
@@ -127,8 +141,10 @@ class Checkpoint:
         entry = self.entries[name]
         np_dtype = _DTYPES[entry.dtype][0]
         try:
-            raw = np.fromfile(entry.file, dtype=np_dtype, count=entry.nbytes // np.dtype(np_dtype).itemsize,
-                              offset=entry.start)
+            with open(entry.file, "rb") as fh:
+                raw = np.fromfile(fh, dtype=np_dtype, count=entry.nbytes // np.dtype(np_dtype).itemsize,
+                                  offset=entry.start)
+                _forget_cached(fh.fileno(), entry.start, entry.nbytes)
         except OSError as exc:
             raise CheckpointError(f"cannot read tensor '{name}' from {entry.file.name}: {exc}") from None
         return raw.reshape(entry.shape)
