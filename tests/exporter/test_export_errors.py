@@ -214,3 +214,21 @@ def test_fp32_and_fp16_checkpoints_convert_too(dtype, tiny_checkpoint, tiny_fp32
     ours, _ = ExportedModel(out).encode(prompt)
     expected, _ = ExportedModel(tiny_fp32).encode(prompt)
     assert np.abs(ours - expected).max() <= 1e-3 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("field, value", [("kv_cache", "int8"), ("vision", "int3"), ("prefill", "int4"),
+                                          ("precision", "bf16")])
+def test_unknown_formats_are_refused_with_the_choices(field, value):
+    with pytest.raises(ExportError, match="choose one of"):
+        ExportOptions(**{field: value})
+
+
+def test_the_kv_cache_type_is_fp16_for_int4_and_fp32_for_the_reference(tiny_int4, tiny_fp32):
+    import onnx
+
+    for folder, expected, elem in ((tiny_int4, "fp16", onnx.TensorProto.FLOAT16),
+                                   (tiny_fp32, "fp32", onnx.TensorProto.FLOAT)):
+        assert json.loads((folder / "manifest.json").read_text())["decoder"]["kv_dtype"] == expected
+        graph = onnx.load(folder / "decoder.onnx", load_external_data=False).graph
+        caches = [i for i in graph.input if i.name.startswith("past_key_values.")]
+        assert caches and {i.type.tensor_type.elem_type for i in caches} == {elem}
