@@ -45,7 +45,7 @@ class Engine:
             self.image_config = ImageProcessorConfig.from_preprocessor_json(m["image_processor"])
             d = m["decoder"]
             self.shape = DecoderShape(d["num_layers"], d["kv_heads"], d["head_dim"], d["hidden_size"],
-                                      d["vocab_size"], d["deepstack_levels"], d.get("kv_dtype", "fp32"))
+                                      d["vocab_size"], d["deepstack_levels"])
             self.context_limit = min(options.max_context, int(m["context_limit"]))
             self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads,
                                        channels=int(m["model"]["vision"].get("in_channels", 3)),

@@ -5,7 +5,6 @@ GroupQueryAttention appends the new keys/values into the buffer and nothing is c
 """
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 from dataclasses import dataclass
@@ -13,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from .errors import ArtifactError
+from .memory import cache_buffer, releasing_run_options
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,6 @@ class DecoderShape:
     hidden_size: int
     vocab_size: int
     deepstack_levels: int
-    kv_dtype: str = "fp32"  # "fp16" halves the cache
 
 
 def physical_cores() -> int:
@@ -59,31 +60,15 @@ def session_options(threads: int | None, profile_prefix: str | None = None) -> o
     return so
 
 
-def releasing_run_options() -> ort.RunOptions:
-    """Run options that hand the run's freed scratch back to the OS when the run ends.
-
-    onnxruntime's arena otherwise keeps its high-water mark for the life of the session: an
-    896x896 image leaves ~300 MB of attention scratch resident. Used for runs that need large,
-    short-lived buffers (images, prompt chunks), not for decode steps."""
-    options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-    return options
+_CACHE_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
-def cache_buffer(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-    """A zeroed buffer whose memory is committed only where it is written.
-
-    The cache is laid out [1, kv_heads, max_len, head_dim], so every head's slab starts being
-    written at once. With transparent huge pages (numpy asks for them on large arrays), one token
-    makes each slab's first 2 MiB resident: about 1 GB of RSS for a one-line chat. 4 KiB pages
-    keep the resident cache proportional to the tokens in it, for a few percent of attention
-    speed at long contexts (measured: README.md, Speed)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if not hasattr(mmap, "MADV_NOHUGEPAGE"):  # not Linux: no THP to opt out of
-        return np.zeros(shape, dtype)
-    region = mmap.mmap(-1, nbytes)  # anonymous, zero-filled on first touch
-    region.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(region, dtype).reshape(shape)
+def cache_type(session: ort.InferenceSession) -> np.dtype:
+    """The KV cache element type a decoder graph declares (the graph, not the manifest, decides)."""
+    declared = {i.name: i.type for i in session.get_inputs()}.get("past_key_values.0.key")
+    if declared not in _CACHE_TYPES:
+        raise ArtifactError(f"The decoder's KV cache type {declared} is not supported. Convert the model again.")
+    return _CACHE_TYPES[declared]
 
 
 class VisionRunner:
@@ -100,8 +85,13 @@ class VisionRunner:
         pixel_values are the processor's rows [N, C*T*P*P]. A graph with folded patch weights
         takes one frame per patch [N, C*P*P]; a still's frames are identical, so frame 0 is it."""
         pixels = np.asarray(pixel_values, dtype=np.float32)
-        if isinstance(self.input_width, int) and pixels.shape[1] != self.input_width:
-            frames = pixels.shape[1] // self.input_width
+        width = pixels.shape[1]
+        if isinstance(self.input_width, int) and width != self.input_width:
+            frames, rest = divmod(width, self.input_width)
+            if rest or frames < 2:
+                raise ArtifactError(f"The vision graph takes {self.input_width} values per patch but the "
+                                    f"image processor made {width}: the model folder is inconsistent. "
+                                    "Convert the model again.")
             pixels = pixels.reshape(len(pixels), self.channels, frames, -1)[:, :, 0]
         embeds, deepstack = self.session.run(None, {
             "pixel_values": np.ascontiguousarray(pixels.reshape(len(pixels), -1)),
@@ -134,15 +124,19 @@ class DecoderRunner:
                                                     name="iris-prefill-graph-loader", daemon=True)
             self._prefill_loader.start()
         dims = (1, shape.kv_heads, max_len, shape.head_dim)
-        kv_type = {"fp32": np.float32, "fp16": np.float16}[shape.kv_dtype]
-        self._buffers = [cache_buffer(dims, kv_type) for _ in range(2 * shape.num_layers)]
+        self.kv_type = cache_type(self.session)
+        self._buffers = [cache_buffer(dims, self.kv_type) for _ in range(2 * shape.num_layers)]
         self._cache = [ort.OrtValue.ortvalue_from_numpy(b) for b in self._buffers]
         self.length = 0  # tokens currently in the cache
 
     def _load_prefill(self, path: Path, threads: int | None) -> None:
         try:
             options = session_options(threads, self._profiled("prompt"))
-            self.prefill_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            if cache_type(session) != self.kv_type:
+                raise ArtifactError(f"{path.name} keeps its cache as {cache_type(session)}, the decoder as "
+                                    f"{self.kv_type}; they cannot share it")
+            self.prefill_session = session
         except Exception as exc:  # a damaged optional graph must not take the engine down
             self.prefill_error = exc
 
@@ -163,7 +157,7 @@ class DecoderRunner:
 
     def prefill(self, input_ids: np.ndarray, position_ids: np.ndarray, visual_embeds: np.ndarray | None = None,
                 visual_pos: np.ndarray | None = None, deepstack: np.ndarray | None = None,
-                chunk: int = 512, should_stop=lambda: False) -> np.ndarray | None:
+                chunk: int = 256, should_stop=lambda: False) -> np.ndarray | None:
         """forward() in chunks of at most `chunk` tokens: bounds the attention scratch memory
         (scores are chunk x context per head) on long prompts, and lets a cancel land between
         chunks. Returns the last row's logits, or None (cache rewound) if `should_stop()` said so."""
@@ -218,7 +212,7 @@ class DecoderRunner:
                 buf = self._cache[2 * i + j]
                 io.bind_ortvalue_input(f"past_key_values.{i}.{kv}", buf)
                 io.bind_ortvalue_output(f"present.{i}.{kv}", buf)
-        session.run_with_iobinding(io, releasing_run_options() if s > 1 else None)
+        session.run_with_iobinding(io, releasing_run_options() if s >= self.PREFILL_MIN_TOKENS else None)
         self.length = total
         # Only the logits are copied out: copy_outputs_to_cpu() would also copy every layer's
         # whole KV buffer (0.6-1.2 GB per step at a 4k context).

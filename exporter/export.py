@@ -159,6 +159,8 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
         if options.prefill:
             graphs.append(("decoder_prefill", _build_prefill_decoder))
         for name, build in graphs:
+            # The text tensors are read once per decoder graph: keep them cached until the last.
+            ckpt.forget_after_read = name != "decoder" or not options.prefill
             writer = ExternalDataWriter(tmp / f"{name}.onnx.data")
             g = GraphBuilder(name, writer)
             build(g, ckpt, cfg, options, tick(name))

@@ -96,7 +96,7 @@ class ExportedModel:
         manifest = json.loads((Path(artifact_dir) / "manifest.json").read_text())
         d = manifest["decoder"]
         shape = DecoderShape(d["num_layers"], d["kv_heads"], d["head_dim"], d["hidden_size"], d["vocab_size"],
-                             d["deepstack_levels"], d.get("kv_dtype", "fp32"))
+                             d["deepstack_levels"])
         self.vision = VisionRunner(Path(artifact_dir) / "vision.onnx")
         self.decoder = DecoderRunner(Path(artifact_dir) / "decoder.onnx", shape, max_len)
 

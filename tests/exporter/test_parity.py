@@ -171,18 +171,19 @@ def test_int8_vision_stays_close(tiny_checkpoint, tiny_int4, capsys):
     assert max(errors) < 0.05
 
 
-def test_the_vision_graph_takes_one_frame_with_patch_weights_folded_over_time(fp32_model):
-    """A still's temporal frames are identical, so the graph takes one frame (half the input);
-    the runner picks it out of the processor's rows, and both give the same embeddings."""
+def test_the_vision_graph_takes_one_frame_and_refuses_rows_of_another_width(fp32_model):
+    """A still's temporal frames are identical, so the graph takes one frame per patch (half the
+    input); its embeddings equal transformers' (tests above). Rows that fit neither width are an
+    inconsistent model folder, reported as such rather than as an onnxruntime shape error."""
+    from engine.errors import ArtifactError
+
     prompt = image_prompt(random_image(128, 96, seed=11))
     rows = prompt.pixel_values.numpy()
     runner = fp32_model.vision
     assert runner.session.get_inputs()[0].shape[1] == 3 * 16 * 16 == rows.shape[1] // 2
-    one_frame = rows.reshape(len(rows), 3, 2, -1)[:, :, 0].reshape(len(rows), -1)
     grid = tuple(prompt.grid_thw[0].tolist())
-    via_rows, _ = runner.encode(rows, grid)
-    via_frame, _ = runner.encode(one_frame, grid)
-    np.testing.assert_array_equal(via_rows, via_frame)
+    with pytest.raises(ArtifactError, match="values per patch"):
+        runner.encode(rows[:, :1000], grid)
 
 
 @pytest.fixture(scope="module")
