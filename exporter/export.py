@@ -49,8 +49,8 @@ class ExportOptions:
     # An optional second decoder graph for prompts: int8 weights run onnxruntime's integer GEMM
     # ~7x faster than int4 on prompt-sized matmuls, at the cost of ~1 byte per weight more.
     prefill: str | None = None
-    # None: fp16 with int4 decoders (half the cache memory: 3.7 instead of 4.2 GB at a 4k context,
-    # for ~2% of decode speed at short contexts and ~19% at 4k), fp32 with the fp32 reference
+    # None: fp16 with int4 decoders (half the cache memory: 3.7-3.8 instead of 4.2 GB at a 4k
+    # context, for 2-7% of decode speed at short contexts and 19-23% at 4k), fp32 for the reference
     kv_cache: str | None = None
 
     def __post_init__(self):

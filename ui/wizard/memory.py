@@ -1,7 +1,7 @@
 """How much RAM this computer has, and whether the faster first answer fits in it (Qt-free).
 
 The extra int8 prompt graph of the full-size model takes ~3.7 GB more memory (peak ~7.5 GB instead
-of ~3.7 GB at a 4k context); below ~12 GB installed, the system and other programs would be pushed
+of ~3.8 GB at a 4k context); below ~12 GB installed, the system and other programs would be pushed
 into swap, which costs more time than the graph saves.
 """
 from __future__ import annotations
