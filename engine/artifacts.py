@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from exporter.manifest import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file  # the format's one definition
+from exporter.manifest import (MANIFEST_FORMAT, MANIFEST_NAME, VERIFIED_NAME,  # the format's one definition
+                               sha256_file, stat_key, write_verified)
 
 from .errors import ArtifactError
 
 SUPPORTED_MANIFEST_VERSION = 1
-_STAMP = ".verified.json"
 _REDO = "Run the model setup again (it re-downloads only what is missing and converts again)."
 
 
@@ -40,11 +40,6 @@ def read_manifest(model_dir: Path) -> dict:
     return manifest
 
 
-def _stat_key(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
 def verify_artifacts(model_dir: Path, full_hash: bool | None = None) -> dict:
     """The manifest of a complete, undamaged folder; ArtifactError says what is wrong.
 
@@ -64,22 +59,16 @@ def verify_artifacts(model_dir: Path, full_hash: bool | None = None) -> dict:
                                 f"it is damaged or was not written completely. {_REDO}")
     if full_hash is False:
         return manifest
-    stamp_path = folder / _STAMP
+    stamp_path = folder / VERIFIED_NAME
     try:
         stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
     except (OSError, json.JSONDecodeError):
         stamp = {}
-    fresh = {}
     for name, record in files.items():
-        key = _stat_key(folder / name)
-        if full_hash or stamp.get(name) != key:
+        if full_hash or stamp.get(name) != stat_key(folder / name):
             if sha256_file(folder / name) != record["sha256"]:
                 raise ArtifactError(f"The model file {name} is damaged (its checksum does not match). {_REDO}")
-        fresh[name] = key
-    try:
-        stamp_path.write_text(json.dumps(fresh))
-    except OSError:
-        pass  # a read-only folder is fine: it is simply hashed again next time
+    write_verified(folder, files)
     return manifest
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "iris-artifacts"
 MANIFEST_VERSION = 1
+# Which files' contents were last found equal to the manifest, keyed by [size, mtime_ns]; a file
+# whose key changed is hashed again before use.
+VERIFIED_NAME = ".verified.json"
 
 
 @dataclass
@@ -54,3 +57,17 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def stat_key(path: Path) -> list[int]:
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def write_verified(folder: Path, names) -> None:
+    """Record that these files match the manifest as they are now (size and modification time)."""
+    folder = Path(folder)
+    try:
+        (folder / VERIFIED_NAME).write_text(json.dumps({name: stat_key(folder / name) for name in names}))
+    except OSError:
+        pass  # a read-only folder is fine: its files are simply hashed again next time

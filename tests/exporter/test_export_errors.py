@@ -159,7 +159,7 @@ def test_manifest_lists_every_file_with_size_and_sha256(tiny_int4):
     from exporter.manifest import sha256_file
 
     manifest = json.loads((tiny_int4 / "manifest.json").read_text())
-    on_disk = {p.name for p in tiny_int4.iterdir()} - {"manifest.json"}
+    on_disk = {p.name for p in tiny_int4.iterdir()} - {"manifest.json", ".verified.json"}
     assert set(manifest["files"]) == on_disk == {"vision.onnx", "vision.onnx.data", "decoder.onnx",
                                                  "decoder.onnx.data", "tokenizer.json"}
     for name, rec in manifest["files"].items():
@@ -232,3 +232,25 @@ def test_the_kv_cache_type_is_fp16_for_int4_and_fp32_for_the_reference(tiny_int4
         graph = onnx.load(folder / "decoder.onnx", load_external_data=False).graph
         caches = [i for i in graph.input if i.name.startswith("past_key_values.")]
         assert caches and {i.type.tensor_type.elem_type for i in caches} == {elem}
+
+
+def test_a_fresh_export_loads_without_hashing_and_a_changed_file_is_hashed_again(tiny_checkpoint, tmp_path,
+                                                                                monkeypatch):
+    """The exporter records the digests it took while writing; a later change is still caught."""
+    import engine.artifacts as artifacts
+    from engine.errors import ArtifactError
+
+    out = tmp_path / "fresh"
+    export_model(tiny_checkpoint[0], out, ExportOptions("int4"))
+    hashed = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    artifacts.verify_artifacts(out)
+    assert hashed == []
+    data = out / "decoder.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size, new modification time
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="decoder.onnx.data is damaged"):
+        artifacts.verify_artifacts(out)
+    assert hashed == ["decoder.onnx.data"]
