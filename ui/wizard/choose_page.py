@@ -28,7 +28,7 @@ from .work_page import ERROR_STYLE
 PLAN_DELAY_MS = 400  # wait this long after the last keystroke before asking the Hub
 RECHECK_MS = 3000  # free space and folders change behind our back: look again this often
 # measured on Qwen3-VL-4B; the summary below shows the exact extra size of the chosen model
-PREFILL_HINT = "Answers start 2-3x sooner (prompts are read faster); needs ~4 GB more disk and memory."
+PREFILL_HINT = "Answers start 2-3x sooner; needs ~4 GB more disk and memory."
 
 
 class ChoosePage(QWizardPage):
