@@ -60,6 +60,12 @@ def photo(side: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8))
 
 
+def long_prompt(engine, context: int) -> str:
+    """Plain text that fills all but 64 tokens of a `context`-token window."""
+    words = " ".join(f"item{i % 997} is next to item{(i * 7) % 991}." for i in range(context))
+    return engine.prompts.decode(engine.prompts.encode(words)[: context - 64])
+
+
 def turn(conv, text, images=(), sampling=None, detail=None) -> TurnStats:
     stats = None
     for event in conv.ask(text, list(images), sampling, detail=detail):
@@ -109,10 +115,7 @@ def main(argv=None) -> int:
     peak_before = peak_rss_mb()  # the reset below also clears the process's ru_maxrss
     phase_peak = reset_peak_rss()
     conv = engine.new_conversation()
-    words = " ".join(f"item{i % 997} is next to item{(i * 7) % 991}." for i in range(args.context))
-    ids = engine.prompts.encode(words)[: args.context - 64]
-    text = engine.prompts.decode(ids)
-    stats = turn(conv, text, (), SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=17))
+    stats = turn(conv, long_prompt(engine, args.context), (), SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=17))
     out["long_prompt_tokens"] = stats.prompt_tokens
     out["prefill_tok_s"] = stats.prompt_tokens / stats.prefill_seconds
     out["decode_tok_s_long_context"] = stats.decode_tokens_per_second

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.measure import photo, turn
+from bench.measure import long_prompt, photo, turn
 from engine.engine import Engine, EngineOptions
 from engine.sampling import SamplingOptions
 
@@ -112,9 +112,7 @@ def main(argv=None) -> int:
         return lambda e: turn(e.new_conversation(), "Describe this image.", [photo(side, side)], greedy(tokens), detail)
 
     def long_text(e: Engine):
-        words = " ".join(f"item{i % 997} is next to item{(i * 7) % 991}." for i in range(args.context))
-        ids = e.prompts.encode(words)[: args.context - 64]
-        turn(e.new_conversation(), e.prompts.decode(ids), (), greedy(16))
+        turn(e.new_conversation(), long_prompt(e, args.context), (), greedy(16))
 
     scenarios = [("448x448 image, 16 tokens", "img448", image(448, "standard", 16)),
                  ("896x896 image, first token", "img896", image(896, "high", 1)),
