@@ -72,7 +72,11 @@ class Conversation:
         return self.engine.decoder.length + len(self._pending)
 
     def cancel(self) -> None:
-        """Thread-safe: the running ask() stops before its next decode step."""
+        """Thread-safe: the running ask(), regenerate() or restore() stops before its next step.
+
+        A cancel with nothing running has no effect: every call starts with the flag cleared, so
+        a stale Stop never ends a later question. A caller that may cancel before its call has
+        started (a UI thread) repeats cancel() once the call has yielded its first event."""
         self._cancel.set()
 
     def close(self) -> None:
@@ -215,6 +219,7 @@ class Conversation:
         stream = TextStream(eng.tokenizer)
         yield StatusEvent(Stage.ANSWERING)
         generated: list[int] = []
+        fed = 0  # how many of `generated` are in the cache (a cancel can land after a token was fed)
         logits = r.logits
         first_token_at = None
         stop = "max_new_tokens"
@@ -241,14 +246,15 @@ class Conversation:
                 break
             pos, self._positions = decode_positions(self._positions)
             logits = eng.decoder.forward(np.array([token]), pos)[-1]
+            fed = len(generated)
         tail = stream.flush()
         if tail:
             yield TextEvent(tail)
-        # The cache holds every generated token but the last; the next turn feeds it (an EOS is
-        # replaced by the template's end-of-turn token, which is what the history renders).
+        # The next turn feeds what the cache lacks: the last token unless a cancel came after it
+        # was fed, then the end of turn (an EOS is replaced by the template's end-of-turn token,
+        # which is what the history renders). The cache then holds exactly the visible answer.
         end = eng.prompts.end_of_turn_id
-        last = generated[-1:] if generated and generated[-1] not in eng.eos_ids else []
-        self._pending = last + [end]
+        self._pending = [t for t in generated[fed:] if t not in eng.eos_ids] + [end]
         text_ids = [t for t in generated if t not in eng.eos_ids]
         turn.answer = eng.prompts.decode(text_ids)
         turn.token_ids = generated

@@ -157,6 +157,57 @@ def test_cancel_stops_within_one_step(engine):
     assert run_turn(conv, "Go on.")[-1].new_tokens > 0
 
 
+@pytest.mark.parametrize("stop_after", [1, 4])
+def test_a_follow_up_after_stop_sees_exactly_the_visible_answer(stop_after, engine, tiny_checkpoint):
+    """Stop mid-answer, then ask again: the follow-up equals transformers' generate on the history
+    the user saw (question, the tokens shown, end of turn), and the cache holds no token more than
+    an answer of the same tokens ended by max_new_tokens."""
+    images = [random_image(300, 200, 1)]
+    sampling = SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=200)
+    conv = engine.new_conversation()
+    shown = 0
+    for event in conv.ask("Describe this image.", images, sampling):
+        if isinstance(event, TextEvent):
+            shown += 1
+            if shown == stop_after:
+                conv.cancel()  # lands after this token was fed to the cache
+        stats = event
+    assert stats.stop_reason == "cancelled"
+    answer = stats.token_ids
+    assert answer and not set(answer) & engine.eos_ids
+
+    same = engine.new_conversation()
+    ended = run_turn(same, "Describe this image.", images,
+                     SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=len(answer)))[-1]
+    assert ended.token_ids == answer and ended.stop_reason == "max_new_tokens"
+    same_used = same.context_used
+    expected = run_turn(same, "Tell me more.")[-1].token_ids
+
+    conv = engine.new_conversation()  # the same stop again (the engine holds one cache at a time)
+    shown = 0
+    for event in conv.ask("Describe this image.", images, sampling):
+        if isinstance(event, TextEvent):
+            shown += 1
+            if shown == stop_after:
+                conv.cancel()
+    assert conv.context_used == same_used
+    follow_up = run_turn(conv, "Tell me more.")[-1].token_ids
+    assert follow_up == expected
+
+    history = History(engine)
+    history.add_question("Describe this image.", images, [])
+    history.add_answer(answer[:-1], "")
+    history.add_question("Tell me more.", [], [answer[-1], engine.prompts.end_of_turn_id])
+    assert follow_up == reference_generate(tiny_checkpoint[1], history.ids, images, 12)
+
+
+def test_a_cancel_with_nothing_running_does_not_stop_the_next_question(engine):
+    conv = engine.new_conversation()
+    conv.cancel()
+    stats = run_turn(conv, "Describe this image.", [random_image(300, 200, 1)])[-1]
+    assert stats.stop_reason != "cancelled" and stats.new_tokens > 0
+
+
 def test_a_question_that_does_not_fit_is_refused_and_nothing_changes(tiny_fp32):
     from engine.engine import EngineOptions
 
