@@ -51,20 +51,15 @@ def _wait4_popen():
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numpy
     import onnxruntime
 
-    from engine.runtime import physical_cores
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
+    from engine.cpu import cpu_info
+    cpu = cpu_info()
+    return {"cpu": cpu.model, "cpu_class": cpu.cpu_class, "cpu_summary": cpu.summary(),
+            "cpu_features": sorted(cpu.features), "logical_cpus": cpu.logical_cores,
+            "physical_cores": cpu.physical_cores, "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
 
 
 def markdown(result: dict) -> str:
@@ -90,7 +85,8 @@ def markdown(result: dict) -> str:
          + f" ({e['context_used']} tokens)"),
         ("peak RSS of the whole run (includes the 896x896 image)", f"{e['peak_rss_mb'] / 1024:.2f} GB"),
     ]
-    head = (f"Machine: {m['cpu']}, {m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
+    head = (f"Machine: {m['cpu']} (class {m.get('cpu_class', 'unknown')}: {m.get('cpu_summary', '')}), "
+            f"{m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
             f"threads={result['threads'] or m['physical_cores']}; Python {m['python']}, onnxruntime "
             f"{m['onnxruntime']}, numpy {m['numpy']}; {result['date']}.\n\n")
     return head + "| measure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"

@@ -5,7 +5,6 @@ GroupQueryAttention appends the new keys/values into the buffer and nothing is c
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .cpu import cpu_info
 from .errors import ArtifactError
 from .memory import cache_buffer, releasing_run_options
 
@@ -27,32 +27,13 @@ class DecoderShape:
     deepstack_levels: int
 
 
-def physical_cores() -> int:
-    """Physical cores (hyper-threads do not help a memory-bound decoder)."""
-    try:
-        cores = set()
-        with open("/proc/cpuinfo") as fh:
-            phys = core = None
-            for line in fh:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
-                    cores.add((phys, core))
-        if cores:
-            return len(cores)
-    except OSError:
-        pass
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
 def session_options(threads: int | None, profile_prefix: str | None = None) -> ort.SessionOptions:
     """profile_prefix: write an onnxruntime trace (per-node times) there, for bench.profile."""
     so = ort.SessionOptions()
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    so.intra_op_num_threads = threads or physical_cores()
+    so.intra_op_num_threads = threads or cpu_info().physical_cores  # hyper-threads do not help
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
