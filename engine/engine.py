@@ -7,6 +7,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from .artifacts import verify_artifacts
+from .cpu import CpuInfo, cpu_info
 from .errors import ArtifactError, EngineError
 from .image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
 from .prompt import PromptBuilder
@@ -29,6 +30,18 @@ class EngineOptions:
         if key not in DETAIL_PRESETS:
             raise EngineError(f"unknown image detail '{key}'; choose {', '.join(DETAIL_PRESETS)}")
         return DETAIL_PRESETS[key]
+
+
+def saturating_int8_warning(manifest: dict, cpu: CpuInfo) -> str | None:
+    """Models converted before int8 weights were limited to 7 bits lose accuracy on x86 CPUs
+    without VNNI or AMX (their int8 kernel saturates); say so instead of degrading silently."""
+    weights = manifest.get("weights") or {}
+    uses_int8 = ((weights.get("vision") or {}).get("kind") == "int8"
+                 or (manifest.get("decoder") or {}).get("prefill_weights") == "int8")
+    if not uses_int8 or weights.get("int8_weight_max", 127) <= 63 or cpu.arch != "x86_64" or cpu.int8_units:
+        return None
+    return ("This model was converted by an earlier version of Iris: its int8 weights lose accuracy on this "
+            f"processor ({cpu.summary()}). Convert the model again for exact results.")
 
 
 class Engine:
@@ -60,6 +73,9 @@ class Engine:
             raise
         except Exception as exc:  # onnxruntime refuses a damaged graph
             raise ArtifactError(f"The model in {self.model_dir} cannot be loaded: {exc}") from None
+        self.cpu = cpu_info()
+        # Things the user should know about this model on this machine (shown, never silent).
+        self.warnings = [w for w in (saturating_int8_warning(m, self.cpu),) if w]
         self.eos_ids = frozenset(int(t) for t in m["tokens"]["eos"])
         self.image_token_id = int(m["tokens"]["image"])
         self.merge_size = int(m["vision"]["merge_size"])

@@ -25,6 +25,7 @@ from .graph.decoder import build_decoder
 from .graph.ops import WeightFormat
 from .graph.vision import build_vision
 from .manifest import FileRecord, Manifest, sha256_file, write_verified
+from .quantize import INT8_WEIGHT_MAX
 from .side_files import read_side_files
 from .tensor_spec import text_tensors, vision_tensors
 from .writer import ExternalDataWriter
@@ -230,7 +231,7 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
         source=source_info or {"kind": "folder", "path": str(source.absolute())},
         precision=options.precision,
         weights={"decoder": asdict(options.decoder_format()), "embedding": asdict(options.embedding_format()),
-                 "vision": asdict(options.vision_format())},
+                 "vision": asdict(options.vision_format()), "int8_weight_max": INT8_WEIGHT_MAX},
         model={"text": asdict(t), "vision": asdict(v)},
         decoder={"file": "decoder.onnx", "num_layers": t.num_hidden_layers, "kv_heads": t.num_key_value_heads,
                  "head_dim": t.head_dim, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,

@@ -1,4 +1,5 @@
-"""Block-wise 4-bit weight packing for onnxruntime's MatMulNBits (and GatherBlockQuantized).
+"""Weight quantization: block-wise 4-bit for MatMulNBits (and GatherBlockQuantized), and
+per-channel 7-bit-in-int8 for DynamicQuantizeMatMul.
 
 Layout (per output row n of a [N, K] weight, blocks along K):
   packed [N, K/bs, bs/2] uint8, low nibble = even k;  scales [N, K/bs] f32;
@@ -68,3 +69,26 @@ def dequantize_int4(w: Int4Weight) -> np.ndarray:
     z[:, 1::2] = w.zero_points >> 4
     deq = (q - z[:, :kb, None]) * w.scales[:, :, None]
     return deq.reshape(n, kb * half * 2)
+
+
+# DynamicQuantizeMatMul multiplies u8 activations by s8 weights. Without VNNI or AMX (AVX2-only
+# x86: AMD Zen 1-3, many laptops) onnxruntime runs it on VPMADDUBSW, which adds two u8 x s8
+# products into a *saturating* int16: 255 x 127 x 2 overflows, and outputs silently go wrong
+# (measured: 0.1-0.4 of scale on activations with outlier channels). With |w| <= 63 a pair is
+# at most 255 x 64 x 2 = 32640 < 32767, so every kernel computes the same exact integer sums
+# and the results do not depend on the processor. (onnxruntime's own quantizer calls this
+# "reduce_range".)
+INT8_WEIGHT_MAX = 63
+
+
+@dataclass
+class Int8Weight:
+    q_kn: np.ndarray  # int8 [K, N], |q| <= INT8_WEIGHT_MAX
+    scales: np.ndarray  # float32 [N], w = q * scale
+
+
+def quantize_int8(weight_nk: np.ndarray) -> Int8Weight:
+    """Symmetric per-output-channel quantization of a [N, K] weight for DynamicQuantizeMatMul."""
+    scale = np.maximum(np.abs(weight_nk).max(axis=1), 1e-12).astype(np.float32) / INT8_WEIGHT_MAX
+    q = np.clip(np.rint(weight_nk / scale[:, None]), -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX).astype(np.int8)
+    return Int8Weight(np.ascontiguousarray(q.T), scale)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..quantize import quantize_int4
+from ..quantize import quantize_int4, quantize_int8
 from .builder import GraphBuilder
 
 
@@ -40,11 +40,11 @@ def linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.n
         return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=4, block_size=q.block_size,
                     accuracy_level=fmt.accuracy_level)
     if fmt.kind == "int8":
-        # Per-output-channel symmetric int8 weights; activations are quantized per call by
-        # onnxruntime, which then runs its u8s8 integer GEMM (VNNI/AMX): compute-bound shapes only.
-        scale = np.maximum(np.abs(weight_nk).max(axis=1), 1e-12).astype(np.float32) / 127.0
-        q = np.clip(np.rint(weight_nk / scale[:, None]), -127, 127).astype(np.int8)
-        inputs = [x, g.weight(f"{name}.weight_q8", np.ascontiguousarray(q.T)), g.weight(f"{name}.scale", scale),
+        # Per-output-channel symmetric weights (7 bits in int8: exact on every CPU, see
+        # quantize_int8); activations are quantized per call by onnxruntime, which then runs its
+        # u8s8 integer GEMM (AMX, VNNI or AVX2): compute-bound shapes only.
+        q = quantize_int8(weight_nk)
+        inputs = [x, g.weight(f"{name}.weight_q8", q.q_kn), g.weight(f"{name}.scale", q.scales),
                   g.weight(f"{name}.zero_point", np.zeros(n, np.int8))]
         if bias is not None:
             inputs.append(g.weight(f"{name}.bias", bias.astype(np.float32)))
