@@ -39,6 +39,7 @@ def make_wizard(qtbot, model_dir: Path):
     _open_wizards.append(wizard)  # qtbot only holds a weak reference; see close_wizards
     wizard.show()
     qtbot.waitExposed(wizard)
+    qtbot.waitUntil(lambda: not wizard.choose_page.measuring, timeout=WAIT_MS)  # the kernel measurement
     return wizard
 
 

@@ -98,3 +98,52 @@ def test_total_ram_is_what_the_kernel_reports(tmp_path, monkeypatch):
     assert memory.fast_prefill_blocker(8000000 * 1024) != ""
     assert memory.fast_prefill_blocker(16 * 1024**3) == ""
     assert memory.fast_prefill_blocker(None) == "", "unknown RAM: offered, the user decides"
+
+
+@pytest.mark.parametrize("int8_gops,enabled,ticked,words", [
+    (105.0, False, False, "Not offered: measured on this computer (a test CPU), it would read questions only 1.0x"),
+    (200.0, True, False, "Measured on this computer: questions about an image are read about 1.5x faster"),
+    (700.0, True, True, "Measured on this computer: questions about an image are read about 2.5x faster"),
+], ids=["no gain", "some gain", "large gain"])
+def test_the_box_follows_the_measurement_on_this_computer(qtbot, tiny_checkpoint, tmp_path, monkeypatch,
+                                                          plenty_of_ram, int8_gops, enabled, ticked, words):
+    from engine.kernel_probe import PromptGraphAdvice
+    from ui.wizard import choose_page
+
+    advice = PromptGraphAdvice("a test CPU", int4_gops=100.0, int8_gops=int8_gops)
+    monkeypatch.setattr(choose_page, "measure_prompt_graph_advice", lambda: advice)
+    wizard = make_wizard(qtbot, tmp_path / "model")
+    choose_folder(qtbot, wizard, tiny_checkpoint[0])
+    page = wizard.choose_page
+    assert words in page.prefill_hint.text()
+    assert page.prefill_check.isEnabled() == enabled and page.prefill_check.isChecked() == ticked
+    click(qtbot, next_button(wizard))
+    assert wizard.choice.export_options().prefill == ("int8" if ticked else None)
+
+
+def test_the_box_waits_for_the_measurement(qtbot, tmp_path, monkeypatch, plenty_of_ram):
+    import threading
+
+    from ui.wizard import choose_page
+    from ui.wizard.choose_page import MEASURING_HINT
+
+    release = threading.Event()
+
+    def slow():
+        release.wait(10)
+        return choose_page.PromptGraphAdvice("a test CPU", 100.0, 200.0)
+
+    monkeypatch.setattr(choose_page, "measure_prompt_graph_advice", slow)
+    from ui.wizard import SetupWizard
+
+    wizard = SetupWizard(tmp_path / "model")
+    qtbot.addWidget(wizard)
+    page = wizard.choose_page
+    try:
+        assert page.measuring and page.prefill_hint.text() == MEASURING_HINT
+        assert not page.prefill_check.isEnabled()
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not page.measuring, timeout=WAIT_MS)
+    assert "1.5x faster" in page.prefill_hint.text()
+    page.stop_work()

@@ -14,8 +14,11 @@ from PySide6.QtWidgets import (
     QPushButton, QRadioButton, QStyle, QVBoxLayout, QWidget, QWizardPage,
 )
 
+from engine.kernel_probe import PromptGraphAdvice, prompt_graph_advice
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
+
+from ui.paths import data_dir
 
 from . import memory
 from .assess import Assessment, assess_download, assess_folder
@@ -27,8 +30,12 @@ from .work_page import ERROR_STYLE
 
 PLAN_DELAY_MS = 400  # wait this long after the last keystroke before asking the Hub
 RECHECK_MS = 3000  # free space and folders change behind our back: look again this often
-# measured on Qwen3-VL-4B; the summary below shows the exact extra size of the chosen model
-PREFILL_HINT = "Answers start 2-3x sooner; needs ~4 GB more disk and memory."
+MEASURING_HINT = "Measuring what it gains on this computer…"
+
+
+def measure_prompt_graph_advice() -> PromptGraphAdvice:
+    """A second of the int4 and int8 kernels on this CPU, cached in the data folder."""
+    return prompt_graph_advice(data_dir() / "prompt-graph-advice.json")
 
 
 class ChoosePage(QWizardPage):
@@ -49,6 +56,8 @@ class ChoosePage(QWizardPage):
         self._recheck_timer.timeout.connect(self._recheck)
         self._recheck_timer.start()
         self._build(default_target, repo_id)
+        if not self._prefill_blocker:
+            self._start_measuring()
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self, default_target: Path, repo_id: str) -> None:
@@ -69,10 +78,13 @@ class ChoosePage(QWizardPage):
         for value, label in PRECISION_CHOICES:
             self.precision_combo.addItem(label, value)
         self.prefill_check = QCheckBox("Faster first answer")
+        self.prefill_check.setEnabled(False)  # until the measurement says it pays on this computer
         self.prefill_hint = QLabel()
         self.prefill_hint.setWordWrap(True)
         self._prefill_blocker = memory.fast_prefill_blocker(memory.total_ram_bytes())  # RAM does not change
-        self.prefill_hint.setText(self._prefill_blocker or PREFILL_HINT)
+        self._advice: PromptGraphAdvice | None = None
+        self._measuring: Task | None = None
+        self.prefill_hint.setText(self._prefill_blocker or MEASURING_HINT)
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
         self.problem_label = QLabel()
@@ -173,9 +185,18 @@ class ChoosePage(QWizardPage):
     def is_download_mode(self) -> bool:
         return self.download_radio.isChecked()
 
+    @property
+    def measuring(self) -> bool:
+        """The kernel measurement that decides the faster-first-answer box is still running."""
+        return self._measuring is not None
+
+    @property
+    def _prefill_offered(self) -> bool:
+        return not self._prefill_blocker and self._advice is not None and self._advice.offered
+
     def _options(self) -> ExportOptions:
         """What the conversion will be asked to write, as far as this page decides it."""
-        fast = self.prefill_check.isChecked() and not self._prefill_blocker
+        fast = self.prefill_check.isChecked() and self._prefill_offered
         return ExportOptions(self.precision_combo.currentData(), prefill=FAST_PREFILL if fast else None)
 
     def _repo(self) -> tuple[str, str]:
@@ -205,7 +226,7 @@ class ChoosePage(QWizardPage):
         self.target_edit.setEnabled(uses_target)
         self.target_browse.setEnabled(uses_target)
         self.precision_combo.setEnabled(uses_target)
-        self.prefill_check.setEnabled(uses_target and not self._prefill_blocker)
+        self.prefill_check.setEnabled(uses_target and self._prefill_offered)
         self._show(assessment)
 
     def _show(self, assessment: Assessment) -> None:
@@ -215,6 +236,29 @@ class ChoosePage(QWizardPage):
         self.problem_label.setVisible(bool(assessment.problem))
         self.check_again_button.setVisible(self.is_download_mode and bool(self._estimate_error))
         self.completeChanged.emit()
+
+    # ---- measuring whether the faster first answer pays here ----------------------------------------
+    def _start_measuring(self) -> None:
+        task = Task(lambda report, cancel: measure_prompt_graph_advice(), self)
+        task.succeeded.connect(self._on_measured)
+        task.failed.connect(self._on_measure_failed)
+        self._measuring = task
+        task.start()
+
+    @Slot(object, object)
+    def _on_measured(self, task: Task, advice: PromptGraphAdvice) -> None:
+        self._measuring = None
+        self._advice = advice
+        self.prefill_hint.setText(advice.hint())
+        if advice.suggested:
+            self.prefill_check.setChecked(True)  # the user can still untick it
+        self._refresh()
+
+    @Slot(object, object)
+    def _on_measure_failed(self, task: Task, error: BaseException) -> None:
+        self._measuring = None
+        self.prefill_hint.setText(f"Not offered: its speed could not be measured on this computer ({error}).")
+        self._refresh()
 
     # ---- asking the Hub -------------------------------------------------------------------------
     @Slot()
@@ -264,7 +308,7 @@ class ChoosePage(QWizardPage):
         """Wait for Hub queries still running (they end within the Hub timeout); called on close."""
         self._plan_timer.stop()
         self._recheck_timer.stop()
-        for task in [self._planning, *self._retired]:
+        for task in [self._planning, self._measuring, *self._retired]:
             if task is not None:
                 task.wait()
         self._planning = None

@@ -1,0 +1,146 @@
+"""Does the int8 prompt graph pay on this computer? A second of the two kernels decides.
+
+The optional prompt graph trades ~4 GB of disk and memory for onnxruntime's int8 GEMM. How much
+faster that GEMM is than the int4 kernel depends entirely on the processor: about 7x with AMX,
+little or nothing on AVX2-only or AVX-512 VNNI machines. So the setup wizard offers it from a
+measurement on the user's own CPU, not from a guess; the result is cached per processor and
+onnxruntime version, because neither the hardware nor the kernels change between runs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.capi import _pybind_state as ort_c
+
+from .cpu import CpuInfo, cpu_info
+
+# One decoder-sized projection of a prompt chunk: the shape that dominates reading a prompt.
+PROBE_ROWS, PROBE_K, PROBE_N = 256, 2560, 2560
+INT4_BLOCK = 128
+# The part of prompt reading that the int8 kernels speed up. Calibrated on the full-size model: on
+# an AMX Xeon the kernels differ 7.5x and prompts were read 2.5x faster (41 -> 101 tok/s); the rest
+# (attention, activation quantization, int4 lm_head) does not change.
+PROMPT_GAIN_SHARE = 0.7
+OFFER_AT = 1.3    # prompt reading at least this much faster: offered
+SUGGEST_AT = 2.0  # ... and ticked by default
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PromptGraphAdvice:
+    cpu_summary: str
+    int4_gops: float
+    int8_gops: float
+
+    @property
+    def kernel_speedup(self) -> float:
+        return self.int8_gops / self.int4_gops if self.int4_gops > 0 else 0.0
+
+    @property
+    def prompt_speedup(self) -> float:
+        """Predicted speed-up of reading a prompt: only its matmuls get faster (Amdahl)."""
+        s = max(self.kernel_speedup, 1e-9)
+        return 1 / ((1 - PROMPT_GAIN_SHARE) + PROMPT_GAIN_SHARE / s)
+
+    @property
+    def offered(self) -> bool:
+        return self.prompt_speedup >= OFFER_AT
+
+    @property
+    def suggested(self) -> bool:
+        return self.prompt_speedup >= SUGGEST_AT
+
+    def hint(self) -> str:
+        if self.offered:
+            return (f"Measured on this computer: questions about an image are read about "
+                    f"{self.prompt_speedup:.1f}x faster; needs ~4 GB more disk and memory.")
+        return (f"Not offered: measured on this computer ({self.cpu_summary}), it would read questions only "
+                f"{self.prompt_speedup:.1f}x faster, not worth ~4 GB more disk and memory.")
+
+
+def _session(node, inits) -> ort.InferenceSession:
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, PROBE_K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, PROBE_N])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cpu_info().physical_cores
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _int4_session(w: np.ndarray) -> ort.InferenceSession:
+    kb = PROBE_K // INT4_BLOCK
+    packed = np.empty((PROBE_N, kb, INT4_BLOCK // 2), np.uint8)
+    scales = np.empty((PROBE_N * kb,), np.float32)
+    zps = np.empty((PROBE_N * ((kb + 1) // 2),), np.uint8)
+    ort_c.quantize_matmul_4bits(packed, np.ascontiguousarray(w.T), scales, zps, INT4_BLOCK, PROBE_N, PROBE_K, False)
+    inits = [numpy_helper.from_array(packed, "b"), numpy_helper.from_array(scales.reshape(PROBE_N, kb), "s"),
+             numpy_helper.from_array(zps.reshape(PROBE_N, -1), "z")]
+    return _session(helper.make_node("MatMulNBits", ["x", "b", "s", "z"], ["y"], domain="com.microsoft", K=PROBE_K,
+                                     N=PROBE_N, bits=4, block_size=INT4_BLOCK, accuracy_level=4), inits)
+
+
+def _int8_session(w: np.ndarray) -> ort.InferenceSession:
+    from exporter.quantize import quantize_int8  # the exporter's own format, so we time what it writes
+
+    q = quantize_int8(w)
+    inits = [numpy_helper.from_array(q.q_kn, "b"), numpy_helper.from_array(q.scales, "s"),
+             numpy_helper.from_array(np.zeros(PROBE_N, np.int8), "z")]
+    return _session(helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain="com.microsoft"),
+                    inits)
+
+
+def _best_gops(sessions: list[ort.InferenceSession], x: np.ndarray, budget: float) -> list[float]:
+    """Best speed of each session, their runs interleaved so a busy moment hits both alike."""
+    for session in sessions:
+        session.run(None, {"x": x})  # prepacking and first touch
+    best = [float("inf")] * len(sessions)
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget or max(best) == float("inf"):
+        for i, session in enumerate(sessions):
+            t = time.perf_counter()
+            session.run(None, {"x": x})
+            best[i] = min(best[i], time.perf_counter() - t)
+    return [2 * PROBE_ROWS * PROBE_K * PROBE_N / b / 1e9 for b in best]
+
+
+def measure_prompt_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> PromptGraphAdvice:
+    """Time both kernels for about `seconds` in all (best run of each)."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((PROBE_N, PROBE_K)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((PROBE_ROWS, PROBE_K)).astype(np.float32)
+    int4, int8 = _best_gops([_int4_session(w), _int8_session(w)], x, seconds)
+    return PromptGraphAdvice((cpu or cpu_info()).summary(), round(int4, 1), round(int8, 1))
+
+
+def _cache_key(cpu: CpuInfo) -> str:
+    return f"{_CACHE_VERSION}|{cpu.model}|{','.join(sorted(cpu.features))}|{cpu.physical_cores}|{ort.__version__}"
+
+
+def prompt_graph_advice(cache_file: Path | None = None, seconds: float = 1.0) -> PromptGraphAdvice:
+    """The measured advice, from `cache_file` when it was measured on this CPU and onnxruntime."""
+    cpu = cpu_info()
+    key = _cache_key(cpu)
+    if cache_file is not None:
+        try:
+            cached = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                return PromptGraphAdvice(**cached["advice"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # missing or stale: measure again
+    advice = measure_prompt_kernels(seconds, cpu)
+    if cache_file is not None:
+        try:
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(cache_file).write_text(json.dumps({"key": key, "advice": asdict(advice)}), encoding="utf-8")
+        except OSError:
+            pass  # a read-only data folder only costs a second next time
+    return advice
