@@ -49,6 +49,20 @@ def test_speed_record_and_the_detail_estimate(settings_store):
     assert "once the model is loaded" in detail_summary("high", (20, 10), None, speed)
 
 
+def test_scratch_settings_start_from_the_users_choices_and_leave_them_alone(settings_file, tmp_path):
+    from ui.settings import open_qsettings, use_scratch_settings
+
+    save_settings(replace(AppSettings(), threads=3, image_detail="high"), open_qsettings())
+    real = tmp_path / "qsettings" / "Iris" / "Iris.ini"
+    before = real.read_bytes()
+    store = use_scratch_settings(tmp_path / "scratch")
+    assert load_settings(store) == replace(AppSettings(), threads=3, image_detail="high")
+    save_speed(SpeedRecord(0.01, 50.0, 8.0), store)
+    save_settings(replace(AppSettings(), threads=1), open_qsettings())  # any later store is the copy too
+    assert real.read_bytes() == before
+    assert load_speed(store).decode_tokens_per_second == 8.0 and load_settings(store).threads == 1
+
+
 def test_dialog_shows_and_returns_settings(qtbot):
     chosen = AppSettings("high", 0.3, 0.9, 0, 0.5, 300, 1, "/x")
     dialog = SettingsDialog(chosen, (1600, 900), lambda w, h, d: 42 if d == "standard" else 99)
