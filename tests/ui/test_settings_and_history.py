@@ -77,6 +77,69 @@ def test_dialog_shows_and_returns_settings(qtbot):
     assert dialog.settings() == AppSettings()
 
 
+def test_check_the_model_files_reports_intact_files_and_a_damaged_one(qtbot, tiny_int4, tmp_path,
+                                                                      monkeypatch):
+    """The full check runs off the GUI thread and says what it found, in both outcomes."""
+    import shutil
+    import threading
+
+    from PySide6.QtCore import Qt
+
+    import ui.file_check
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_int4, folder)
+    hashing_threads = []
+    real = ui.file_check.check_model_files
+
+    def spy(*args):
+        hashing_threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(ui.file_check, "check_model_files", spy)
+    dialog = SettingsDialog(replace(AppSettings(), model_dir=str(folder)))
+    qtbot.addWidget(dialog)
+
+    qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "intact" in dialog.check_result.text(), timeout=30_000)
+    count = len(json.loads((folder / "manifest.json").read_text())["files"])
+    assert dialog.check_result.text() == f"All {count} files are intact."
+    qtbot.waitUntil(dialog.check_button.isEnabled, timeout=5_000)
+
+    data = folder / "vision.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "damaged" in dialog.check_result.text(), timeout=30_000)
+    assert "vision.onnx.data is damaged" in dialog.check_result.text()
+    assert "Run the model setup again" in dialog.check_result.text()
+    qtbot.waitUntil(dialog.check_button.isEnabled, timeout=5_000)
+    assert len(hashing_threads) == 2 and threading.main_thread() not in hashing_threads
+
+
+def test_closing_the_dialog_stops_a_running_check(qtbot, tiny_int4, monkeypatch):
+    import threading
+
+    import ui.file_check
+
+    started, stopped = threading.Event(), []
+
+    def slow_check(folder, progress, should_stop):
+        started.set()
+        while not should_stop():
+            threading.Event().wait(0.01)
+        stopped.append(True)
+
+    monkeypatch.setattr(ui.file_check, "check_model_files", slow_check)
+    dialog = SettingsDialog(AppSettings(), default_model_dir=tiny_int4)
+    qtbot.addWidget(dialog)
+    dialog.check_model_files()
+    assert started.wait(10) and not dialog.check_button.isEnabled()
+    dialog.reject()
+    assert stopped == [True]
+
+
 def _stats(**overrides) -> dict:
     values = dict(image_tokens=256, prompt_tokens=280, new_tokens=12, vision_seconds=1.0,
                   prefill_seconds=0.5, time_to_first_token=1.6, decode_tokens_per_second=8.25,
