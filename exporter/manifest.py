@@ -68,7 +68,9 @@ def file_stamp(path: Path) -> dict:
     "stat" is size, modification time, change time and inode: any write through the file system
     moves the change time, which no program can set back (os.utime sets it to now), and a copy
     or replacement is a new inode. "sample" is the sha256 of 16 blocks of 64 KiB spread evenly
-    over the file (all of it when smaller): about 1 MB read per file, a few milliseconds."""
+    over the file (all of it when smaller): about 1 MB read per file, a few milliseconds.
+    (On Windows st_ctime is the creation time, which can be set: there a same-size edit with both
+    times restored is caught only inside the sampled blocks, or by the full check.)"""
     path = Path(path)
     with path.open("rb") as fh:
         st = os.fstat(fh.fileno())
