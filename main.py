@@ -3,7 +3,9 @@
     python main.py                      open the app (the setup wizard first if no model is found)
     python main.py photo.jpg            open the app with an image attached
     python main.py --model-dir DIR --smoke IMAGE PROMPT --screenshot OUT.png
-                                        automation: real window, one answer, a screenshot, exit 0
+                                        automation: real window, one answer, a screenshot, exit 0;
+                                        a refused question or any error exits 1 with its message,
+                                        and the run's chats and settings are thrown away
 """
 from __future__ import annotations
 
@@ -93,6 +95,7 @@ def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path |
 
     from engine.artifacts import is_valid_artifact_dir
     from ui.app import build_main_window
+    from ui.settings import use_scratch_settings
 
     if not is_valid_artifact_dir(model_dir):
         print(f"iris --smoke: {model_dir} is not a complete Iris model folder.", file=sys.stderr)
@@ -100,8 +103,11 @@ def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path |
     if not image.is_file():
         print(f"iris --smoke: no such image file: {image}", file=sys.stderr)
         return 2
-    scratch = tempfile.TemporaryDirectory(prefix="iris-smoke-")  # keep the user's history clean
-    window = build_main_window(model_dir, history_root=Path(scratch.name),
+    # Keep the user's history and settings clean: chats, pasted images and the measured speed
+    # of this run all go to a folder that is deleted at the end.
+    scratch = tempfile.TemporaryDirectory(prefix="iris-smoke-")
+    settings_store = use_scratch_settings(Path(scratch.name) / "settings")
+    window = build_main_window(model_dir, settings_store=settings_store, history_root=Path(scratch.name) / "chats",
                                attachments_dir=lambda: Path(scratch.name))
     if max_new_tokens:
         window.settings = replace(window.settings, max_new_tokens=max_new_tokens)
@@ -120,6 +126,7 @@ def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path |
         QTimer.singleShot(300, capture_and_quit)  # let the last render reach the screen
 
     window.answerFinished.connect(finish)
+    window.session.error.connect(lambda message: finish("", message))  # e.g. the question was refused
     window.modelLoaded.connect(lambda: window.session.send(prompt))
     QTimer.singleShot(int(timeout * 1000), lambda: finish("", f"no answer after {timeout:.0f} s"))
     window.show()

@@ -96,13 +96,16 @@ class DecoderRunner:
         # Optional graph for prompt chunks (other weights, same inputs and outputs); both graphs
         # write into the same cache buffers, so they can take turns freely. It loads in the
         # background (prepacking its int8 weights takes several seconds); until it is ready,
-        # prompts go through the main graph.
+        # prompts go through the main graph. Not a daemon: the interpreter waits for it at exit.
+        # A daemon thread still inside onnxruntime's session set-up when Python finalizes is
+        # ended by CPython as it takes the GIL back, and that forced unwind through onnxruntime's
+        # C++ frames aborts the process (SIGABRT) instead of exiting.
         self.prefill_session = None
         self.prefill_error: Exception | None = None
         self._prefill_loader = None
         if prefill_path is not None:
             self._prefill_loader = threading.Thread(target=self._load_prefill, args=(prefill_path, threads),
-                                                    name="iris-prefill-graph-loader", daemon=True)
+                                                    name="iris-prefill-graph-loader", daemon=False)
             self._prefill_loader.start()
         dims = (1, shape.kv_heads, max_len, shape.head_dim)
         self.kv_type = cache_type(self.session)

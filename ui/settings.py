@@ -64,6 +64,19 @@ def open_qsettings() -> QSettings:
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Iris", "Iris")
 
 
+def use_scratch_settings(folder: Path) -> QSettings:
+    """Send this process's settings into `folder`, starting from a copy of the user's choices.
+
+    For automated runs (`main.py --smoke`): they use the user's options but must not leave their
+    measurements, or anything else, in the user's real settings file. Every `open_qsettings()`
+    after this call opens the copy too."""
+    current = load_settings()
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+    store = open_qsettings()
+    save_settings(current, store)
+    return store
+
+
 def load_settings(store: QSettings | None = None) -> AppSettings:
     store = open_qsettings() if store is None else store
     defaults = AppSettings()

@@ -1,5 +1,6 @@
 """The Settings dialog: image detail (with what it costs for the current image), sampling,
-threads and the model folder. It edits an AppSettings value; the window stores and applies it."""
+threads and the model folder, and a full check of the model's files. It edits an AppSettings
+value; the window stores and applies it."""
 from __future__ import annotations
 
 import os
@@ -7,12 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
     QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from engine.image import DETAIL_PRESETS
+from ui.file_check import FileCheck
 from ui.settings import IMAGE_DETAILS, AppSettings, SpeedRecord
 
 CostFunction = Callable[[int, int, str], int]  # (width, height, detail) -> image tokens
@@ -60,6 +63,15 @@ class SettingsDialog(QDialog):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_dir, 1)
         model_row.addWidget(browse)
+        self.check_button = QPushButton("Check the model files")
+        self.check_button.setToolTip("Read every file of the model folder and compare it with the "
+                                     "checksums written when it was converted.")
+        self.check_button.clicked.connect(self.check_model_files)
+        self.check_result = QLabel()
+        self.check_result.setObjectName("fileCheckResult")
+        self.check_result.setWordWrap(True)
+        self.check_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._check: FileCheck | None = None
 
         image_box = QGroupBox("Images")
         image_form = QFormLayout(image_box)
@@ -76,6 +88,11 @@ class SettingsDialog(QDialog):
         model_form = QFormLayout(model_box)
         model_form.addRow("CPU threads:", self.threads)
         model_form.addRow("Model folder:", model_row)
+        check_row = QHBoxLayout()
+        check_row.addWidget(self.check_button)
+        check_row.addStretch(1)
+        model_form.addRow("", check_row)
+        model_form.addRow("", self.check_result)
         note = QLabel(
             "Changing threads or the model folder reloads the model and starts a new chat. "
             "Image detail applies to the images of your next question."
@@ -121,6 +138,37 @@ class SettingsDialog(QDialog):
             threads=self.threads.value(),
             model_dir=self.model_dir.text().strip(),
         )
+
+    def model_folder(self) -> Path | None:
+        """The folder the Model folder field names (its placeholder, the default, when empty)."""
+        text = self.model_dir.text().strip()
+        return Path(text).expanduser() if text else self._default_model_dir
+
+    def check_model_files(self) -> None:
+        """Hash every file of the model folder off the GUI thread and say what was found."""
+        folder = self.model_folder()
+        if folder is None or self._check is not None:
+            return
+        self.check_button.setEnabled(False)
+        self.check_result.setText(f"Checking the files in {folder}…")
+        self._check = FileCheck(folder)
+        self._check.progressed.connect(self.check_result.setText)
+        self._check.verdict.connect(lambda _intact, message: self.check_result.setText(message))
+        self._check.finished.connect(self._check_ended)
+        self._check.start()
+
+    def _check_ended(self) -> None:
+        if self._check is not None:
+            self._check.wait()  # `finished` comes just before the thread ends: let it end first
+            self._check = None
+        self.check_button.setEnabled(True)
+
+    def done(self, result: int) -> None:
+        """Closing stops a check that is still running (its thread must end before the dialog)."""
+        if self._check is not None:
+            self._check.stop()
+            self._check = None
+        super().done(result)
 
     def _update_detail_info(self) -> None:
         self.detail_info.setText(detail_summary(

@@ -89,3 +89,51 @@ def test_the_engine_answers_while_the_prompt_graph_is_still_loading(with_prefill
     assert engine.decoder.wait_for_prefill_graph(60)
     late = run_turn(engine.new_conversation(), "Describe this image.", [random_image(300, 200, 1)])[-1]
     assert early.token_ids == late.token_ids  # fp32 in both graphs: the same answer either way
+
+
+_LEAVE_WHILE_LOADING = '''
+import sys, threading, time
+from engine.engine import Engine
+
+in_session_setup = threading.Event()
+
+def watch(frame, event, arg):
+    if event == "c_call" and getattr(arg, "__name__", "") == "initialize_session":
+        in_session_setup.set()
+
+threading.setprofile(watch)  # applies to the loader thread the engine starts
+
+
+class SlowTeardown:
+    """Keeps the interpreter finalizing until the prompt graph's session set-up has returned."""
+
+    def __del__(self, sleep=time.sleep):
+        sleep(1.0)
+
+
+teardown = SlowTeardown()
+engine = Engine(sys.argv[1])
+assert in_session_setup.wait(60)
+raise SystemExit("leaving while the prompt graph loads")
+'''
+
+
+def test_leaving_python_while_the_prompt_graph_loads_exits_cleanly(with_prefill, tmp_path):
+    """A program that exits (here by raising) while onnxruntime is still setting up the prompt
+    graph in the background must end with its own exit code, not SIGABRT. The script waits until
+    the loader is inside onnxruntime and keeps finalization busy, so the race happens every time."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "leave.py"
+    script.write_text(_LEAVE_WHILE_LOADING)
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    for _ in range(3):
+        done = subprocess.run([sys.executable, str(script), str(with_prefill / "int8")], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert "terminate called" not in done.stderr
+        assert done.returncode == 1, done.stderr
+        assert "leaving while the prompt graph loads" in done.stderr

@@ -49,6 +49,20 @@ def test_speed_record_and_the_detail_estimate(settings_store):
     assert "once the model is loaded" in detail_summary("high", (20, 10), None, speed)
 
 
+def test_scratch_settings_start_from_the_users_choices_and_leave_them_alone(settings_file, tmp_path):
+    from ui.settings import open_qsettings, use_scratch_settings
+
+    save_settings(replace(AppSettings(), threads=3, image_detail="high"), open_qsettings())
+    real = tmp_path / "qsettings" / "Iris" / "Iris.ini"
+    before = real.read_bytes()
+    store = use_scratch_settings(tmp_path / "scratch")
+    assert load_settings(store) == replace(AppSettings(), threads=3, image_detail="high")
+    save_speed(SpeedRecord(0.01, 50.0, 8.0), store)
+    save_settings(replace(AppSettings(), threads=1), open_qsettings())  # any later store is the copy too
+    assert real.read_bytes() == before
+    assert load_speed(store).decode_tokens_per_second == 8.0 and load_settings(store).threads == 1
+
+
 def test_dialog_shows_and_returns_settings(qtbot):
     chosen = AppSettings("high", 0.3, 0.9, 0, 0.5, 300, 1, "/x")
     dialog = SettingsDialog(chosen, (1600, 900), lambda w, h, d: 42 if d == "standard" else 99)
@@ -61,6 +75,69 @@ def test_dialog_shows_and_returns_settings(qtbot):
     assert dialog.settings().temperature == pytest.approx(1.1)
     dialog.set_settings(AppSettings())
     assert dialog.settings() == AppSettings()
+
+
+def test_check_the_model_files_reports_intact_files_and_a_damaged_one(qtbot, tiny_int4, tmp_path,
+                                                                      monkeypatch):
+    """The full check runs off the GUI thread and says what it found, in both outcomes."""
+    import shutil
+    import threading
+
+    from PySide6.QtCore import Qt
+
+    import ui.file_check
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_int4, folder)
+    hashing_threads = []
+    real = ui.file_check.check_model_files
+
+    def spy(*args):
+        hashing_threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(ui.file_check, "check_model_files", spy)
+    dialog = SettingsDialog(replace(AppSettings(), model_dir=str(folder)))
+    qtbot.addWidget(dialog)
+
+    qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "intact" in dialog.check_result.text(), timeout=30_000)
+    count = len(json.loads((folder / "manifest.json").read_text())["files"])
+    assert dialog.check_result.text() == f"All {count} files are intact."
+    qtbot.waitUntil(dialog.check_button.isEnabled, timeout=5_000)
+
+    data = folder / "vision.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "damaged" in dialog.check_result.text(), timeout=30_000)
+    assert "vision.onnx.data is damaged" in dialog.check_result.text()
+    assert "Run the model setup again" in dialog.check_result.text()
+    qtbot.waitUntil(dialog.check_button.isEnabled, timeout=5_000)
+    assert len(hashing_threads) == 2 and threading.main_thread() not in hashing_threads
+
+
+def test_closing_the_dialog_stops_a_running_check(qtbot, tiny_int4, monkeypatch):
+    import threading
+
+    import ui.file_check
+
+    started, stopped = threading.Event(), []
+
+    def slow_check(folder, progress, should_stop):
+        started.set()
+        while not should_stop():
+            threading.Event().wait(0.01)
+        stopped.append(True)
+
+    monkeypatch.setattr(ui.file_check, "check_model_files", slow_check)
+    dialog = SettingsDialog(AppSettings(), default_model_dir=tiny_int4)
+    qtbot.addWidget(dialog)
+    dialog.check_model_files()
+    assert started.wait(10) and not dialog.check_button.isEnabled()
+    dialog.reject()
+    assert stopped == [True]
 
 
 def _stats(**overrides) -> dict:

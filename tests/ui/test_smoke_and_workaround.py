@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def run_main(tmp_path, *args) -> subprocess.CompletedProcess:
 
 def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_image):
     shot = tmp_path / "window.png"
+    # The user's real settings file (QSettings' INI path under XDG_CONFIG_HOME) with their choices.
+    real_settings = tmp_path / "config" / "Iris" / "Iris.ini"
+    real_settings.parent.mkdir(parents=True)
+    real_settings.write_text("[options]\nimage_detail=high\nthreads=1\n")
+    before = real_settings.read_bytes(), real_settings.stat().st_mtime_ns
     done = run_main(tmp_path, "--model-dir", tiny_fp32, "--smoke", make_image("p.png", 400, 300),
                     "Describe the picture.", "--screenshot", shot, "--max-new-tokens", "12")
     assert done.returncode == 0, done.stderr
@@ -34,6 +40,20 @@ def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_imag
     image = QImage(str(shot))
     assert image.width() >= 800 and image.height() >= 500
     assert not any(tmp_path.rglob("conversation.json"))  # smoke runs leave no saved chat
+    # Nor any measurement or other value in the user's settings.
+    assert (real_settings.read_bytes(), real_settings.stat().st_mtime_ns) == before
+    assert [p.name for p in (tmp_path / "config").rglob("*") if p.is_file()] == ["Iris.ini"]
+
+
+def test_smoke_run_fails_at_once_when_the_question_is_refused(tmp_path, tiny_fp32, make_image):
+    """The engine refuses a 10000x8 strip when asked; the run ends with its message, not the timeout."""
+    strip = make_image("strip.png", 10000, 8)
+    started = time.monotonic()
+    done = run_main(tmp_path, "--model-dir", tiny_fp32, "--smoke", strip, "Hi", "--timeout", "120")
+    assert done.returncode == 1
+    assert "too long and thin" in done.stderr and "no answer after" not in done.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "config").exists()  # no settings file was made for the user either
 
 
 def test_smoke_run_fails_clearly(tmp_path, tiny_fp32, make_image):
