@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, choices=(16, 32, 64, 128))
     ap.add_argument("--embed-block-size", type=int, default=DEFAULT_EMBED_BLOCK_SIZE, choices=(16, 32, 64, 128))
     ap.add_argument("--accuracy-level", type=int, default=DEFAULT_ACCURACY_LEVEL, choices=(0, 1, 2, 3, 4))
-    ap.add_argument("--vision", choices=VISION_FORMATS, help="vision weights (default: int8, fp32 with --precision fp32)")
+    ap.add_argument("--vision", choices=VISION_FORMATS,
+                    help="vision weights (default: int8, fp32 with --precision fp32; int8-block quantizes "
+                         "weights and activations per block of 32: closer to fp32, speed depends on the CPU)")
     ap.add_argument("--prefill-graph", choices=PREFILL_FORMATS,
                     help="also write a decoder for prompts with these weights (int8: 2-3x faster time to "
                          "first token, ~4 GB more disk and memory)")

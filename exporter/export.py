@@ -31,7 +31,7 @@ from .tensor_spec import text_tensors, vision_tensors
 from .writer import ExternalDataWriter
 
 PRECISIONS = ("int4", "fp32")
-VISION_FORMATS = ("int8", "fp32")
+VISION_FORMATS = ("int8", "int8-block", "fp32")
 PREFILL_FORMATS = ("int8", "fp32")
 KV_CACHE_FORMATS = ("fp32", "fp16")
 DEFAULT_BLOCK_SIZE = 128       # decoder linear layers (see README: measured choice)
@@ -101,10 +101,9 @@ class ExportResult:
 
 def estimate_bytes(cfg: ModelConfig, options: ExportOptions) -> int:
     """Upper estimate of the artifact size, for the free-space check."""
-    vision = sum(int(np.prod(s)) for s in vision_tensors(cfg).values()) * 4
+    bytes_per_weight = {"fp32": 4.0, "int8": 1.0, "int8-block": 1 + 5 / 32}[options.vision_format().kind]
+    vision = int(sum(int(np.prod(s)) for s in vision_tensors(cfg).values()) * bytes_per_weight)
     text = sum(int(np.prod(s)) for s in text_tensors(cfg).values())
-    if options.vision_format().kind == "int8":
-        vision //= 4
     if options.prefill:
         vision += text * (1 if options.prefill == "int8" else 4)
     if options.precision == "fp32":

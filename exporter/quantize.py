@@ -58,6 +58,28 @@ def quantize_int4(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
     return Int4Weight(packed, scales, zps, n, k, block_size)
 
 
+def quantize_int8_blocks(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
+    """Asymmetric 8-bit blocks for MatMulNBits(bits=8): packed [N, K/bs, bs], one zero point per block.
+
+    (The result reuses Int4Weight's fields; only the packing differs.)"""
+    n, k = weight_nk.shape
+    block_size = fitting_block_size(k, block_size)
+    kb = k // block_size
+    packed = np.empty((n, kb, block_size), np.uint8)
+    scales = np.empty((n, kb), np.float32)
+    zps = np.empty((n, kb), np.uint8)
+    for r0 in range(0, n, _ROW_CHUNK):
+        r1 = min(n, r0 + _ROW_CHUNK)
+        rows = r1 - r0
+        w_kn = np.ascontiguousarray(weight_nk[r0:r1].T, dtype=np.float32)
+        p = np.empty((rows, kb, block_size), np.uint8)
+        s = np.empty((rows * kb,), np.float32)
+        z = np.empty((rows * kb,), np.uint8)
+        _ort_c.quantize_matmul_8bits(p, w_kn, s, z, block_size, rows, k, False)
+        packed[r0:r1], scales[r0:r1], zps[r0:r1] = p, s.reshape(rows, kb), z.reshape(rows, kb)
+    return Int4Weight(packed, scales, zps, n, k, block_size)
+
+
 def dequantize_int4(w: Int4Weight) -> np.ndarray:
     """The exact float32 [N, K] weight the kernels see; for tests and error reports."""
     n, kb, half = w.packed.shape

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..quantize import quantize_int4, quantize_int8
+from ..quantize import quantize_int4, quantize_int8, quantize_int8_blocks
 from .builder import GraphBuilder
 
 
@@ -13,12 +13,14 @@ from .builder import GraphBuilder
 class WeightFormat:
     """How a group of Linear weights is stored: plain fp32, or int4 for MatMulNBits."""
 
-    kind: str = "fp32"  # "fp32" | "int4" (MatMulNBits) | "int8" (DynamicQuantizeMatMul)
+    # "fp32" | "int4" (MatMulNBits) | "int8" (DynamicQuantizeMatMul, per-channel weights, one activation
+    # scale per call) | "int8-block" (MatMulNBits 8-bit: weights and activations quantized per block)
+    kind: str = "fp32"
     block_size: int = 32
     accuracy_level: int = 4
 
     def __post_init__(self):
-        if self.kind not in ("fp32", "int4", "int8"):
+        if self.kind not in ("fp32", "int4", "int8", "int8-block"):
             raise ValueError(f"unknown weight format {self.kind}")
 
 
@@ -29,15 +31,16 @@ def linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.n
            fmt: WeightFormat) -> str:
     """y = x @ W^T + b for a torch-layout weight [out, in]."""
     n, k = weight_nk.shape
-    if fmt.kind == "int4":
-        q = quantize_int4(weight_nk, fmt.block_size)
+    if fmt.kind in ("int4", "int8-block"):
+        bits = 4 if fmt.kind == "int4" else 8
+        q = quantize_int4(weight_nk, fmt.block_size) if bits == 4 else quantize_int8_blocks(weight_nk, fmt.block_size)
         b = g.weight(f"{name}.qweight", q.packed)
         s = g.weight(f"{name}.scales", q.scales)
         z = g.weight(f"{name}.zero_points", q.zero_points)
         inputs = [x, b, s, z]
         if bias is not None:
             inputs += [None, g.weight(f"{name}.bias", bias.astype(np.float32))]
-        return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=4, block_size=q.block_size,
+        return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=bits, block_size=q.block_size,
                     accuracy_level=fmt.accuracy_level)
     if fmt.kind == "int8":
         # Per-output-channel symmetric weights (7 bits in int8: exact on every CPU, see

@@ -155,18 +155,26 @@ def test_raster_order_position_embedding_is_caught(tiny_checkpoint, tmp_path, mo
     assert rel_err(embeds, ref) > 1e-2
 
 
-def test_int8_vision_stays_close(tiny_checkpoint, tiny_int4, capsys):
-    """The default int4 export carries int8 vision weights (DynamicQuantizeMatMul)."""
+@pytest.mark.parametrize("vision", ["int8", "int8-block"])
+def test_quantized_vision_stays_close(vision, tiny_checkpoint, tiny_int4, tmp_path, capsys):
+    """The default int4 export carries int8 vision weights (DynamicQuantizeMatMul); int8-block
+    (MatMulNBits 8-bit, activations quantized per block) is the optional closer one."""
     import torch
 
+    from exporter.export import ExportOptions, export_model
+
+    model_dir = tiny_int4
+    if vision != "int8":
+        model_dir = tmp_path / vision
+        export_model(tiny_checkpoint[0], model_dir, ExportOptions("int4", vision=vision))
     prompt = image_prompt(random_image(640, 480, seed=5))
     with torch.no_grad():
         ref = tiny_checkpoint[1].model.visual(prompt.pixel_values, grid_thw=prompt.grid_thw)
-    embeds, deepstack = ExportedModel(tiny_int4).encode(prompt)
+    embeds, deepstack = ExportedModel(model_dir).encode(prompt)
     errors = [rel_err(embeds, ref.pooler_output.numpy())] + [
         rel_err(deepstack[i], f.numpy()) for i, f in enumerate(ref.deepstack_features)]
     with capsys.disabled():
-        print(f"\n[int8 vision tiny] max error of scale: embeds {errors[0]:.4f}, "
+        print(f"\n[{vision} vision tiny] max error of scale: embeds {errors[0]:.4f}, "
               f"DeepStack {', '.join(f'{e:.4f}' for e in errors[1:])}")
     assert max(errors) < 0.05
 
