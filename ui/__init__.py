@@ -1,49 +1,53 @@
 """Iris desktop UI (PySide6): main window, first-run wizard, and the engine worker thread.
 
-Importing this package first works around a PySide6 6.12.0 bug: `SignalInstance.emit()` returns
-True without taking a reference to it, so every emit from Python steals one reference to True.
-After a few hundred emits (one per streamed token) CPython < 3.12 aborts with "Fatal Python
-error: bool_dealloc", mid-answer or at exit. The fix is only installed when a probe shows the
-leak, so a fixed PySide6 (or an immortal True, Python 3.12+) leaves emit untouched.
+Importing this package first guards against a PySide6 6.12.0 bug (pyproject excludes that release,
+but a user's environment may still have it): `SignalInstance.emit()` returns True, and every method
+that returns nothing (setText, update, processEvents...) returns None, without taking a reference,
+so each call steals one. After a few thousand calls (one or more per streamed token) CPython < 3.12
+aborts with "Fatal Python error: bool_dealloc / none_dealloc", mid-answer or at exit. A probe
+measures the leak; only if there is one, the object gets a reference count no session can use up,
+which is what Python 3.12 does for every such singleton ("immortal" objects). A correct PySide6,
+or Python 3.12+, is left alone.
 """
 from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Signal, SignalInstance
+from PySide6.QtCore import QObject, Signal
 
-_PROBE_EMITS = 64
+_PROBE_CALLS = 64
+_PLENTY = 1 << 40  # references: more than any session can lose, far from the counter's limit
 
 
-def _references_lost_per_emit() -> int:
-    """How many references to True the probe's emits lost (0 on a correct PySide6)."""
+def references_lost(obj: object, call: Callable[[], object], calls: int = _PROBE_CALLS) -> int:
+    """How many references to `obj` `calls` calls of `call` lost (repaid before returning)."""
+    before = sys.getrefcount(obj)
+    for _ in range(calls):
+        call()
+    lost = before - sys.getrefcount(obj)
+    for _ in range(max(lost, 0)):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    return lost
 
-    class _Probe(QObject):
-        ping = Signal()
 
+def keep_alive_if_leaking(obj: object, call: Callable[[], object]) -> bool:
+    """Give `obj` plenty of references if `call` leaks one per call; True if it did."""
+    if references_lost(obj, call) < _PROBE_CALLS:
+        return False
+    ctypes.c_ssize_t.from_address(id(obj)).value += _PLENTY  # ob_refcnt leads every CPython object
+    return True
+
+
+class _Probe(QObject):
+    ping = Signal()
+
+
+def _install_guard() -> None:
     probe = _Probe()
-    before = sys.getrefcount(True)
-    for _ in range(_PROBE_EMITS):
-        probe.ping.emit()
-    lost = before - sys.getrefcount(True)
-    for _ in range(max(lost, 0)):  # repay what the probe itself took
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(True))
-    return lost // _PROBE_EMITS
+    keep_alive_if_leaking(True, probe.ping.emit)
+    keep_alive_if_leaking(None, lambda: probe.setObjectName("probe"))
 
 
-def _install_emit_fix() -> None:
-    leaky_emit = SignalInstance.emit
-
-    def emit(self, *args):
-        result = leaky_emit(self, *args)
-        if type(result) is bool:  # give back the reference emit() did not take
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(result))
-        return result
-
-    emit.__doc__ = leaky_emit.__doc__
-    SignalInstance.emit = emit
-
-
-if _references_lost_per_emit() >= 1:
-    _install_emit_fix()
+_install_guard()
