@@ -22,9 +22,10 @@ from PySide6.QtWidgets import (
 
 from engine.errors import ImageError
 from engine.image import load_image
+from engine.image_formats import file_patterns
 from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
 
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
 THUMB = 64
 
 
