@@ -63,8 +63,8 @@ def explain_unreadable(name: str, head: bytes, path: Path | None = None) -> str:
         return (f"{name} is a HEIC photo, which Iris cannot read yet; convert it to JPEG or PNG "
                 "(most photo apps can export or share it as JPEG) and try again.")
     if brands & _AVIF_BRANDS:
-        return (f"{name} is an AVIF picture, which this copy of Iris cannot read (its Pillow was "
-                "built without AVIF); convert it to JPEG or PNG and try again.")
+        return (f"{name} is an AVIF picture, which this copy of Iris cannot read (it was built "
+                "without AVIF support); convert it to JPEG or PNG and try again.")
     if _is_svg(head, path):
         return (f"{name} is a vector drawing (SVG), which Iris cannot read; export it as a PNG "
                 "picture and try again.")

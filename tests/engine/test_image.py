@@ -309,6 +309,23 @@ def test_avif_is_read_and_listed_among_the_formats(tmp_path):
         load_image(notes)
 
 
+def test_without_avif_support_avif_is_neither_listed_nor_promised(tmp_path, monkeypatch):
+    """A Pillow without its AVIF plugin (as in a trimmed bundle) must not list AVIF, and says so."""
+    if not features.check("avif"):
+        pytest.skip("Pillow built without AVIF: no way to write the test file")
+    from engine import image_formats
+
+    path = tmp_path / "photo.avif"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path, "AVIF")
+    real_check = features.check
+    monkeypatch.setattr(image_formats.features, "check", lambda name: name != "avif" and real_check(name))
+    Image.init()  # load every plugin first, then take AVIF's away
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "AVIF"])
+    assert "AVIF" not in image_formats.format_names() and "*.avif" not in image_formats.file_patterns()
+    with pytest.raises(ImageError, match=r"'photo\.avif' is an AVIF picture, which this copy of Iris cannot read"):
+        load_image(path)
+
+
 def test_decompression_bomb_is_a_readable_error(monkeypatch):
     import warnings
 
