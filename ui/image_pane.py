@@ -8,7 +8,6 @@ would refuse is refused here, with the engine's message, and nothing changes.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,15 +39,22 @@ class AttachedImage:
     boxes: list[GroundingBox] = field(default_factory=list)
 
 
+PREVIEW_SIDE = 4096  # pixels; the pane never shows more, and Qt refuses images over its allocation limit
+
+
 def read_pixmap(path: Path) -> QPixmap:
-    """The image upright (EXIF applied, as the engine does); falls back to Pillow for odd formats."""
+    """The image upright (EXIF applied, as the engine does). Formats Qt lacks (AVIF) and images
+    too large for Qt's allocation limit come from Pillow, the large ones scaled to a preview."""
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
-    image = reader.read()
+    size = reader.size()
+    too_large = size.isValid() and size.width() * size.height() * 4 > QImageReader.allocationLimit() * 2**20
+    image = QImage() if too_large else reader.read()
     if image.isNull():
-        encoded = io.BytesIO()
-        load_image(path).save(encoded, format="PNG")
-        image = QImage.fromData(encoded.getvalue(), "PNG")
+        upright = load_image(path)  # RGB
+        upright.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        pixels = upright.tobytes()
+        image = QImage(pixels, upright.width, upright.height, 3 * upright.width, QImage.Format.Format_RGB888).copy()
     return QPixmap.fromImage(image)
 
 
