@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from PIL import ImageOps
+from PIL.Image import Image as PILImage
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QImage, QImageReader, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
@@ -42,17 +44,19 @@ class AttachedImage:
 PREVIEW_SIDE = 4096  # pixels; the pane never shows more, and Qt refuses images over its allocation limit
 
 
-def read_pixmap(path: Path) -> QPixmap:
+def read_pixmap(path: Path, upright: PILImage | None = None) -> QPixmap:
     """The image upright (EXIF applied, as the engine does). Formats Qt lacks (AVIF) and images
-    too large for Qt's allocation limit come from Pillow, the large ones scaled to a preview."""
+    too large for Qt's allocation limit come from Pillow (`upright`, if already loaded), the
+    large ones scaled to a preview."""
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
     size = reader.size()
     too_large = size.isValid() and size.width() * size.height() * 4 > QImageReader.allocationLimit() * 2**20
     image = QImage() if too_large else reader.read()
     if image.isNull():
-        upright = load_image(path)  # RGB
-        upright.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        upright = upright or load_image(path)  # RGB
+        if max(upright.size) > PREVIEW_SIDE:
+            upright = ImageOps.contain(upright, (PREVIEW_SIDE, PREVIEW_SIDE))
         pixels = upright.tobytes()
         image = QImage(pixels, upright.width, upright.height, 3 * upright.width, QImage.Format.Format_RGB888).copy()
     return QPixmap.fromImage(image)
@@ -287,7 +291,7 @@ class ImagePane(QWidget):
 
     def _make(self, path: Path, sent: bool) -> AttachedImage:
         upright = load_image(path)  # the engine's loader: same checks, same orientation
-        pixmap = read_pixmap(path)
+        pixmap = read_pixmap(path, upright)
         image = AttachedImage(path, upright.width, upright.height, pixmap, sent)
         image.tokens = self._tokens_for(image)
         return image
