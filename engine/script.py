@@ -28,7 +28,7 @@ def read_script(path: Path) -> list[ScriptTurn]:
     except OSError as exc:
         raise EngineError(f"cannot read the conversation file '{path}': {exc.strerror or exc}") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # Windows editors may start UTF-8 with a BOM
     except UnicodeDecodeError as exc:
         raise EngineError(f"the conversation file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} "
                           f"at position {exc.start}); save it as UTF-8") from None

@@ -162,6 +162,14 @@ def test_a_conversation_file_that_is_not_utf8_is_one_line(tmp_path, capsys, no_m
     assert "chat.json" in line and "is not UTF-8 text (byte 0xe9" in line
 
 
+def test_a_conversation_file_saved_as_utf8_with_a_bom_is_read(tmp_path):
+    from engine.script import ScriptTurn, read_script
+
+    script = tmp_path / "chat.json"
+    script.write_bytes('[{"text": "café ?"}]'.encode("utf-8-sig"))
+    assert read_script(script) == [ScriptTurn("café ?", [])]
+
+
 def test_a_missing_image_on_the_command_line_is_refused_before_the_model_loads(tmp_path, capsys, no_model_load):
     code, out, err = run_cli([tmp_path, "--image", "pics/nope.png", "--prompt", "hi"], capsys)
     assert code == 2 and one_error_line(err) == "error: the image 'pics/nope.png' does not exist"
