@@ -3,91 +3,142 @@
 python -m engine MODEL_DIR --image PATH [--image PATH ...] --prompt TEXT [--max-new-tokens N]
                  [--greedy | --temperature T --top-p P --top-k K --seed S] [--json]
 python -m engine MODEL_DIR --conversation FILE.json [--json]
+
+Options and the conversation file are checked before the model loads; every error is one line on
+stderr and exit code 2. `--temperature 0` means greedy decoding, as OpenAI-style clients expect.
+With --json, a conversation that fails in turn N still prints turns 1..N-1, plus an "error" field.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
 from .engine import Engine, EngineOptions
-from .errors import EngineError
+from .errors import ContextFullError, EngineError
 from .events import TextEvent, TurnStats
 from .image import DETAIL_PRESETS
+from .script import ScriptTurn, read_script
+
+
+MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
+
+
+def _number(kind, check, rule: str):
+    """An argparse type: `kind(text)` that `check` accepts, else argparse's own one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {rule} (got {text})")
+        return value
+    return parse
+
+
+_AT_LEAST_ONE = _number(int, lambda v: v >= 1, "at least 1")
+_NOT_NEGATIVE = _number(int, lambda v: v >= 0, "0 or more")
+_TEMPERATURE = _number(float, lambda v: math.isfinite(v) and v >= 0, "0 (greedy) or more")
+_TOP_P = _number(float, lambda v: 0 < v <= 1, "above 0 and at most 1")
+_FINITE = _number(float, math.isfinite, "a finite number")
+_CONTEXT = _number(int, lambda v: v >= MIN_CONTEXT, f"at least {MIN_CONTEXT} tokens")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, like every other error of this command (argparse would add its usage)."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m engine", description="Chat about images with an exported Qwen3-VL.")
+    ap.add_argument("model_dir")
+    ap.add_argument("--image", action="append", help="an image file (repeat for several)")
+    ap.add_argument("--prompt")
+    ap.add_argument("--conversation", help="JSON list of user turns: {\"text\": ..., \"images\": [paths]}; "
+                                           "relative image paths are taken from the file's folder")
+    ap.add_argument("--max-new-tokens", type=_AT_LEAST_ONE)
+    ap.add_argument("--greedy", action="store_true")
+    ap.add_argument("--temperature", type=_TEMPERATURE, help="0 means greedy, as --greedy")
+    ap.add_argument("--top-p", type=_TOP_P)
+    ap.add_argument("--top-k", type=_NOT_NEGATIVE, help="0 turns top-k off")
+    ap.add_argument("--presence-penalty", type=_FINITE)
+    ap.add_argument("--seed", type=_NOT_NEGATIVE)
+    ap.add_argument("--threads", type=_AT_LEAST_ONE)
+    ap.add_argument("--max-context", type=_CONTEXT, default=EngineOptions.max_context)
+    ap.add_argument("--detail", choices=sorted(DETAIL_PRESETS), default="standard")
+    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    return ap
 
 
 def _sampling(engine: Engine, args):
     overrides = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("top_k", args.top_k),
                                    ("presence_penalty", args.presence_penalty), ("seed", args.seed),
                                    ("max_new_tokens", args.max_new_tokens)) if v is not None}
-    if args.greedy:  # plain argmax decoding: no penalties unless asked for
+    if args.greedy or args.temperature == 0:  # plain argmax decoding: no penalties unless asked for
         overrides.update(greedy=True, repetition_penalty=1.0)
         overrides.setdefault("presence_penalty", 0.0)
     return engine.default_sampling(**overrides)
 
 
-def _turns(args) -> list[dict]:
+def _turns(args) -> list[ScriptTurn]:
     if args.conversation:
-        try:
-            turns = json.loads(Path(args.conversation).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EngineError(f"cannot read the conversation file: {exc}") from None
-        if not isinstance(turns, list) or not all(isinstance(t, dict) and "text" in t for t in turns):
-            raise EngineError('the conversation file must be a JSON list of {"text": ..., "images": [...]}')
-        return turns
+        return read_script(Path(args.conversation))
     if args.prompt is None:
         raise EngineError("give --prompt TEXT or --conversation FILE.json")
-    return [{"text": args.prompt, "images": args.image or []}]
+    images = [Path(p) for p in args.image or []]
+    for path in images:
+        if not path.exists():
+            raise EngineError(f"the image '{path}' does not exist")
+    return [ScriptTurn(args.prompt, images)]
+
+
+def _run(engine: Engine, turns: list[ScriptTurn], sampling, args, results: list[dict]) -> None:
+    """Ask the turns in order, appending each finished one to `results`."""
+    conv = engine.new_conversation()
+    for i, turn in enumerate(turns):
+        if i and not args.json:
+            print(f"\n--- turn {i + 1}: {turn.text}")
+        pieces, stats = [], None
+        for event in conv.ask(turn.text, turn.images, sampling):
+            if isinstance(event, TextEvent):
+                pieces.append(event.text)
+                if not args.json:
+                    print(event.text, end="", flush=True)
+            elif isinstance(event, TurnStats):
+                stats = event
+        stats_dict = dataclasses.asdict(stats)
+        results.append({"text": "".join(pieces), "token_ids": stats_dict.pop("token_ids"), "stats": stats_dict})
+        if not args.json:
+            print(f"\n[{stats.new_tokens} tokens, first after {stats.time_to_first_token:.2f} s, "
+                  f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine", description="Chat about images with an exported Qwen3-VL.")
-    ap.add_argument("model_dir")
-    ap.add_argument("--image", action="append", help="an image file (repeat for several)")
-    ap.add_argument("--prompt")
-    ap.add_argument("--conversation", help="JSON list of user turns: {\"text\": ..., \"images\": [paths]}")
-    ap.add_argument("--max-new-tokens", type=int)
-    ap.add_argument("--greedy", action="store_true")
-    ap.add_argument("--temperature", type=float)
-    ap.add_argument("--top-p", type=float)
-    ap.add_argument("--top-k", type=int)
-    ap.add_argument("--presence-penalty", type=float)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--max-context", type=int, default=EngineOptions.max_context)
-    ap.add_argument("--detail", choices=sorted(DETAIL_PRESETS), default="standard")
-    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    args = ap.parse_args(argv)
+    args = _parser().parse_args(argv)
+    results: list[dict] = []
+    started = False
     try:
         turns = _turns(args)
         engine = Engine(Path(args.model_dir), EngineOptions(threads=args.threads, max_context=args.max_context,
                                                             image_detail=args.detail))
         sampling = _sampling(engine, args)
-        conv = engine.new_conversation()
-        results = []
-        for i, turn in enumerate(turns):
-            if i and not args.json:
-                print(f"\n--- turn {i + 1}: {turn['text']}")
-            pieces, stats = [], None
-            for event in conv.ask(turn["text"], [Path(p) for p in turn.get("images") or []], sampling):
-                if isinstance(event, TextEvent):
-                    pieces.append(event.text)
-                    if not args.json:
-                        print(event.text, end="", flush=True)
-                elif isinstance(event, TurnStats):
-                    stats = event
-            stats_dict = dataclasses.asdict(stats)
-            results.append({"text": "".join(pieces), "token_ids": stats_dict.pop("token_ids"), "stats": stats_dict})
-            if not args.json:
-                print(f"\n[{stats.new_tokens} tokens, first after {stats.time_to_first_token:.2f} s, "
-                      f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]", file=sys.stderr)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        started = True
+        _run(engine, turns, sampling, args, results)
+    except (EngineError, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        message = "interrupted" if interrupted else str(exc)
+        if isinstance(exc, ContextFullError) and not results:  # the first question: the option is too small
+            message += f" Or raise --max-context (it is {args.max_context})."
+        if args.json and args.conversation and started:  # keep the finished turns
+            print(json.dumps({"turns": results, "error": message}, ensure_ascii=False))
+        if not interrupted:
+            print(f"error: {message}", file=sys.stderr)
+        return 130 if interrupted else 2
     if args.json:
         out = {"turns": results} if args.conversation else results[0]
         print(json.dumps(out, ensure_ascii=False))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import ImageError
+from engine.image_formats import explain_unreadable, read_head
 
 ImageSource = str | Path | bytes | Image.Image
 
@@ -95,27 +97,39 @@ class PreparedImage:
 def load_image(source: ImageSource, max_image_pixels: int | None = None) -> Image.Image:
     """Open a file path, raw bytes or a PIL image and return an upright RGB image.
 
-    `max_image_pixels` guards against decompression bombs; None means Pillow's own
-    `Image.MAX_IMAGE_PIXELS`. Every failure is an ImageError that names the file and the reason.
+    `max_image_pixels` guards against decompression bombs; None means up to Pillow's error
+    threshold (twice `Image.MAX_IMAGE_PIXELS`): an image between Pillow's warning and error
+    thresholds is only large, and it is resized like any other. Every failure is an ImageError
+    that names the file and the reason.
     """
     name = _describe(source)
-    limit = Image.MAX_IMAGE_PIXELS if max_image_pixels is None else max_image_pixels
+    limit = _default_limit() if max_image_pixels is None else max_image_pixels
+    # Pillow warns on stderr between its two thresholds (on open, and on some frame seeks);
+    # _check_size applies the limit instead. The filter list is process-wide: loads overlapping
+    # in two threads can at worst leave this one "ignore" in place, which changes nothing else.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _load(source, name, limit)
+
+
+def _load(source: ImageSource, name: str, limit: int | None) -> Image.Image:
     if isinstance(source, Image.Image):
         _check_size(source, name, limit)
         return _decode(source, name)
+    if isinstance(source, bytes) and not source:
+        raise ImageError(f"{name} is empty (0 bytes).")
     try:
         opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
     except FileNotFoundError:
-        raise ImageError(f"{name} does not exist.") from None
+        raise ImageError(f"'{source}' does not exist.") from None
     except IsADirectoryError:
         raise ImageError(f"{name} is a folder, not an image.") from None
     except PermissionError:
         raise ImageError(f"{name} cannot be read: permission denied.") from None
     except UnidentifiedImageError:
-        raise ImageError(
-            f"{name} is not an image Iris can read (the file is not a PNG, JPEG, WebP, GIF, "
-            "BMP or TIFF picture, or its format is not supported)."
-        ) from None
+        path = None if isinstance(source, bytes) else Path(source)
+        head = source[:4096] if path is None else read_head(path)
+        raise ImageError(explain_unreadable(name, head, path)) from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name} is too large to open safely: {exc}") from None
     except OSError as exc:
@@ -123,6 +137,11 @@ def load_image(source: ImageSource, max_image_pixels: int | None = None) -> Imag
     with opened:
         _check_size(opened, name, limit)
         return _decode(opened, name)
+
+
+def _default_limit() -> int | None:
+    """Pillow's own refusal threshold (None when the application turned the check off)."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
 
 
 def _describe(source: ImageSource) -> str:

@@ -105,13 +105,28 @@ class Sampler:
         return filter_logits(out, o.temperature, o.top_k, o.top_p)
 
     def next_token(self, logits: np.ndarray, seen_ids: Sequence[int] = ()) -> int:
-        scores = self.process(np.asarray(logits).reshape(-1), seen_ids)
+        raw = np.asarray(logits).reshape(-1)
+        _check_finite(raw)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing settings are checked below
+            scores = self.process(raw, seen_ids)
         if self.options.greedy:
             return int(np.argmax(scores))
         candidates = np.flatnonzero(np.isfinite(scores))
-        if candidates.size == 0:
-            raise EngineError("The model produced no usable scores (all logits are NaN or infinite).")
+        if candidates.size == 0 or np.isposinf(scores).any():
+            o = self.options
+            raise EngineError(f"The sampling settings (temperature {o.temperature}, repetition penalty "
+                              f"{o.repetition_penalty}) push the scores out of range; use greedy decoding.")
         values = scores[candidates].astype(np.float64)
         probs = np.exp(values - values.max())
         probs /= probs.sum()
         return int(candidates[self._rng.choice(candidates.size, p=probs)])
+
+
+def _check_finite(logits: np.ndarray) -> None:
+    """Refuse NaN, +inf or all -inf scores: argmax would read them as token 0 ("!") and the
+    draw would fail. -inf alone is a legitimate "never this token"."""
+    if np.isfinite(logits).all():
+        return
+    if np.isnan(logits).any() or np.isposinf(logits).any() or not np.isfinite(logits).any():
+        raise EngineError("The model produced invalid numbers (NaN or infinite scores) instead of an "
+                          "answer; the model files may be damaged: convert it again.")

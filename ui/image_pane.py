@@ -8,11 +8,12 @@ would refuse is refused here, with the engine's message, and nothing changes.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from PIL import ImageOps
+from PIL.Image import Image as PILImage
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QImage, QImageReader, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
@@ -22,9 +23,10 @@ from PySide6.QtWidgets import (
 
 from engine.errors import ImageError
 from engine.image import load_image
+from engine.image_formats import file_patterns
 from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
 
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
 THUMB = 64
 
 
@@ -39,15 +41,24 @@ class AttachedImage:
     boxes: list[GroundingBox] = field(default_factory=list)
 
 
-def read_pixmap(path: Path) -> QPixmap:
-    """The image upright (EXIF applied, as the engine does); falls back to Pillow for odd formats."""
+PREVIEW_SIDE = 4096  # pixels; the pane never shows more, and Qt refuses images over its allocation limit
+
+
+def read_pixmap(path: Path, upright: PILImage | None = None) -> QPixmap:
+    """The image upright (EXIF applied, as the engine does). Formats Qt lacks (AVIF) and images
+    too large for Qt's allocation limit come from Pillow (`upright`, if already loaded), the
+    large ones scaled to a preview."""
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
-    image = reader.read()
+    size = reader.size()
+    too_large = size.isValid() and size.width() * size.height() * 4 > QImageReader.allocationLimit() * 2**20
+    image = QImage() if too_large else reader.read()
     if image.isNull():
-        encoded = io.BytesIO()
-        load_image(path).save(encoded, format="PNG")
-        image = QImage.fromData(encoded.getvalue(), "PNG")
+        upright = upright or load_image(path)  # RGB
+        if max(upright.size) > PREVIEW_SIDE:
+            upright = ImageOps.contain(upright, (PREVIEW_SIDE, PREVIEW_SIDE))
+        pixels = upright.tobytes()
+        image = QImage(pixels, upright.width, upright.height, 3 * upright.width, QImage.Format.Format_RGB888).copy()
     return QPixmap.fromImage(image)
 
 
@@ -280,7 +291,7 @@ class ImagePane(QWidget):
 
     def _make(self, path: Path, sent: bool) -> AttachedImage:
         upright = load_image(path)  # the engine's loader: same checks, same orientation
-        pixmap = read_pixmap(path)
+        pixmap = read_pixmap(path, upright)
         image = AttachedImage(path, upright.width, upright.height, pixmap, sent)
         image.tokens = self._tokens_for(image)
         return image

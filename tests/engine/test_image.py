@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -246,23 +247,114 @@ def test_truncated_png(tmp_path):
 
 def test_missing_file_folder_and_empty_bytes(tmp_path):
     with pytest.raises(ImageError, match=r"'nope\.jpg' does not exist"):
-        load_image(tmp_path / "nope.jpg")
+        load_image("nope.jpg")
     with pytest.raises(ImageError, match="is a folder"):
         load_image(tmp_path)
-    with pytest.raises(ImageError, match="The pasted image is not an image"):
+    with pytest.raises(ImageError, match=r"The pasted image is empty \(0 bytes\)"):
         load_image(b"")
 
 
+def test_a_missing_file_is_named_by_the_path_as_given(tmp_path):
+    with pytest.raises(ImageError, match=r"'pics/nope\.jpg' does not exist"):
+        load_image("pics/nope.jpg")
+    with pytest.raises(ImageError) as error:
+        load_image(tmp_path / "pics" / "nope.jpg")
+    assert str(tmp_path / "pics" / "nope.jpg") in str(error.value)
+
+
+# The start of a real HEIC photo: an ISO BMFF `ftyp` box (major brand, minor version, brands).
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x00\x00meta" + bytes(64)
+HEIC_MIF1_HEAD = b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heicmiaf" + bytes(64)
+
+
+@pytest.mark.parametrize("name, data, what", [
+    ("x.heic", HEIC_HEAD, r" is a HEIC photo, which Iris cannot read yet; convert it to JPEG or PNG"),
+    ("IMG_0001.HEIC", HEIC_MIF1_HEAD, r" is a HEIC photo"),
+    ("x.svg", b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+     r" is a vector drawing \(SVG\).*export it as a PNG"),
+    ("bare.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="5" height="5"/></svg>',
+     r" is a vector drawing \(SVG\)"),
+    ("x.png", b"", r" is empty \(0 bytes\)"),
+], ids=["heic", "heic-in-mif1", "svg", "bare-svg", "empty"])
+def test_heic_svg_and_empty_files_say_what_they_are(tmp_path, name, data, what):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=f"^'{re.escape(name)}'{what}"):
+        load_image(path)
+    with pytest.raises(ImageError, match=f"^The pasted image{what}"):
+        load_image(data)
+
+
+def test_a_gzipped_svg_is_named_too(tmp_path):
+    import gzip
+
+    path = tmp_path / "logo.svgz"
+    path.write_bytes(gzip.compress(b'<svg xmlns="http://www.w3.org/2000/svg"/>'))
+    with pytest.raises(ImageError, match=r"'logo\.svgz' is a vector drawing \(SVG\)"):
+        load_image(path)
+
+
+def test_avif_is_read_and_listed_among_the_formats(tmp_path):
+    if not features.check("avif"):
+        pytest.skip("Pillow built without AVIF")
+    path = tmp_path / "photo.avif"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path, "AVIF", quality=90)
+    image = load_image(path)
+    assert image.size == (64, 48)
+    r, g, b = image.getpixel((10, 10))
+    assert r > 180 and g < 60 and b < 60
+    notes = tmp_path / "notes.png"
+    notes.write_text("these are not pixels")
+    with pytest.raises(ImageError, match=r"not a PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF picture"):
+        load_image(notes)
+
+
+def test_without_avif_support_avif_is_neither_listed_nor_promised(tmp_path, monkeypatch):
+    """A Pillow without its AVIF plugin (as in a trimmed bundle) must not list AVIF, and says so."""
+    if not features.check("avif"):
+        pytest.skip("Pillow built without AVIF: no way to write the test file")
+    from engine import image_formats
+
+    path = tmp_path / "photo.avif"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path, "AVIF")
+    real_check = features.check
+    monkeypatch.setattr(image_formats.features, "check", lambda name: name != "avif" and real_check(name))
+    Image.init()  # load every plugin first, then take AVIF's away
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "AVIF"])
+    assert "AVIF" not in image_formats.format_names() and "*.avif" not in image_formats.file_patterns()
+    with pytest.raises(ImageError, match=r"'photo\.avif' is an AVIF picture, which this copy of Iris cannot read"):
+        load_image(path)
+
+
 def test_decompression_bomb_is_a_readable_error(monkeypatch):
+    import warnings
+
     data = _png_roundtrip(Image.new("RGB", (100, 100)))
-    # Far over Pillow's limit: Pillow itself refuses (DecompressionBombError).
+    # Over twice Pillow's limit: Pillow itself refuses (DecompressionBombError).
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageError, match="too large"):
         load_image(data)
-    # Between the limit and twice the limit Pillow only warns; the engine still refuses.
+    # Between the limit and twice the limit Pillow only warns: the image is large, not a bomb.
+    # It is read (and later resized) like any other, and Pillow's raw warning is not shown.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8000)
-    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ImageError, match="too large"):
-        load_image(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(data).size == (100, 100)
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+    assert not [f for f in warnings.filters if f[2] is Image.DecompressionBombWarning]  # nothing left behind
+
+
+def test_a_large_gif_frame_gives_no_raw_warning(monkeypatch):
+    import warnings
+
+    frames = [Image.new("RGB", (100, 100), colour) for colour in ((250, 0, 0), (0, 0, 250))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(buf.getvalue()).getpixel((5, 5))[0] > 200
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
 
 
 def test_engine_pixel_limit_option():

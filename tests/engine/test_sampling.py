@@ -142,5 +142,60 @@ def test_bad_options_and_bad_logits():
         SamplingOptions(top_k=-1)
     with pytest.raises(ValueError, match="max_new_tokens"):
         SamplingOptions(max_new_tokens=0)
-    with pytest.raises(EngineError, match="no usable scores"):
-        Sampler(SamplingOptions(top_p=1.0)).next_token(np.full(8, np.nan, dtype=np.float32))
+
+
+def _broken_rows():
+    nan_row = np.full(VOCAB, np.nan, dtype=np.float32)
+    inf_row = np.full(VOCAB, np.inf, dtype=np.float32)
+    some_nan = random_logits(3)
+    some_nan[::7] = np.nan  # a few NaNs among finite scores: argmax would still pick index 0
+    some_inf = random_logits(4)
+    some_inf[[10, 20]] = np.inf
+    all_masked = np.full(VOCAB, -np.inf, dtype=np.float32)
+    return {"nan": nan_row, "inf": inf_row, "some nan": some_nan, "some +inf": some_inf, "all -inf": all_masked}
+
+
+@pytest.mark.parametrize("row", list(_broken_rows()))
+@pytest.mark.parametrize("options", [
+    SamplingOptions(greedy=True, presence_penalty=0.0),
+    SamplingOptions(greedy=True, presence_penalty=1.5, repetition_penalty=1.1),
+    SamplingOptions(seed=0),  # the card's defaults: top-k 20, top-p 0.8
+    SamplingOptions(seed=0, top_k=0, top_p=1.0, temperature=1.0),
+], ids=["greedy", "greedy+penalties", "default", "plain draw"])
+def test_non_finite_logits_are_a_clear_error_never_a_token(row, options):
+    import warnings
+
+    logits = _broken_rows()[row]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way either
+        with pytest.raises(EngineError, match=r"^The model produced invalid numbers .*the model files may be "
+                                              r"damaged: convert it again\.$"):
+            Sampler(options).next_token(logits, seen_ids=[1, 2, 3])
+
+
+def test_masked_tokens_and_finite_logits_give_the_same_tokens_as_before():
+    """-inf alone means "never this token" and is fine; finite rows pick what argmax and the
+    seeded draw picked before the check existed."""
+    logits = random_logits(5)
+    masked = logits.copy()
+    masked[np.argsort(logits)[-3:]] = -np.inf
+    greedy = Sampler(SamplingOptions(greedy=True, presence_penalty=1.5))
+    assert greedy.next_token(masked) == int(np.argsort(logits)[-4])
+    for seed in range(5):
+        seen = [int(i) for i in np.argsort(logits)[-2:]]
+        expected = int(np.argmax(apply_penalties(logits, seen, 1.0, 1.5)))
+        assert greedy.next_token(logits, seen) == expected
+        options = SamplingOptions(seed=seed)
+        scores = Sampler(options).process(logits, seen)
+        kept = np.flatnonzero(np.isfinite(scores))
+        probs = np.exp(scores[kept].astype(np.float64) - scores[kept].max())
+        draw = int(kept[np.random.default_rng(seed).choice(kept.size, p=probs / probs.sum())])
+        assert Sampler(options).next_token(logits, seen) == draw
+
+
+def test_settings_that_overflow_the_scores_are_refused_clearly():
+    import warnings
+
+    with warnings.catch_warnings(), pytest.raises(EngineError, match="push the scores out of range"):
+        warnings.simplefilter("error")
+        Sampler(SamplingOptions(temperature=1e-40, top_p=1.0, top_k=0, seed=0)).next_token(random_logits(6))
