@@ -27,6 +27,7 @@ from .graph.vision import build_vision
 from .manifest import FileRecord, Manifest, sha256_file, write_verified
 from .side_files import read_side_files
 from .tensor_spec import text_tensors, vision_tensors
+from .units import human_bytes
 from .writer import ExternalDataWriter
 
 PRECISIONS = ("int4", "fp32")
@@ -117,7 +118,7 @@ def _check_space(target_parent: Path, needed: int) -> None:
     if free < needed * 1.05 + (64 << 20):
         raise DiskSpaceError(
             f"Not enough free disk space in {target_parent}: the converted model needs about "
-            f"{needed / 1e9:.1f} GB and only {free / 1e9:.1f} GB is free. Free some space or choose another folder.")
+            f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder.")
 
 
 def _clean_stale(out_dir: Path) -> None:
