@@ -109,9 +109,24 @@ ProgressCallback = Callable[[DownloadProgress], None]
 
 
 def is_hub_id(text: str) -> bool:
-    """True for an ``organisation/model`` Hub id; False for anything that is, or looks like, a path."""
+    """True for an ``organisation/model[@revision]`` Hub id; False for anything that is, or looks like, a path."""
+    return split_hub_id(text) is not None
+
+
+def split_hub_id(text: str) -> tuple[str, str] | None:
+    """``organisation/model[@revision]`` -> (repo id, revision, 'main' if none); None for a path.
+
+    A text whose first part is a local folder (``models/qwen`` with ``models`` here) is a path too.
+    """
     text = text.strip()
-    return bool(text) and not Path(text).expanduser().exists() and _is_repo_id_syntax(text)
+    if not text or Path(text).expanduser().exists():
+        return None
+    repo_id, at, revision = text.partition("@")
+    if at and any(c.isspace() for c in revision):
+        return None
+    if not _is_repo_id_syntax(repo_id) or Path(repo_id.split("/")[0]).is_dir():
+        return None
+    return repo_id, revision or "main"
 
 
 def _is_repo_id_syntax(text: str) -> bool:
