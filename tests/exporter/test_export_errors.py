@@ -66,6 +66,27 @@ def test_unsupported_architecture_is_named():
         parse_config(raw)
 
 
+@pytest.mark.parametrize("bits", [0x7FC0, 0x7F80, 0xFF80], ids=["nan", "inf", "-inf"])  # as bfloat16
+def test_nan_or_inf_weights_are_refused_naming_the_tensor(bits, ckpt_copy, tmp_path):
+    """A non-finite weight makes the model answer '!!!!'; it is refused, after the vision graph was
+    already written (a decoder tensor), and nothing is left."""
+    name = "model.language_model.layers.2.mlp.down_proj.weight"
+    path = ckpt_copy / "model.safetensors"
+    raw = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    entry = json.loads(raw[8:8 + n])[name]
+    assert entry["dtype"] == "BF16"
+    at = 8 + n + entry["data_offsets"][0] + 2 * 37  # element 37 of the tensor
+    raw[at:at + 2] = struct.pack("<H", bits)
+    path.write_bytes(bytes(raw))
+    stages = []
+    with pytest.raises(CheckpointError, match=rf"tensor '{name}' holds 1 NaN or infinite value \(the first at "
+                                              rf"\[0, 37\]\)"):
+        export_model(ckpt_copy, tmp_path / "out", progress=lambda p: stages.append(p.stage))
+    assert "vision" in stages
+    _assert_nothing_written(tmp_path / "out")
+
+
 def test_unreadable_config(ckpt_copy, tmp_path):
     (ckpt_copy / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json"):
