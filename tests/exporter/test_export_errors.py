@@ -66,6 +66,19 @@ def test_unsupported_architecture_is_named():
         parse_config(raw)
 
 
+def test_a_checkpoint_of_another_model_type_is_named_by_it(ckpt_copy, tmp_path):
+    """config.json says 'llava': the message says so, and what Iris converts, not the class name alone."""
+    raw = json.loads((ckpt_copy / "config.json").read_text())
+    raw["model_type"] = "llava"
+    (ckpt_copy / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UnsupportedModelError) as caught:
+        export_model(ckpt_copy, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith("This checkpoint is a 'llava' model")
+    assert "model_type 'qwen3_vl'" in message and "Qwen/Qwen3-VL-4B-Instruct" in message
+    _assert_nothing_written(tmp_path / "out")
+
+
 @pytest.mark.parametrize("bits", [0x7FC0, 0x7F80, 0xFF80], ids=["nan", "inf", "-inf"])  # as bfloat16
 def test_nan_or_inf_weights_are_refused_naming_the_tensor(bits, ckpt_copy, tmp_path):
     """A non-finite weight makes the model answer '!!!!'; it is refused, after the vision graph was
