@@ -25,7 +25,7 @@ def ckpt_copy(tiny_checkpoint, tmp_path) -> Path:
 
 def _assert_nothing_written(out: Path) -> None:
     assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.partial-*"))
+    assert not list(out.parent.glob(f".{out.name}.*")), "no partial folder, no lock file"
 
 
 def _rewrite_safetensors(path: Path, edit) -> None:
