@@ -9,6 +9,7 @@ from pathlib import Path
 from .errors import ExportError
 from .export import (DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, DEFAULT_EMBED_BLOCK_SIZE, KV_CACHE_FORMATS, PRECISIONS,
                      PREFILL_FORMATS, VISION_FORMATS, ExportOptions, ExportProgress, export_model)
+from .source import resolve_source
 
 
 def _printer():
@@ -20,20 +21,6 @@ def _printer():
             print(f"[{p.stage}] {p.done}/{p.total}", flush=True)
             last.update(stage=p.stage, t=now)
     return show
-
-
-def _resolve_source(source: str) -> tuple[Path, dict]:
-    path = Path(source).expanduser()
-    if path.exists():
-        return path, {"kind": "folder", "path": str(path.absolute())}
-    from .download import download_checkpoint, is_hub_id
-    if not is_hub_id(source):
-        raise ExportError(f"{source} is neither a folder nor a Hugging Face model id")
-    repo, _, revision = source.partition("@")
-    print(f"Downloading {repo} from Hugging Face ...", flush=True)
-    folder = download_checkpoint(repo, revision or "main")
-    return Path(folder), {"kind": "hub", "repo_id": repo, "revision": revision or "main",
-                          "commit": Path(folder).name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
     args = ap.parse_args(argv)
     try:
-        source, info = _resolve_source(args.source)
+        source, info = resolve_source(args.source)
         options = ExportOptions(args.precision, args.block_size, args.accuracy_level, args.overwrite,
                                 args.embed_block_size, args.vision, args.prefill_graph, args.kv_cache)
         result = export_model(source, Path(args.out_dir), options, progress=_printer(), source_info=info)

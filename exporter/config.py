@@ -105,14 +105,23 @@ def _rope(text: dict) -> tuple[float, tuple[int, int, int]]:
     return float(theta), tuple(int(s) for s in section)
 
 
+def _describe_model(model_type, archs: list) -> str:
+    """What config.json says the model is: its model_type first, the class it names after."""
+    kind = f"a '{model_type}' model" if model_type else "a model without a model_type"
+    if archs:
+        kind += f" (architecture {archs[0]})"
+    return kind
+
+
 def parse_config(raw: dict) -> ModelConfig:
     """Validate and normalise a Qwen3-VL config dict."""
     archs = raw.get("architectures") or []
-    if raw.get("model_type") != "qwen3_vl" or (archs and archs[0] not in SUPPORTED_ARCHITECTURES):
-        got = archs[0] if archs else raw.get("model_type", "unknown")
+    model_type = raw.get("model_type")
+    if model_type != "qwen3_vl" or (archs and archs[0] not in SUPPORTED_ARCHITECTURES):
         raise UnsupportedModelError(
-            f"This is a '{got}' checkpoint; Iris converts Qwen3-VL (dense) checkpoints only, "
-            f"such as Qwen/Qwen3-VL-4B-Instruct")
+            f"This checkpoint is {_describe_model(model_type, archs)}; Iris converts Qwen3-VL (dense) "
+            f"checkpoints only (model_type 'qwen3_vl', {SUPPORTED_ARCHITECTURES[0]}), "
+            "such as Qwen/Qwen3-VL-4B-Instruct")
     text = _require(raw, "text_config", "top level")
     vision = _require(raw, "vision_config", "top level")
     if text.get("model_type", "qwen3_vl_text") not in TEXT_MODEL_TYPES:

@@ -36,6 +36,7 @@ from huggingface_hub.utils import (
 from . import EXPORTER_VERSION
 from .errors import DiskSpaceError, DownloadError, ExportCancelled
 from .hub_errors import hub_errors
+from .units import human_bytes
 
 # What the exporter reads. Weights only as safetensors: never remote code or pickled/other formats.
 REQUIRED_PATTERNS = (
@@ -108,9 +109,24 @@ ProgressCallback = Callable[[DownloadProgress], None]
 
 
 def is_hub_id(text: str) -> bool:
-    """True for an ``organisation/model`` Hub id; False for anything that is, or looks like, a path."""
+    """True for an ``organisation/model[@revision]`` Hub id; False for anything that is, or looks like, a path."""
+    return split_hub_id(text) is not None
+
+
+def split_hub_id(text: str) -> tuple[str, str] | None:
+    """``organisation/model[@revision]`` -> (repo id, revision, 'main' if none); None for a path.
+
+    A text whose first part is a local folder (``models/qwen`` with ``models`` here) is a path too.
+    """
     text = text.strip()
-    return bool(text) and not Path(text).expanduser().exists() and _is_repo_id_syntax(text)
+    if not text or Path(text).expanduser().exists():
+        return None
+    repo_id, at, revision = text.partition("@")
+    if at and any(c.isspace() for c in revision):
+        return None
+    if not _is_repo_id_syntax(repo_id) or Path(repo_id.split("/")[0]).is_dir():
+        return None
+    return repo_id, revision or "main"
 
 
 def _is_repo_id_syntax(text: str) -> bool:
@@ -172,8 +188,8 @@ def check_disk_space(path: str | Path, needed_bytes: int) -> None:
     free = shutil.disk_usage(existing).free
     if free < needed_bytes:
         raise DiskSpaceError(
-            f"Not enough free disk space in {existing}: the download needs {_human(needed_bytes)} more, "
-            f"only {_human(free)} is free. Free up {_human(needed_bytes - free)} or choose another folder."
+            f"Not enough free disk space in {existing}: the download needs {human_bytes(needed_bytes)} more, "
+            f"only {human_bytes(free)} is free. Free up {human_bytes(needed_bytes - free)} or choose another folder."
         )
 
 
@@ -243,8 +259,8 @@ def _fetch_blob(
                 delay = next(delays, None)
                 if delay is None:
                     raise DownloadError(
-                        f"The connection dropped while downloading {planned.filename} ({_human(have)} of "
-                        f"{_human(planned.size)} received and kept). Check your connection and try again: "
+                        f"The connection dropped while downloading {planned.filename} ({human_bytes(have)} of "
+                        f"{human_bytes(planned.size)} received and kept). Check your connection and try again: "
                         f"the download will resume where it stopped. ({type(error).__name__}: {error})"
                     ) from error
                 _sleep(delay, cancel, planned.filename)
@@ -394,10 +410,3 @@ def _remember_revision(plan: DownloadPlan) -> None:
     tmp = ref.with_name(ref.name + ".tmp")
     tmp.write_text(plan.commit_sha)
     os.replace(tmp, ref)
-
-
-def _human(nbytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(nbytes) >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} B"

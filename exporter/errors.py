@@ -23,3 +23,11 @@ class ExportCancelled(ExportError):
 
 class DownloadError(ExportError):
     """The checkpoint could not be fetched from the Hub (network, access, missing repo or revision)."""
+
+
+class TargetBusyError(ExportError):
+    """Another conversion is writing the same artifact folder right now."""
+
+
+class TargetFolderError(ExportError):
+    """The artifact folder cannot be created or written (a file in the way, read-only, no permission)."""

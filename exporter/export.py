@@ -1,11 +1,11 @@
 """One export: checkpoint folder -> artifact folder, atomically, with progress and cancel.
 
 Everything is written into a temporary folder beside the target and renamed at the very end, so an
-interrupted or failed export never leaves a folder that looks complete, and a re-run just works.
+interrupted or failed export never leaves a folder that looks complete, and a re-run just works
+(exporter.target: the folder's checks, its lock against a second export, leftovers of killed ones).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -27,7 +27,9 @@ from .graph.vision import build_vision
 from .manifest import FileRecord, Manifest, sha256_file, write_verified
 from .quantize import INT8_WEIGHT_MAX
 from .side_files import read_side_files
+from .target import check_target, clean_stale, explain_write_error, locked_target, partial_dir, replace_target
 from .tensor_spec import text_tensors, vision_tensors
+from .units import human_bytes
 from .writer import ExternalDataWriter
 
 PRECISIONS = ("int4", "fp32")
@@ -117,12 +119,7 @@ def _check_space(target_parent: Path, needed: int) -> None:
     if free < needed * 1.05 + (64 << 20):
         raise DiskSpaceError(
             f"Not enough free disk space in {target_parent}: the converted model needs about "
-            f"{needed / 1e9:.1f} GB and only {free / 1e9:.1f} GB is free. Free some space or choose another folder.")
-
-
-def _clean_stale(out_dir: Path) -> None:
-    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+            f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder.")
 
 
 def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOptions(),
@@ -144,14 +141,25 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
     cfg, _raw = load_config(source)
     side = read_side_files(source)
     ckpt = Checkpoint(source, cfg)
-    if out_dir.exists() and any(out_dir.iterdir()) and not options.overwrite:
-        raise ExportError(f"{out_dir} already exists and is not empty (use overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out_dir)
-    _check_space(out_dir.parent, estimate_bytes(cfg, options))
-    tick("checking")(1, 1)
+    try:
+        check_target(out_dir, options.overwrite)
+        with locked_target(out_dir):
+            if clean_stale(out_dir.parent, own_target=out_dir):
+                check_target(out_dir, options.overwrite)  # a model a killed export moved aside is back
+            _check_space(out_dir.parent, estimate_bytes(cfg, options))
+            tick("checking")(1, 1)
+            files = _write(ckpt, cfg, side, options, source, source_info, out_dir, tick, start)
+    except OSError as error:  # reading the checkpoint has its own messages: these are writes
+        raise explain_write_error(error, out_dir) from None
+    tick("finishing")(1, 1)
+    sizes = {name: rec.size for name, rec in files.items()}
+    return ExportResult(out_dir, time.perf_counter() - start, sizes)
 
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+
+def _write(ckpt: Checkpoint, cfg: ModelConfig, side, options: ExportOptions, source: Path,
+           source_info: dict | None, out_dir: Path, tick, start: float) -> dict[str, FileRecord]:
+    """Write every artifact into the hidden partial folder, then swap it in; on any failure remove it."""
+    tmp = partial_dir(out_dir)
     tmp.mkdir()
     try:
         hashes: dict[str, str] = {}
@@ -161,10 +169,10 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
         for name, build in graphs:
             # The text tensors are read once per decoder graph: keep them cached until the last.
             ckpt.forget_after_read = name != "decoder" or not options.prefill
-            writer = ExternalDataWriter(tmp / f"{name}.onnx.data")
-            g = GraphBuilder(name, writer)
-            build(g, ckpt, cfg, options, tick(name))
-            g.save(tmp / f"{name}.onnx", doc=f"Qwen3-VL {name}, exported by iris {EXPORTER_VERSION}")
+            with ExternalDataWriter(tmp / f"{name}.onnx.data") as writer:
+                g = GraphBuilder(name, writer)
+                build(g, ckpt, cfg, options, tick(name))
+                g.save(tmp / f"{name}.onnx", doc=f"Qwen3-VL {name}, exported by iris {EXPORTER_VERSION}")
             hashes[f"{name}.onnx.data"] = writer.sha256.hexdigest()
         tick("finishing")(0, 1)
         shutil.copy(side.tokenizer_json, tmp / "tokenizer.json")
@@ -178,24 +186,11 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
         # read 2.6 GB (6.5 GB with a prompt graph) back to check them.
         write_verified(tmp, files)
         ckpt.close()
-        _replace(tmp, out_dir)
+        replace_target(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    tick("finishing")(1, 1)
-    sizes = {name: rec.size for name, rec in files.items()}
-    return ExportResult(out_dir, time.perf_counter() - start, sizes)
-
-
-def _replace(tmp: Path, out_dir: Path) -> None:
-    """Move the finished folder into place; an existing export is swapped out only now."""
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    return files
 
 
 def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:

@@ -73,3 +73,15 @@ class ExternalDataWriter:
         if not self._fh.closed:
             self._fh.flush()
             self._fh.close()
+
+    def __enter__(self) -> "ExternalDataWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Always close (a failed export removes the folder, which Windows refuses while files are
+        open); after a failure the first error is what counts, not a second one from the flush."""
+        try:
+            self.close()  # a failed flush still closes the file
+        except OSError:
+            if exc is None:
+                raise

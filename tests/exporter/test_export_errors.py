@@ -25,7 +25,7 @@ def ckpt_copy(tiny_checkpoint, tmp_path) -> Path:
 
 def _assert_nothing_written(out: Path) -> None:
     assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.partial-*"))
+    assert not list(out.parent.glob(f".{out.name}.*")), "no partial folder, no lock file"
 
 
 def _rewrite_safetensors(path: Path, edit) -> None:
@@ -64,6 +64,40 @@ def test_unsupported_architecture_is_named():
     raw["model_type"] = "qwen2_5_vl"
     with pytest.raises(UnsupportedModelError, match="Qwen2_5_VLForConditionalGeneration"):
         parse_config(raw)
+
+
+def test_a_checkpoint_of_another_model_type_is_named_by_it(ckpt_copy, tmp_path):
+    """config.json says 'llava': the message says so, and what Iris converts, not the class name alone."""
+    raw = json.loads((ckpt_copy / "config.json").read_text())
+    raw["model_type"] = "llava"
+    (ckpt_copy / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UnsupportedModelError) as caught:
+        export_model(ckpt_copy, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith("This checkpoint is a 'llava' model")
+    assert "model_type 'qwen3_vl'" in message and "Qwen/Qwen3-VL-4B-Instruct" in message
+    _assert_nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize("bits", [0x7FC0, 0x7F80, 0xFF80], ids=["nan", "inf", "-inf"])  # as bfloat16
+def test_nan_or_inf_weights_are_refused_naming_the_tensor(bits, ckpt_copy, tmp_path):
+    """A non-finite weight makes the model answer '!!!!'; it is refused, after the vision graph was
+    already written (a decoder tensor), and nothing is left."""
+    name = "model.language_model.layers.2.mlp.down_proj.weight"
+    path = ckpt_copy / "model.safetensors"
+    raw = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    entry = json.loads(raw[8:8 + n])[name]
+    assert entry["dtype"] == "BF16"
+    at = 8 + n + entry["data_offsets"][0] + 2 * 37  # element 37 of the tensor
+    raw[at:at + 2] = struct.pack("<H", bits)
+    path.write_bytes(bytes(raw))
+    stages = []
+    with pytest.raises(CheckpointError, match=rf"tensor '{name}' holds 1 NaN or infinite value \(the first at "
+                                              rf"\[0, 37\]\)"):
+        export_model(ckpt_copy, tmp_path / "out", progress=lambda p: stages.append(p.stage))
+    assert "vision" in stages
+    _assert_nothing_written(tmp_path / "out")
 
 
 def test_unreadable_config(ckpt_copy, tmp_path):
@@ -121,10 +155,11 @@ def test_sharded_checkpoint_exports_the_same_bytes(tiny_checkpoint, tmp_path):
 
 
 def test_too_little_disk_space_is_refused_before_writing(ckpt_copy, tmp_path, monkeypatch):
+    """Sizes in a unit that fits: the tiny model needs megabytes, not '0.0 GB'."""
     import exporter.export as ex
 
     monkeypatch.setattr(ex.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
-    with pytest.raises(DiskSpaceError, match="GB is free"):
+    with pytest.raises(DiskSpaceError, match=r"needs about \d+\.\d MB and only 1\.0 MB is free"):
         export_model(ckpt_copy, tmp_path / "out")
     _assert_nothing_written(tmp_path / "out")
 

@@ -160,3 +160,28 @@ def test_needs_setup(tiny_int4, tmp_path):
     assert needs_setup(tmp_path / "not-there")
     assert needs_setup(tmp_path)
     assert not needs_setup(tiny_int4)
+
+
+def test_leftovers_of_killed_conversions_beside_the_target_are_removed(qtbot, tiny_checkpoint, tmp_path):
+    """A conversion killed mid-way leaves a hidden partial folder (gigabytes, for a real model): the
+    page removes it before counting free space; one whose process still runs is left alone."""
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f".model.partial-{ended.pid}"
+        live = tmp_path / f".model-cli.partial-{running.pid}"
+        for folder in (stale, live):
+            folder.mkdir()
+            (folder / "decoder.onnx.data").write_bytes(b"\0" * 100_000)
+        wizard = make_wizard(qtbot, tmp_path / "model")
+        choose_folder(qtbot, wizard, tiny_checkpoint[0])
+        wait_next_enabled(qtbot, wizard)
+        assert not stale.exists()
+        assert live.is_dir()
+    finally:
+        running.kill()
+        running.wait()

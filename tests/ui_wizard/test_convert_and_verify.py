@@ -65,6 +65,26 @@ def test_cancelled_conversion_leaves_nothing_and_start_again_works(qtbot, tiny_c
     assert finish(qtbot, wizard) == tmp_path / "model"
 
 
+def test_a_target_another_conversion_is_writing_is_refused_and_retry_works(qtbot, tiny_checkpoint, tmp_path):
+    """The wizard's conversion respects the lock a command-line export holds on the same folder."""
+    from exporter.file_lock import try_lock
+    from exporter.target import lock_path
+
+    other = try_lock(lock_path(tmp_path / "model"))
+    wizard = make_wizard(qtbot, tmp_path / "model")
+    choose_folder(qtbot, wizard, tiny_checkpoint[0])
+    click(qtbot, next_button(wizard))
+    page = wizard.convert_page
+    wait_failed(qtbot, page)
+    assert f"{tmp_path / 'model'} is being written by another conversion right now" in page.status_label.text()
+    assert not (tmp_path / "model").exists()
+
+    other.release()  # the other conversion has finished
+    click(qtbot, page.retry_button)
+    wait_page(qtbot, wizard, PageId.VERIFY)
+    assert finish(qtbot, wizard) == tmp_path / "model"
+
+
 def test_a_rerun_replaces_the_model_in_the_target(qtbot, tiny_checkpoint, tiny_fp32, tmp_path):
     target = tmp_path / "model"
     shutil.copytree(tiny_fp32, target)

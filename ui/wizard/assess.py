@@ -8,6 +8,7 @@ from pathlib import Path
 from exporter.config import ModelConfig, load_config
 from exporter.errors import ExportError
 from exporter.export import ExportOptions, estimate_bytes
+from exporter.target import clean_stale
 
 from .choice import HubEstimate, Mode
 from .folders import FolderInfo, FolderKind, inspect_folder, manifest_summary
@@ -83,7 +84,10 @@ def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], config: M
     """Add the converted model's size, the target folder's checks and the free space of every disk used."""
     if not target_text.strip():
         return Assessment(tuple(lines), waiting="Choose where to save the model.", mode=mode)
-    target = inspect_folder(Path(target_text.strip()))
+    target_path = Path(target_text.strip()).expanduser().absolute()
+    # What killed conversions left beside the target would eat the space counted below: drop it.
+    clean_stale(target_path.parent)
+    target = inspect_folder(target_path)
     artifact_bytes = estimate_bytes(config, options)
     plain_bytes = estimate_bytes(config, dataclasses.replace(options, prefill=None))
     lines.append(_size_line(artifact_bytes, artifact_bytes - plain_bytes))

@@ -1,13 +1,9 @@
 """Human-readable sizes, speeds and durations for the wizard's labels."""
 from __future__ import annotations
 
+from exporter.units import human_bytes  # the exporter's messages and the wizard's labels agree
 
-def human_bytes(nbytes: float) -> str:
-    """Decimal units, like file managers and the Hub show them: '8.9 GB', '312.0 MB', '512 B'."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(nbytes) >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{int(nbytes)} B"
+__all__ = ["human_bytes", "human_duration", "human_speed"]
 
 
 def human_speed(bytes_per_second: float) -> str:
