@@ -42,9 +42,20 @@ class _Read:
     prefill_seconds: float
 
 
+@dataclass(frozen=True)
+class _Before:
+    """The conversation as it was before a question: where a failed answer returns it to."""
+    cache_length: int
+    positions: PositionState
+    pending: list[int]
+    messages: int
+    turns: int
+
+
 @dataclass
 class _Rewind:
     """What regenerate() needs to answer the last question again without re-reading it."""
+    before: _Before
     cache_length: int
     positions: PositionState
     logits: np.ndarray
@@ -101,6 +112,7 @@ class Conversation:
                 f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
                 f"Start a new chat to go on (or ask with a smaller image).")
         start = time.perf_counter()
+        before = _Before(eng.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns))
         read = yield from self._read(new_ids, prepared)
         if read is None:  # cancelled while encoding or reading: nothing changed
             yield self._nothing_answered(len(new_ids))
@@ -109,9 +121,9 @@ class Conversation:
         self._positions, self._pending = after, []
         self._messages.append(message)
         self.turns.append(Turn(text, list(images)))
-        self._rewind = _Rewind(eng.decoder.length, after, logits, len(new_ids),
+        self._rewind = _Rewind(before, eng.decoder.length, after, logits, len(new_ids),
                                sum(p.num_tokens for p in prepared), read.vision_seconds, read.prefill_seconds)
-        yield from self._answer(start, sampling)
+        yield from self._answer_or_undo(start, sampling)
 
     def restore(self, turns: Sequence[tuple[str, Sequence, str]], detail: str | None = None) -> Iterator[Event]:
         """Re-read a saved conversation, given as (question, images, answer) turns, into this (new)
@@ -161,7 +173,7 @@ class Conversation:
         self._messages.pop()  # the previous answer
         turn = self.turns[-1]
         turn.answer, turn.token_ids, turn.stats = "", [], None
-        yield from self._answer(time.perf_counter(), sampling, regenerated=True)
+        yield from self._answer_or_undo(time.perf_counter(), sampling, regenerated=True)
 
     # -- steps ---------------------------------------------------------------------------------
     def _read(self, ids: list[int], prepared: list[PreparedImage]) -> Generator[Event, None, _Read | None]:
@@ -187,6 +199,20 @@ class Conversation:
             if logits is None:
                 return None
         return _Read(after, logits, vision_seconds, time.perf_counter() - t0)
+
+    def _answer_or_undo(self, start: float, sampling: SamplingOptions | None,
+                        regenerated: bool = False) -> Iterator[Event]:
+        """_answer, or, if it fails or its caller abandons it half-way, the conversation as it was
+        before the question: never a question without its answer, nor a cache ahead of the history."""
+        try:
+            yield from self._answer(start, sampling, regenerated)
+        except BaseException:
+            b = self._rewind.before
+            self.engine.decoder.reset(b.cache_length)
+            self._positions, self._pending = b.positions, b.pending
+            del self._messages[b.messages:], self.turns[b.turns:]
+            self._rewind = None
+            raise
 
     def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
         """Stats of a question cancelled before its answer began; the conversation is unchanged."""

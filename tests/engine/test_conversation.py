@@ -201,6 +201,45 @@ def test_a_follow_up_after_stop_sees_exactly_the_visible_answer(stop_after, engi
     assert follow_up == reference_generate(tiny_checkpoint[1], history.ids, images, 12)
 
 
+@pytest.mark.parametrize("how", ["the sampler fails", "the caller abandons the answer"])
+def test_an_answer_that_does_not_finish_leaves_the_conversation_as_before_the_question(how, engine, monkeypatch):
+    """Never a question without its answer, nor tokens in the cache the history does not hold."""
+    from engine import conversation as conversation_module
+    from engine.errors import EngineError
+
+    conv = engine.new_conversation()
+    first = run_turn(conv, "Describe this image.", [random_image(300, 200, 1)])[-1]
+    used, turns = conv.context_used, len(conv.turns)
+    real_next = conversation_module.Sampler.next_token
+    calls = []
+
+    def failing_next(self, logits, generated):
+        calls.append(1)
+        if len(calls) == 4:
+            raise EngineError("The model produced invalid numbers")
+        return real_next(self, logits, generated)
+
+    answer = conv.ask("And now?", [random_image(200, 260, 4)], SamplingOptions(greedy=True, max_new_tokens=50))
+    if how == "the sampler fails":
+        monkeypatch.setattr(conversation_module.Sampler, "next_token", failing_next)
+        with pytest.raises(EngineError, match="invalid numbers"):
+            list(answer)
+        monkeypatch.undo()
+    else:
+        pieces = 0
+        for event in answer:
+            pieces += isinstance(event, TextEvent)
+            if pieces == 3:
+                answer.close()  # e.g. a server whose client went away
+                break
+    assert conv.context_used == used and len(conv.turns) == turns
+    # the next question is answered as if the unfinished one had never been asked
+    follow_up = run_turn(conv, "Tell me more.")[-1].token_ids
+    again = engine.new_conversation()
+    assert run_turn(again, "Describe this image.", [random_image(300, 200, 1)])[-1].token_ids == first.token_ids
+    assert run_turn(again, "Tell me more.")[-1].token_ids == follow_up
+
+
 def test_a_cancel_with_nothing_running_does_not_stop_the_next_question(engine):
     conv = engine.new_conversation()
     conv.cancel()
