@@ -17,14 +17,12 @@ import math
 import sys
 from pathlib import Path
 
-from .engine import Engine, EngineOptions
+from .engine import MIN_CONTEXT, Engine, EngineOptions
 from .errors import ContextFullError, EngineError
 from .events import TextEvent, TurnStats
 from .image import DETAIL_PRESETS
 from .script import ScriptTurn, read_script
 
-
-MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
 
 
 def _number(kind, check, rule: str):

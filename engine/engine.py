@@ -15,6 +15,9 @@ from .runtime import DecoderRunner, DecoderShape, VisionRunner
 from .sampling import SamplingOptions
 
 
+MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     threads: int | None = None          # None: one per physical core
@@ -24,6 +27,15 @@ class EngineOptions:
     prefill_chunk: int = 256            # prompts are read in chunks: attention scratch is chunk x max_len
     use_prefill_graph: bool = True      # use the model's prompt decoder when it was exported with one
     profile_prefix: str | None = None   # write onnxruntime traces (per-node times) with this path prefix
+
+    def __post_init__(self):
+        if self.max_context < MIN_CONTEXT:
+            raise EngineError(f"max_context must be at least {MIN_CONTEXT} tokens (got {self.max_context})")
+        if self.threads is not None and self.threads < 1:
+            raise EngineError(f"threads must be at least 1 (got {self.threads})")
+        if self.prefill_chunk < 1:
+            raise EngineError(f"prefill_chunk must be at least 1 (got {self.prefill_chunk})")
+        self.max_pixels()  # the image detail is one we know
 
     def max_pixels(self, detail: str | None = None) -> int:
         key = detail or self.image_detail

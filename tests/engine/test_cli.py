@@ -198,3 +198,17 @@ def test_json_mode_keeps_the_finished_turns_when_a_later_turn_fails(tiny_fp32, t
     assert code == 0, err
     kept = [(t["text"], t["token_ids"]) for t in result["turns"]]
     assert [(t["text"], t["token_ids"]) for t in json.loads(out)["turns"]] == kept
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"max_context": 0}, "max_context must be at least 64"),
+    ({"threads": 0}, "threads must be at least 1"),
+    ({"prefill_chunk": 0}, "prefill_chunk must be at least 1"),
+    ({"image_detail": "ultra"}, "unknown image detail 'ultra'"),
+])
+def test_engine_options_out_of_range_are_refused_for_api_callers_too(options, words):
+    from engine.engine import EngineOptions
+    from engine.errors import EngineError
+
+    with pytest.raises(EngineError, match=words):
+        EngineOptions(**options)
