@@ -19,6 +19,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.errors import ImageError
+from ui.image_pane import read_pixmap
+
 RENDER_INTERVAL_MS = 50
 _FEATURE = QTextDocument.MarkdownFeature
 # Raw HTML in an answer stays literal text: model output must not pull local files into the view.
@@ -118,7 +121,10 @@ class MessageWidget(QFrame):
     def set_images(self, paths: list[Path]) -> None:
         for path in paths:
             thumb = QLabel()
-            pixmap = QPixmap(str(path))
+            try:
+                pixmap = read_pixmap(Path(path))  # also formats Qt lacks (AVIF) and very large images
+            except ImageError:
+                pixmap = QPixmap()
             if not pixmap.isNull():
                 thumb.setPixmap(pixmap.scaled(
                     64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
