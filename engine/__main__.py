@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         turns = _turns(args)
         engine = Engine(Path(args.model_dir), EngineOptions(threads=args.threads, max_context=args.max_context,
                                                             image_detail=args.detail))
+        for warning in engine.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         sampling = _sampling(engine, args)
         started = True
         _run(engine, turns, sampling, args, results)
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if interrupted else 2
     if args.json:
         out = {"turns": results} if args.conversation else results[0]
+        out.update(cpu=engine.cpu.to_dict(), warnings=engine.warnings)  # speed depends on the processor
         print(json.dumps(out, ensure_ascii=False))
     return 0
 

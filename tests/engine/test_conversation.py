@@ -311,6 +311,9 @@ def test_cli_answers_and_prints_json(tiny_fp32, tiny_checkpoint, tmp_path):
     history.add_question("Describe this image.", [img], [])
     assert result["token_ids"] == reference_generate(tiny_checkpoint[1], history.ids, [img], 12)
     assert result["stats"]["image_tokens"] == 70 and result["text"]
+    from engine.cpu import cpu_info
+    assert result["cpu"]["summary"] == cpu_info().summary() and result["cpu"]["cpu_class"]
+    assert result["warnings"] == []
 
 
 def test_cli_conversation_script(tiny_fp32, tmp_path):
@@ -323,7 +326,9 @@ def test_cli_conversation_script(tiny_fp32, tmp_path):
                            "--greedy", "--max-new-tokens", "6", "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    turns = json.loads(proc.stdout)["turns"]
+    out = json.loads(proc.stdout)
+    turns = out["turns"]
+    assert out["cpu"]["physical_cores"] >= 1
     assert len(turns) == 2 and turns[1]["stats"]["image_tokens"] == 0
     assert turns[1]["stats"]["prompt_tokens"] < turns[0]["stats"]["prompt_tokens"]
 
