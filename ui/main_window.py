@@ -171,6 +171,8 @@ class MainWindow(QMainWindow):
         self.model_label.setText(self.session.model_name)
         self.model_label.setToolTip(str(info.model_dir))
         self._set_status("Ready", busy=False)
+        if info.warnings:
+            self.show_error("\n".join(info.warnings))  # stays until read: results would be off
         self.modelLoaded.emit()
 
     def _on_load_failed(self, message: str) -> None:

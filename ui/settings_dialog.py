@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
+from engine.cpu import cpu_info
 from engine.image import DETAIL_PRESETS
 from ui.file_check import FileCheck
 from ui.settings import IMAGE_DETAILS, AppSettings, SpeedRecord
@@ -55,7 +56,12 @@ class SettingsDialog(QDialog):
         self.presence_penalty = _double(0.0, 2.0, 0.1, 2)
         self.max_new_tokens = QSpinBox(minimum=16, maximum=16384, singleStep=128)
         self.threads = QSpinBox(minimum=0, maximum=max(os.cpu_count() or 1, 1))
-        self.threads.setSpecialValueText("automatic")
+        self.threads.setSpecialValueText(f"automatic ({cpu_info().physical_cores})")
+        # What the kernels run on: speed (and whether the faster first answer pays) depends on it.
+        self.processor = QLabel(cpu_info().summary())
+        self.processor.setObjectName("processor")
+        self.processor.setWordWrap(True)
+        self.processor.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.model_dir = QLineEdit()
         self.model_dir.setPlaceholderText(str(default_model_dir or ""))
         browse = QPushButton("Browse…")
@@ -86,6 +92,7 @@ class SettingsDialog(QDialog):
         answer_form.addRow("Max new tokens:", self.max_new_tokens)
         model_box = QGroupBox("Model")
         model_form = QFormLayout(model_box)
+        model_form.addRow("Processor:", self.processor)
         model_form.addRow("CPU threads:", self.threads)
         model_form.addRow("Model folder:", model_row)
         check_row = QHBoxLayout()

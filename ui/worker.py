@@ -47,6 +47,7 @@ class EngineInfo:
     # engine.image_tokens(width, height, image_detail=None). The one engine call the UI thread
     # makes: it is pure arithmetic on the engine's immutable preprocessor config.
     image_tokens: Callable[..., int]
+    warnings: tuple[str, ...] = ()  # what the user should know about this model on this machine
 
 
 class EngineWorker(QObject):
@@ -92,7 +93,8 @@ class EngineWorker(QObject):
             log.error("loading the model failed:\n%s", traceback.format_exc())
             self.loadFailed.emit(f"The model could not be loaded: {error!r}")
             return
-        self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens))
+        self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens,
+                                    tuple(getattr(engine, "warnings", ()))))
 
     @Slot(int, str, object, object, str, object)
     def ask(self, turn_id: int, text: str, images, sampling, detail: str, history) -> None:

@@ -247,3 +247,23 @@ def test_new_chat_during_an_answer_stops_it_first(qtbot, open_window, tiny_fp32,
     assert window.image_pane.images() == [] and not window.session.busy
     qtbot.waitUntil(lambda: engine_turns(window) == [], timeout=10_000)  # a fresh engine conversation
     assert window.session.store.list()[0].turn_count == 1
+
+
+def test_a_model_that_loses_accuracy_on_this_processor_says_so(qtbot, open_window, tiny_int4, tmp_path, monkeypatch):
+    """A model converted before int8 weights were limited to 7 bits, on an AVX2-only CPU."""
+    import json
+    import shutil
+
+    from engine import engine as engine_module
+    from engine.cpu import CpuInfo
+
+    old = tmp_path / "old-model"
+    shutil.copytree(tiny_int4, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["weights"]["int8_weight_max"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    zen1 = CpuInfo("AMD", "AMD EPYC 7551", "x86_64", frozenset({"avx2", "fma", "f16c"}), 2, 4)
+    monkeypatch.setattr(engine_module, "cpu_info", lambda: zen1)
+    window = open_window(old)
+    assert window.banner.isVisible() and "Convert the model again" in window.banner.text()
+    assert window.composer.button.isEnabled()  # it still answers

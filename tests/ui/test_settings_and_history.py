@@ -77,6 +77,18 @@ def test_dialog_shows_and_returns_settings(qtbot):
     assert dialog.settings() == AppSettings()
 
 
+def test_dialog_names_the_processor(qtbot, monkeypatch):
+    from engine import cpu
+    from ui import settings_dialog
+
+    zen1 = cpu.CpuInfo("AMD", "AMD EPYC 7551", "x86_64", frozenset({"avx2", "fma"}), 2, 4)
+    monkeypatch.setattr(settings_dialog, "cpu_info", lambda: zen1)
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    assert dialog.processor.text() == "AMD EPYC 7551, AVX2, no int8 matrix units, 2 cores"
+    assert dialog.threads.specialValueText() == "automatic (2)"
+
+
 def test_check_the_model_files_reports_intact_files_and_a_damaged_one(qtbot, tiny_int4, tmp_path,
                                                                       monkeypatch):
     """The full check runs off the GUI thread and says what it found, in both outcomes."""
