@@ -17,42 +17,37 @@ from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.capi import _pybind_state as ort_c
+from onnx import helper, numpy_helper
 
 from engine.cpu import cpu_info
+from engine.kernel_probe import int8_matmul, nbits_matmul, single_node_session
 
 MS = "com.microsoft"
 SAMPLE_ROWS = 16  # rows on which the AVX2 emulation (slow, numpy) is compared with this CPU
 
 
-def _session(node, inits: list, k: int, n: int, threads: int) -> ort.InferenceSession:
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)])
-    model.ir_version = 10
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def fp32(w: np.ndarray, threads: int):
     n, k = w.shape
-    return _session(helper.make_node("MatMul", ["x", "w"], ["y"]),
-                    [numpy_helper.from_array(np.ascontiguousarray(w.T), "w")], k, n, threads), None
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    return single_node_session(node, [numpy_helper.from_array(np.ascontiguousarray(w.T), "w")], k, n, threads), None
 
 
-def int8_symmetric(qmax: int) -> Callable:
-    def build(w: np.ndarray, threads: int):
-        n, k = w.shape
-        scale = (np.abs(w).max(1) / qmax).astype(np.float32)
-        q = np.clip(np.rint(w / scale[:, None]), -qmax, qmax).astype(np.int8)
-        inits = [numpy_helper.from_array(np.ascontiguousarray(q.T), "b"), numpy_helper.from_array(scale, "s"),
-                 numpy_helper.from_array(np.zeros(n, np.int8), "z")]
-        node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
-        return _session(node, inits, k, n, threads), (q, scale)
-    return build
+def int8_full_range(w: np.ndarray, threads: int):
+    """Per-channel int8 over the whole [-127, 127]: what the exporter wrote before 7-bit weights."""
+    n, k = w.shape
+    scale = (np.abs(w).max(1) / 127).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    inits = [numpy_helper.from_array(np.ascontiguousarray(q.T), "b"), numpy_helper.from_array(scale, "s"),
+             numpy_helper.from_array(np.zeros(n, np.int8), "z")]
+    node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
+    return single_node_session(node, inits, k, n, threads), (q, scale)
+
+
+def int8_seven_bit(w: np.ndarray, threads: int):
+    n, k = w.shape
+    node, inits = int8_matmul(w)
+    q_kn, scale = numpy_helper.to_array(inits[0]), numpy_helper.to_array(inits[1])
+    return single_node_session(node, inits, k, n, threads), (np.ascontiguousarray(q_kn.T), scale)
 
 
 def uint8_zero_point(w: np.ndarray, threads: int):
@@ -64,38 +59,23 @@ def uint8_zero_point(w: np.ndarray, threads: int):
     inits = [numpy_helper.from_array(np.ascontiguousarray(q.T), "b"), numpy_helper.from_array(scale, "s"),
              numpy_helper.from_array(zp, "z")]
     node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
-    return _session(node, inits, k, n, threads), None
+    return single_node_session(node, inits, k, n, threads), None
 
 
 def nbits(bits: int, block: int) -> Callable:
     def build(w: np.ndarray, threads: int):
         n, k = w.shape
-        kb = k // block
-        w_kn = np.ascontiguousarray(w.T, dtype=np.float32)
-        scales = np.empty((n * kb,), np.float32)
-        if bits == 4:
-            packed = np.empty((n, kb, block // 2), np.uint8)
-            zps = np.empty((n * ((kb + 1) // 2),), np.uint8)
-            ort_c.quantize_matmul_4bits(packed, w_kn, scales, zps, block, n, k, False)
-        else:
-            packed = np.empty((n, kb, block), np.uint8)
-            zps = np.empty((n * kb,), np.uint8)
-            ort_c.quantize_matmul_8bits(packed, w_kn, scales, zps, block, n, k, False)
-        inits = [numpy_helper.from_array(packed, "b"), numpy_helper.from_array(scales.reshape(n, kb), "s"),
-                 numpy_helper.from_array(zps.reshape(n, -1), "z")]
-        node = helper.make_node("MatMulNBits", ["x", "b", "s", "z"], ["y"], domain=MS, K=k, N=n, bits=bits,
-                                block_size=block, accuracy_level=4)
-        return _session(node, inits, k, n, threads), None
+        return single_node_session(*nbits_matmul(w, bits, block), k, n, threads), None
     return build
 
 
 CANDIDATES: dict[str, Callable] = {
     "fp32 MatMul": fp32,
-    "int8 full range [-127, 127] (DynamicQuantizeMatMul)": int8_symmetric(127),
-    "int8 7-bit [-63, 63] (DynamicQuantizeMatMul; default)": int8_symmetric(63),
+    "int8 full range [-127, 127] (DynamicQuantizeMatMul)": int8_full_range,
+    "int8 7-bit [-63, 63] (DynamicQuantizeMatMul; default)": int8_seven_bit,
     "u8u8 with zero points (DynamicQuantizeMatMul)": uint8_zero_point,
     "MatMulNBits 8-bit, block 128": nbits(8, 128),
-    "MatMulNBits 8-bit, block 32": nbits(8, 32),
+    "MatMulNBits 8-bit, block 32 (int8-block)": nbits(8, 32),
     "MatMulNBits 4-bit, block 128": nbits(4, 128),
 }
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.capi import _pybind_state as ort_c
 
 from .cpu import CpuInfo, cpu_info
 
@@ -64,38 +63,40 @@ class PromptGraphAdvice:
                 f"{self.prompt_speedup:.1f}x faster, not worth ~4 GB more disk and memory.")
 
 
-def _session(node, inits) -> ort.InferenceSession:
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, PROBE_K])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, PROBE_N])], inits)
+def single_node_session(node, inits: list, k: int, n: int, threads: int | None = None) -> ort.InferenceSession:
+    """A one-node graph x [M, k] -> y [M, n] (for timing one kernel on its own)."""
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                     helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 10
     so = ort.SessionOptions()
-    so.intra_op_num_threads = cpu_info().physical_cores
+    so.intra_op_num_threads = threads or cpu_info().physical_cores
     so.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _int4_session(w: np.ndarray) -> ort.InferenceSession:
-    kb = PROBE_K // INT4_BLOCK
-    packed = np.empty((PROBE_N, kb, INT4_BLOCK // 2), np.uint8)
-    scales = np.empty((PROBE_N * kb,), np.float32)
-    zps = np.empty((PROBE_N * ((kb + 1) // 2),), np.uint8)
-    ort_c.quantize_matmul_4bits(packed, np.ascontiguousarray(w.T), scales, zps, INT4_BLOCK, PROBE_N, PROBE_K, False)
-    inits = [numpy_helper.from_array(packed, "b"), numpy_helper.from_array(scales.reshape(PROBE_N, kb), "s"),
-             numpy_helper.from_array(zps.reshape(PROBE_N, -1), "z")]
-    return _session(helper.make_node("MatMulNBits", ["x", "b", "s", "z"], ["y"], domain="com.microsoft", K=PROBE_K,
-                                     N=PROBE_N, bits=4, block_size=INT4_BLOCK, accuracy_level=4), inits)
+def nbits_matmul(w_nk: np.ndarray, bits: int, block: int, accuracy_level: int = 4):
+    """(node, initializers) of MatMulNBits over a [N, K] weight, packed as the exporter packs it."""
+    from exporter.quantize import quantize_int4, quantize_int8_blocks
+
+    n, k = w_nk.shape
+    q = quantize_int4(w_nk, block) if bits == 4 else quantize_int8_blocks(w_nk, block)
+    inits = [numpy_helper.from_array(q.packed, "b"), numpy_helper.from_array(q.scales, "s"),
+             numpy_helper.from_array(q.zero_points, "z")]
+    node = helper.make_node("MatMulNBits", ["x", "b", "s", "z"], ["y"], domain="com.microsoft", K=k, N=n, bits=bits,
+                            block_size=q.block_size, accuracy_level=accuracy_level)
+    return node, inits
 
 
-def _int8_session(w: np.ndarray) -> ort.InferenceSession:
-    from exporter.quantize import quantize_int8  # the exporter's own format, so we time what it writes
+def int8_matmul(w_nk: np.ndarray):
+    """(node, initializers) of DynamicQuantizeMatMul with the exporter's int8 weights."""
+    from exporter.quantize import quantize_int8
 
-    q = quantize_int8(w)
+    q = quantize_int8(w_nk)
     inits = [numpy_helper.from_array(q.q_kn, "b"), numpy_helper.from_array(q.scales, "s"),
-             numpy_helper.from_array(np.zeros(PROBE_N, np.int8), "z")]
-    return _session(helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain="com.microsoft"),
-                    inits)
+             numpy_helper.from_array(np.zeros(len(q.scales), np.int8), "z")]
+    return helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain="com.microsoft"), inits
 
 
 def _best_gops(sessions: list[ort.InferenceSession], x: np.ndarray, budget: float) -> list[float]:
@@ -117,7 +118,9 @@ def measure_prompt_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((PROBE_N, PROBE_K)) * 0.02).astype(np.float32)
     x = rng.standard_normal((PROBE_ROWS, PROBE_K)).astype(np.float32)
-    int4, int8 = _best_gops([_int4_session(w), _int8_session(w)], x, seconds)
+    sessions = [single_node_session(*nbits_matmul(w, 4, INT4_BLOCK), PROBE_K, PROBE_N),
+                single_node_session(*int8_matmul(w), PROBE_K, PROBE_N)]
+    int4, int8 = _best_gops(sessions, x, seconds)
     return PromptGraphAdvice((cpu or cpu_info()).summary(), round(int4, 1), round(int8, 1))
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from exporter.quantize import INT8_WEIGHT_MAX, quantize_int8
 
@@ -72,19 +71,13 @@ def test_full_range_int8_weights_would_saturate():
 def test_onnxruntime_int8_matmul_on_this_cpu_equals_the_integer_reference(k, n):
     """The kernel this machine runs gives what exact integer arithmetic gives (to fp32 rounding),
     on activations with outlier channels."""
+    from engine.kernel_probe import int8_matmul, single_node_session
+
     rng = np.random.default_rng(2)
     w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
     q = quantize_int8(w)
     x = outlier_activations(64, k, seed=3)
-    graph = helper.make_graph(
-        [helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain="com.microsoft")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
-        [numpy_helper.from_array(q.q_kn, "b"), numpy_helper.from_array(q.scales, "s"),
-         numpy_helper.from_array(np.zeros(n, np.int8), "z")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 10
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = single_node_session(*int8_matmul(w), k, n)  # the graph's node, as the exporter writes it
     ours = session.run(None, {"x": x})[0].astype(np.float64)
     xq, x_scale, zp = quantize_activations(x)
     integer = exact_sums(xq, zp, q.q_kn) * x_scale * q.scales.astype(np.float64)[None, :]
