@@ -111,6 +111,8 @@ def create_app(service: Service, policy: HostPolicy, api_key: str | None = None)
             gone.cancel()
         if not answer.done():
             return Response(status_code=499)  # nobody reads it
+        if answer.result().finish_reason == "cancelled":
+            raise _stopped()
         return JSONResponse(reply.whole(answer.result()))
 
     routes = [Route("/v1/models", models, methods=["GET"]),
@@ -127,6 +129,9 @@ async def _events(reply: Reply, queue: asyncio.Queue, cancel: threading.Event):
             kind, value = await queue.get()
             if kind == "text":
                 yield sse(reply.chunk({"content": value}))
+            elif kind == "done" and value.finish_reason == "cancelled":  # the server is stopping
+                yield sse(_stopped().body())
+                return
             elif kind == "done":
                 yield sse(reply.chunk({}, value.finish_reason))
                 if reply.include_usage:
@@ -166,6 +171,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"The request body is larger than {limit // 2**20} MiB.", code="request_too_large")
+
+
+def _stopped() -> ApiError:
+    return ApiError(503, "The server stopped before the answer was complete.", code="server_stopping")
 
 
 def _model_card(service: Service) -> dict:

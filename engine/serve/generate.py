@@ -44,6 +44,7 @@ def complete(engine, pool: SlotPool, prompt: Prompt, sampling: SamplingOptions, 
     try:
         return _complete(engine, pool, prompt, sampling, stops, cancel, on_text)
     finally:
+        engine.decoder.bind(engine.decoder.default_cache)  # as the app's chat expects to find it
         engine.lock.release()
 
 
