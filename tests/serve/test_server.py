@@ -331,7 +331,8 @@ def test_a_full_line_answers_429_with_retry_after(serve, slow_decoding):
     running = client.chat.completions.create(stream=True, **LONG)
     next(iter(running))  # its generation holds the engine
     waiting = []
-    thread = threading.Thread(target=lambda: waiting.append(client.chat.completions.create(**{**LONG, "max_tokens": 2})))
+    short = {**LONG, "max_tokens": 2}
+    thread = threading.Thread(target=lambda: waiting.append(client.chat.completions.create(**short)))
     thread.start()
     deadline = time.monotonic() + 10
     while server.service.scheduler.admitted < 2 and time.monotonic() < deadline:
