@@ -20,7 +20,7 @@ from .prompt import Key, Prompt
 
 @dataclass
 class Slot:
-    cache: KVCache
+    cache: KVCache | None  # made when the slot is first used
     keys: list[Key] = field(default_factory=list)  # one per token in the cache, always len == cache.length
     prompt_length: int = 0  # tokens of the last prompt read into it (the rest is its answer)
     last_used: int = 0
@@ -56,7 +56,8 @@ class SlotPool:
     def __init__(self, new_cache, count: int):
         if count < 1:
             raise ValueError("the server needs at least one cache slot")
-        self.slots = [Slot(new_cache()) for _ in range(count)]
+        self.slots = [Slot(None) for _ in range(count)]
+        self._new_cache = new_cache
         self._clock = 0
 
     def choose(self, prompt: Prompt) -> tuple[Slot, int]:
@@ -68,4 +69,6 @@ class SlotPool:
             slot = min(self.slots, key=lambda s: s.last_used)
             keep = reusable(slot.keys, prompt)
         slot.last_used = self._clock
+        if slot.cache is None:
+            slot.cache = self._new_cache()
         return slot, keep

@@ -123,6 +123,7 @@ class FakeCache:
 
 def filled(pool: SlotPool, index: int, keys: list, prompt_length: int) -> Slot:
     slot = pool.slots[index]
+    slot.cache = slot.cache or FakeCache()
     slot.keys, slot.cache.length, slot.prompt_length = list(keys), len(keys), prompt_length
     return slot
 
@@ -132,12 +133,15 @@ def plain(keys: list) -> Prompt:
 
 
 def test_slots_keep_separate_conversations_and_follow_ups_find_theirs():
-    pool = SlotPool(FakeCache, 2)
+    made = []
+    pool = SlotPool(lambda: made.append(FakeCache()) or made[-1], 2)
+    assert made == []  # a slot's cache is made when it is first used
     a = filled(pool, 0, [1, 2, 3, 4, 5, 6, 7, 8], prompt_length=6)  # system 1 2, question, answer 7 8
     slot, keep = pool.choose(plain([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))  # a follow-up
     assert (slot, keep) == (a, 8)
     slot, keep = pool.choose(plain([1, 2, 30, 31]))  # another conversation, same system prompt
     assert slot is pool.slots[1] and keep == 0  # the first conversation is not overwritten
+    assert slot.cache is made[-1]
     filled(pool, 1, [1, 2, 30, 31, 40], prompt_length=4)
     slot, keep = pool.choose(plain([1, 2, 3, 4, 5, 6]))  # the first question again (regenerate)
     assert (slot, keep) == (a, 5)
