@@ -8,6 +8,7 @@ stop_reason "context_full".
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -65,6 +66,28 @@ class _Rewind:
     prefill_seconds: float
 
 
+def _holding_engine(method):
+    """Run a generator method with the engine to itself, on this conversation's own KV cache.
+
+    Another caller (the local server) may be generating: say so, and wait, unless cancelled."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        lock = self.engine.lock
+        if not lock.acquire(blocking=False):
+            self._cancel.clear()
+            yield StatusEvent(Stage.WAITING)
+            while not lock.acquire(timeout=0.05):
+                if self._cancel.is_set():
+                    yield self._nothing_answered(0)
+                    return
+        try:
+            self.engine.decoder.bind(self._kv)
+            return (yield from method(self, *args, **kwargs))
+        finally:
+            lock.release()
+    return wrapper
+
+
 class Conversation:
     def __init__(self, engine):
         self.engine = engine
@@ -75,12 +98,13 @@ class Conversation:
         self._cancel = threading.Event()
         self._rewind: _Rewind | None = None
         self._closed = False
-        engine.decoder.reset()
+        self._kv = engine.decoder.default_cache  # the app has one conversation at a time
+        self._kv.reset()
 
     # -- public --------------------------------------------------------------------------------
     @property
     def context_used(self) -> int:
-        return self.engine.decoder.length + len(self._pending)
+        return self._kv.length + len(self._pending)
 
     def cancel(self) -> None:
         """Thread-safe: the running ask(), regenerate() or restore() stops before its next step.
@@ -93,6 +117,7 @@ class Conversation:
     def close(self) -> None:
         self._closed = True
 
+    @_holding_engine
     def ask(self, text: str, images: Sequence = (), sampling: SamplingOptions | None = None,
             detail: str | None = None) -> Iterator[Event]:
         """Answer `text` about `images` (paths, bytes or PIL images), streaming events.
@@ -125,6 +150,7 @@ class Conversation:
                                sum(p.num_tokens for p in prepared), read.vision_seconds, read.prefill_seconds)
         yield from self._answer_or_undo(start, sampling)
 
+    @_holding_engine
     def restore(self, turns: Sequence[tuple[str, Sequence, str]], detail: str | None = None) -> Iterator[Event]:
         """Re-read a saved conversation, given as (question, images, answer) turns, into this (new)
         conversation, so that follow-up questions can refer to it. The history is tokenized as the
@@ -161,6 +187,7 @@ class Conversation:
                         time_to_first_token=0.0, decode_tokens_per_second=0.0, stop_reason="restored",
                         context_used=self.context_used, context_limit=eng.context_limit)
 
+    @_holding_engine
     def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
         """Answer the last question again: the cache is rewound to just after the question."""
         self._check_open()

@@ -1,6 +1,7 @@
 """The engine: one loaded model (both graphs, tokenizer, settings) and the conversations on it."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def saturating_int8_warning(manifest: dict, cpu: CpuInfo) -> str | None:
 
 
 class Engine:
-    """Loads an artifact folder; use it from one thread (only Conversation.cancel is thread-safe)."""
+    """Loads an artifact folder. Conversations hold `lock` while they generate, so the app's chat
+    and the local server can take turns from different threads, each on its own KV cache;
+    anything else that drives the decoder directly must hold it too."""
 
     def __init__(self, model_dir: Path, options: EngineOptions = EngineOptions()):
         self.model_dir = Path(model_dir)
@@ -92,6 +95,7 @@ class Engine:
         self.image_token_id = int(m["tokens"]["image"])
         self.merge_size = int(m["vision"]["merge_size"])
         self._active = None
+        self.lock = threading.Lock()  # one generation at a time (the CPU is the bottleneck anyway)
 
     def default_sampling(self, **overrides) -> SamplingOptions:
         """generation_config.json of the checkpoint plus the model card's advice for images."""

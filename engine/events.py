@@ -6,6 +6,7 @@ from enum import Enum
 
 
 class Stage(str, Enum):
+    WAITING = "waiting for another answer"  # the engine is busy (the local server is answering)
     ENCODING_IMAGE = "encoding image"
     READING_PROMPT = "reading the prompt"
     ANSWERING = "answering"

@@ -81,8 +81,29 @@ class VisionRunner:
         return embeds, deepstack
 
 
+class KVCache:
+    """Keys and values of every layer for one token sequence, and how many tokens it holds.
+
+    A conversation (or a server slot) owns one, so several can keep their history side by side;
+    the runner appends to whichever is bound. Slots after `length` are stale and simply
+    overwritten later."""
+
+    def __init__(self, shape: DecoderShape, max_len: int, dtype: np.dtype):
+        dims = (1, shape.kv_heads, max_len, shape.head_dim)
+        self.buffers = [cache_buffer(dims, dtype) for _ in range(2 * shape.num_layers)]
+        self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in self.buffers]
+        self.max_len = max_len
+        self.length = 0
+
+    def reset(self, length: int = 0) -> None:
+        """Forget everything after `length` tokens."""
+        if not 0 <= length <= self.length:
+            raise ValueError("cannot extend the cache by truncating it")
+        self.length = length
+
+
 class DecoderRunner:
-    """Runs chunks of tokens through the decoder, appending to one KV cache of `max_len` slots."""
+    """Runs chunks of tokens through the decoder, appending to the bound KV cache of `max_len` slots."""
 
     PREFILL_MIN_TOKENS = 32  # below this a chunk is decode-like: the int4 graph reads fewer bytes
 
@@ -107,11 +128,9 @@ class DecoderRunner:
             self._prefill_loader = threading.Thread(target=self._load_prefill, args=(prefill_path, threads),
                                                     name="iris-prefill-graph-loader", daemon=False)
             self._prefill_loader.start()
-        dims = (1, shape.kv_heads, max_len, shape.head_dim)
         self.kv_type = cache_type(self.session)
-        self._buffers = [cache_buffer(dims, self.kv_type) for _ in range(2 * shape.num_layers)]
-        self._cache = [ort.OrtValue.ortvalue_from_numpy(b) for b in self._buffers]
-        self.length = 0  # tokens currently in the cache
+        self.default_cache = self.new_cache()
+        self.cache = self.default_cache  # the cache forward() appends to; see bind()
 
     def _load_prefill(self, path: Path, threads: int | None) -> None:
         try:
@@ -133,11 +152,34 @@ class DecoderRunner:
             self._prefill_loader.join(timeout)
         return self.prefill_session is not None
 
+    def new_cache(self) -> KVCache:
+        """Another independent cache of `max_len` slots (its memory is committed only as it fills)."""
+        return KVCache(self.shape, self.max_len, self.kv_type)
+
+    def bind(self, cache: KVCache) -> None:
+        """Make `cache` the one prefill()/forward()/reset() work on (the caller holds the engine)."""
+        self.cache = cache
+
+    @property
+    def length(self) -> int:
+        """Tokens in the bound cache."""
+        return self.cache.length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self.cache.length = value
+
+    @property
+    def _buffers(self) -> list[np.ndarray]:
+        return self.cache.buffers
+
+    @property
+    def _cache(self) -> list[ort.OrtValue]:
+        return self.cache.values
+
     def reset(self, length: int = 0) -> None:
-        """Forget everything after `length` tokens (the slots are simply overwritten later)."""
-        if not 0 <= length <= self.length:
-            raise ValueError("cannot extend the cache by truncating it")
-        self.length = length
+        """Forget everything after `length` tokens of the bound cache."""
+        self.cache.reset(length)
 
     def prefill(self, input_ids: np.ndarray, position_ids: np.ndarray, visual_embeds: np.ndarray | None = None,
                 visual_pos: np.ndarray | None = None, deepstack: np.ndarray | None = None,

@@ -3,8 +3,9 @@
 Order as in transformers' generate: penalties, then temperature, top-k, top-p, then a draw.
 Repetition penalty divides positive logits and multiplies negative ones (once per distinct
 token); presence penalty (not in transformers; the vLLM/OpenAI rule the model card's advice
-refers to) subtracts a constant once per distinct token. Both look at the token ids the caller
-passes, normally the tokens generated so far in this answer.
+refers to) subtracts a constant once per distinct token, and frequency penalty (OpenAI's) a
+constant per occurrence. All look at the token ids the caller passes, normally the tokens
+generated so far in this answer.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class SamplingOptions:
     top_k: int = 20  # 0 disables top-k
     repetition_penalty: float = 1.0
     presence_penalty: float = 1.5
+    frequency_penalty: float = 0.0
     max_new_tokens: int = 1024
     seed: int | None = None
     greedy: bool = False
@@ -53,20 +55,24 @@ class SamplingOptions:
 
 
 def apply_penalties(
-    logits: np.ndarray, seen_ids: Sequence[int], repetition_penalty: float, presence_penalty: float
+    logits: np.ndarray, seen_ids: Sequence[int], repetition_penalty: float, presence_penalty: float,
+    frequency_penalty: float = 0.0,
 ) -> np.ndarray:
     """A penalised float32 copy of `logits`; ids outside the vocabulary are ignored."""
     out = np.array(logits, dtype=np.float32, copy=True)
-    if len(seen_ids) == 0 or (repetition_penalty == 1.0 and presence_penalty == 0.0):
+    if len(seen_ids) == 0 or (repetition_penalty == 1.0 and presence_penalty == 0.0 and frequency_penalty == 0.0):
         return out
-    ids = np.unique(np.asarray(seen_ids, dtype=np.int64))
-    ids = ids[(ids >= 0) & (ids < out.shape[-1])]
+    ids, counts = np.unique(np.asarray(seen_ids, dtype=np.int64), return_counts=True)
+    inside = (ids >= 0) & (ids < out.shape[-1])
+    ids, counts = ids[inside], counts[inside]
     if repetition_penalty != 1.0:
         picked = out[ids]
         penalty = np.float32(repetition_penalty)
         out[ids] = np.where(picked < 0, picked * penalty, picked / penalty)
     if presence_penalty != 0.0:
         out[ids] -= np.float32(presence_penalty)
+    if frequency_penalty != 0.0:
+        out[ids] -= np.float32(frequency_penalty) * counts.astype(np.float32)
     return out
 
 
@@ -99,7 +105,7 @@ class Sampler:
     def process(self, logits: np.ndarray, seen_ids: Sequence[int] = ()) -> np.ndarray:
         """The logits the draw uses: penalised, and warped unless greedy."""
         o = self.options
-        out = apply_penalties(logits, seen_ids, o.repetition_penalty, o.presence_penalty)
+        out = apply_penalties(logits, seen_ids, o.repetition_penalty, o.presence_penalty, o.frequency_penalty)
         if o.greedy:
             return out
         return filter_logits(out, o.temperature, o.top_k, o.top_p)

@@ -123,13 +123,19 @@ class MainWindow(QMainWindow):
         self.busy_bar.setTextVisible(False)
         self.busy_bar.setVisible(False)
         self.model_label = QLabel()
+        self.serve_label = QLabel()  # "Serving at URL" while the local server runs
+        self.serve_label.setObjectName("serveStatus")
+        self.serve_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.serve_label.setVisible(False)
         self.statusBar().addWidget(self.busy_bar)
         self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.serve_label)
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _connect(self) -> None:
         self.controller.loaded.connect(self._on_loaded)
         self.controller.loadFailed.connect(self._on_load_failed)
+        self.controller.servingChanged.connect(self._on_serving_changed)
         self.session.status.connect(self._set_status)
         self.session.error.connect(self.show_error)
         self.session.notice.connect(self.show_notice)
@@ -161,6 +167,7 @@ class MainWindow(QMainWindow):
         self.image_pane.set_cost_function(None)
         self.composer.set_can_send(False)
         self._set_status(STAGE_TEXT[LOADING], busy=True)
+        self.controller.set_serving(*self.settings.serve_fields())  # starts once the model is loaded
         self.controller.load(EngineSetup(self.model_dir, self.settings.threads or None))
 
     def _on_loaded(self, info: EngineInfo) -> None:
@@ -206,6 +213,14 @@ class MainWindow(QMainWindow):
             self.session.when_idle(self._reload_model)
         elif new.image_detail != old.image_detail and self.info is not None:
             self._show_image_costs()  # the next question sends its images at the new detail
+        if new.serve_fields() != old.serve_fields():
+            self.controller.set_serving(*new.serve_fields())
+
+    def _on_serving_changed(self, url: str, error: str) -> None:
+        self.serve_label.setText(f"Serving at {url}" if url else "")
+        self.serve_label.setVisible(bool(url))
+        if error:
+            self.show_error(error)
 
     def _show_image_costs(self) -> None:
         info, detail = self.info, self.settings.image_detail

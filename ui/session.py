@@ -25,6 +25,7 @@ STAGE_TEXT = {
     "encoding image": "Encoding the image",
     "reading the prompt": "Reading the prompt",
     "answering": "Answering",
+    "waiting for another answer": "Waiting for the local server's answer",
 }
 REOPENED_NOTICE = (
     "Reopened from your saved chats. The model does not remember these earlier turns yet: "

@@ -26,6 +26,8 @@ class AppSettings:
     max_new_tokens: int = _SAMPLING_DEFAULTS.max_new_tokens
     threads: int = 0  # 0: let onnxruntime choose
     model_dir: str = ""  # "": the default folder in the data folder
+    serve_local: bool = False  # the OpenAI-compatible server for other programs (engine/serve)
+    serve_port: int = 8088
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(
@@ -35,6 +37,10 @@ class AppSettings:
             presence_penalty=self.presence_penalty,
             max_new_tokens=self.max_new_tokens,
         )
+
+    def serve_fields(self) -> tuple[bool, int]:
+        """Whether and where the local server runs (no reload needed)."""
+        return (self.serve_local, self.serve_port)
 
     def engine_fields(self) -> tuple:
         """The settings that need the engine to be built again when they change (the image detail
@@ -86,6 +92,8 @@ def load_settings(store: QSettings | None = None) -> AppSettings:
         values[f.name] = _coerce(store.value(f"options/{f.name}", default), default)
     if values["image_detail"] not in IMAGE_DETAILS:
         values["image_detail"] = defaults.image_detail
+    if not 1 <= values["serve_port"] <= 65535:
+        values["serve_port"] = defaults.serve_port
     try:
         settings = AppSettings(**values)
         settings.sampling()  # validates the ranges

@@ -1,6 +1,6 @@
 """The Settings dialog: image detail (with what it costs for the current image), sampling,
-threads and the model folder, and a full check of the model's files. It edits an AppSettings
-value; the window stores and applies it."""
+threads, the model folder, a full check of the model's files and the local server. It edits an
+AppSettings value; the window stores and applies it."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-    QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+    QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from engine.cpu import cpu_info
@@ -100,6 +101,7 @@ class SettingsDialog(QDialog):
         check_row.addStretch(1)
         model_form.addRow("", check_row)
         model_form.addRow("", self.check_result)
+        serve_box = self._build_serve_box()
         note = QLabel(
             "Changing threads or the model folder reloads the model and starts a new chat. "
             "Image detail applies to the images of your next question."
@@ -118,7 +120,7 @@ class SettingsDialog(QDialog):
             lambda: self.set_settings(AppSettings())
         )
         layout = QVBoxLayout(self)
-        for widget in (image_box, answer_box, model_box, note, buttons):
+        for widget in (image_box, answer_box, model_box, serve_box, note, buttons):
             layout.addWidget(widget)
         self.set_settings(settings)
 
@@ -131,7 +133,10 @@ class SettingsDialog(QDialog):
         self.max_new_tokens.setValue(settings.max_new_tokens)
         self.threads.setValue(settings.threads)
         self.model_dir.setText(settings.model_dir)
+        self.serve_local.setChecked(settings.serve_local)
+        self.serve_port.setValue(settings.serve_port)
         self._update_detail_info()
+        self._update_serve_info()
 
     def settings(self) -> AppSettings:
         return replace(
@@ -144,6 +149,8 @@ class SettingsDialog(QDialog):
             max_new_tokens=self.max_new_tokens.value(),
             threads=self.threads.value(),
             model_dir=self.model_dir.text().strip(),
+            serve_local=self.serve_local.isChecked(),
+            serve_port=self.serve_port.value(),
         )
 
     def model_folder(self) -> Path | None:
@@ -177,6 +184,37 @@ class SettingsDialog(QDialog):
             self._check = None
         super().done(result)
 
+    def _build_serve_box(self) -> QGroupBox:
+        """Off by default; when on, the address and an example other programs can copy."""
+        self.serve_local = QCheckBox("Serve on this computer")
+        self.serve_local.setToolTip("Other programs on this computer can use the model through an "
+                                    "OpenAI-compatible API. Nothing is reachable from other computers.")
+        self.serve_port = QSpinBox(minimum=1024, maximum=65535)
+        self.serve_url = QLineEdit(readOnly=True)
+        self.serve_example = QPlainTextEdit(readOnly=True)
+        self.serve_example.setObjectName("serveExample")
+        self.serve_example.setMaximumHeight(90)
+        self.serve_copy = QPushButton("Copy example")
+        self.serve_copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.serve_example.toPlainText()))
+        self.serve_local.toggled.connect(self._update_serve_info)
+        self.serve_port.valueChanged.connect(self._update_serve_info)
+        box = QGroupBox("Local API")
+        form = QFormLayout(box)
+        form.addRow(self.serve_local)
+        form.addRow("Port:", self.serve_port)
+        form.addRow("Address:", self.serve_url)
+        form.addRow(self.serve_example)
+        form.addRow("", self.serve_copy)
+        return box
+
+    def _update_serve_info(self) -> None:
+        on = self.serve_local.isChecked()
+        url = serve_url(self.serve_port.value())
+        self.serve_url.setText(url if on else "off")
+        self.serve_example.setPlainText(serve_example(url) if on else "")
+        for widget in (self.serve_url, self.serve_example, self.serve_copy):
+            widget.setEnabled(on)
+
     def _update_detail_info(self) -> None:
         self.detail_info.setText(detail_summary(
             self.detail.currentData(), self._current_image, self._cost, self._speed
@@ -208,6 +246,16 @@ def detail_summary(
         return text + "; the time shows after the first answer."
     shown = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
     return text + f", about {shown} s to read at the last measured speed."
+
+
+def serve_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def serve_example(url: str) -> str:
+    """A command a user can paste into a terminal to see the server answer."""
+    return (f"curl {url}/chat/completions -H \"Content-Type: application/json\" "
+            """-d '{"model": "iris", "messages": [{"role": "user", "content": "Hello!"}]}'""")
 
 
 def _double(minimum: float, maximum: float, step: float, decimals: int) -> QDoubleSpinBox:

@@ -5,6 +5,9 @@ object that ever touches it; the UI sends it requests through queued signals and
 text pieces and stats back the same way, so the UI never blocks. The one exception is
 `cancel()`, which the engine allows from any thread: Stop calls it directly so compute stops
 within one decode step instead of waiting behind the running answer in the queue.
+
+The worker also runs the optional local server (engine/serve) on the engine it owns; the server
+answers on threads of its own and takes turns with the chat through the engine's lock.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class EngineWorker(QObject):
     restored = Signal(object)  # TurnStats: a reopened chat was re-read before the question
     restoreFailed = Signal(str, bool)  # it could not be (message, too long for the context);
     # the question then goes to a fresh conversation
+    servingChanged = Signal(str, str)  # (URL, error): URL "" while not serving, error "" if none
 
     def __init__(self, engine_factory: Callable | None = None):
         super().__init__()
@@ -73,6 +77,8 @@ class EngineWorker(QObject):
         self._running = None  # (conversation, turn id) of the ask()/regenerate() in progress
         self._cancelled_through = 0  # every turn id up to this one has been stopped
         self._closing = threading.Event()
+        self._serve_wanted = (False, 0)  # (on, port) as the settings say
+        self._server = None  # a running engine.serve LocalServer
 
     # -- slots (engine thread) ------------------------------------------------------------
 
@@ -81,6 +87,7 @@ class EngineWorker(QObject):
         if self._closing.is_set():
             return
         self.status.emit(LOADING)
+        self._stop_server()  # it serves the engine being replaced
         self._engine = self._conversation = None
         try:
             engine = self._engine_factory(setup)
@@ -95,6 +102,7 @@ class EngineWorker(QObject):
             return
         self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens,
                                     tuple(getattr(engine, "warnings", ()))))
+        self._apply_serving()
 
     @Slot(int, str, object, object, str, object)
     def ask(self, turn_id: int, text: str, images, sampling, detail: str, history) -> None:
@@ -112,6 +120,12 @@ class EngineWorker(QObject):
     def new_conversation(self) -> None:
         if self._engine is not None and not self._closing.is_set():
             self._conversation = self._engine.new_conversation()
+
+    @Slot(bool, int)
+    def set_serving(self, enabled: bool, port: int) -> None:
+        """Serve the model to other programs on 127.0.0.1:port (from now, or once it is loaded)."""
+        self._serve_wanted = (bool(enabled), int(port))
+        self._apply_serving()
 
     # -- any thread -----------------------------------------------------------------------
 
@@ -131,9 +145,13 @@ class EngineWorker(QObject):
             running = self._running
         if running is not None:
             running[0].cancel()
+        server = self._server
+        if server is not None:
+            server.service.cancel_all()  # release() stops it once the thread is done
 
     def release(self) -> None:
         """Drop the engine; only call once the thread has finished."""
+        self._stop_server()
         self._engine = self._conversation = self._running = None
 
     # -- internals ------------------------------------------------------------------------
@@ -194,6 +212,36 @@ class EngineWorker(QObject):
                 fresh.cancel()
             return fresh
 
+    def _apply_serving(self) -> None:
+        enabled, port = self._serve_wanted
+        running = self._server
+        if running is not None and enabled and running.port == port and running.service.engine is self._engine:
+            return
+        self._stop_server()
+        if not enabled or self._engine is None or self._closing.is_set():
+            self.servingChanged.emit("", "")
+            return
+        try:
+            from engine.serve.server import LocalServer
+
+            server = LocalServer(self._engine, port=port)
+            server.start()
+        except OSError as error:
+            self.servingChanged.emit("", f"The local server could not start on port {port}: "
+                                         f"{error.strerror or error}. Choose another port in Settings.")
+            return
+        except Exception as error:
+            log.error("starting the local server failed:\n%s", traceback.format_exc())
+            self.servingChanged.emit("", f"The local server could not start: {error}")
+            return
+        self._server = server
+        self.servingChanged.emit(server.url, "")
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
     def _is_cancelled(self, turn_id: int) -> bool:
         with self._lock:
             return turn_id <= self._cancelled_through
@@ -221,6 +269,7 @@ class EngineController(QObject):
     _askRequested = Signal(int, str, object, object, str, object)
     _regenerateRequested = Signal(int, object)
     _newConversationRequested = Signal()
+    _servingRequested = Signal(bool, int)
 
     loaded = Signal(object)
     loadFailed = Signal(str)
@@ -231,6 +280,7 @@ class EngineController(QObject):
     turnSkipped = Signal()
     restored = Signal(object)
     restoreFailed = Signal(str, bool)
+    servingChanged = Signal(str, str)
 
     def __init__(self, engine_factory: Callable | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -242,9 +292,10 @@ class EngineController(QObject):
         self._askRequested.connect(self._worker.ask)
         self._regenerateRequested.connect(self._worker.regenerate)
         self._newConversationRequested.connect(self._worker.new_conversation)
+        self._servingRequested.connect(self._worker.set_serving)
         for name in (
             "loaded", "loadFailed", "status", "textPiece", "turnFinished", "turnFailed", "turnSkipped",
-            "restored", "restoreFailed",
+            "restored", "restoreFailed", "servingChanged",
         ):
             getattr(self._worker, name).connect(getattr(self, name))
         self._turn_counter = 0
@@ -269,6 +320,10 @@ class EngineController(QObject):
 
     def new_conversation(self) -> None:
         self._newConversationRequested.emit()
+
+    def set_serving(self, enabled: bool, port: int) -> None:
+        """Turn the local server on or off; servingChanged tells the outcome."""
+        self._servingRequested.emit(enabled, port)
 
     def cancel(self) -> None:
         """Stop the answer being written and any request still waiting in the queue."""

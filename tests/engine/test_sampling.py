@@ -99,6 +99,18 @@ def test_presence_penalty_subtracts_once_per_distinct_token():
     assert logits[5] == random_logits(8)[5]  # input untouched
 
 
+def test_frequency_penalty_subtracts_per_occurrence_as_openai_does():
+    logits = random_logits(9)
+    seen = [5, 5, 5, 9, VOCAB + 3]
+    ours = apply_penalties(logits, seen, repetition_penalty=1.0, presence_penalty=0.5, frequency_penalty=0.25)
+    expected = logits.copy()
+    expected[5] -= 0.5 + 3 * 0.25  # OpenAI: mu[j] - c[j] * frequency - (c[j] > 0) * presence
+    expected[9] -= 0.5 + 0.25
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    assert Sampler(SamplingOptions(greedy=True, presence_penalty=0.0, frequency_penalty=1.0)).next_token(
+        np.array([3.0, 2.5, 0.0], np.float32), seen_ids=[0]) == 1
+
+
 def test_greedy_is_argmax_after_penalties():
     logits = np.zeros(10, dtype=np.float32)
     logits[4], logits[7] = 5.0, 4.0

@@ -240,3 +240,27 @@ def test_bundled_exporter_reports_a_bad_source_clearly(bundle, tmp_path):
                           env=bare_env(tmp_path, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_build
+def test_bundled_server_answers_an_openai_request(bundle, tiny_fp32, tmp_path):
+    """iris-serve in a bare environment: uvicorn's protocol modules (loaded by name) are inside."""
+    import json
+    import urllib.request
+
+    proc = subprocess.Popen([str(bundle / "iris-serve"), str(tiny_fp32), "--port", "0"], env=bare_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert " at http://127.0.0.1:" in line, line + proc.stderr.read()[-4000:]
+        url = line.split(" at ")[1].split()[0]
+        body = json.dumps({"model": "iris", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0,
+                           "max_tokens": 3}).encode()
+        request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        assert answer["object"] == "chat.completion" and answer["usage"]["completion_tokens"] >= 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert [name for name in frozen_modules(bundle / "iris-serve") if FORBIDDEN.search(name.split(".")[0])] == []

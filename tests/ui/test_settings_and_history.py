@@ -152,6 +152,29 @@ def test_closing_the_dialog_stops_a_running_check(qtbot, tiny_int4, monkeypatch)
     assert stopped == [True]
 
 
+def test_the_local_api_setting_is_off_by_default_and_shows_a_copyable_example(qtbot, settings_file):
+    from PySide6.QtGui import QGuiApplication
+
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    assert not dialog.serve_local.isChecked() and dialog.serve_url.text() == "off"
+    assert not dialog.serve_copy.isEnabled() and dialog.serve_example.toPlainText() == ""
+    dialog.serve_local.setChecked(True)
+    dialog.serve_port.setValue(9123)
+    assert dialog.serve_url.text() == "http://127.0.0.1:9123/v1"
+    example = dialog.serve_example.toPlainText()
+    assert example.startswith("curl http://127.0.0.1:9123/v1/chat/completions") and '"messages"' in example
+    dialog.serve_copy.click()
+    assert QGuiApplication.clipboard().text() == example
+    chosen = dialog.settings()
+    assert chosen.serve_fields() == (True, 9123)
+    save_settings(chosen, QSettings(str(settings_file), QSettings.Format.IniFormat))
+    assert load_settings(QSettings(str(settings_file), QSettings.Format.IniFormat)) == chosen
+    settings_file.write_text("[options]\nserve_local=true\nserve_port=99999\n")
+    loaded = load_settings(QSettings(str(settings_file), QSettings.Format.IniFormat))
+    assert loaded.serve_fields() == (True, AppSettings().serve_port)
+
+
 def _stats(**overrides) -> dict:
     values = dict(image_tokens=256, prompt_tokens=280, new_tokens=12, vision_seconds=1.0,
                   prefill_seconds=0.5, time_to_first_token=1.6, decode_tokens_per_second=8.25,

@@ -1,0 +1,128 @@
+"""One completion on the shared engine: pick a slot, read only what it lacks, then sample.
+
+Runs on the server's generation thread while holding `engine.lock`, so the app's own chat (on
+its own KV cache) and the server take turns. A cancel (client gone) lands between images,
+between prompt chunks and before every decode step.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.positions import PositionState, chunk_positions, decode_positions
+from engine.sampling import Sampler, SamplingOptions
+from engine.text_stream import TextStream
+
+from .prefix import SlotPool
+from .prompt import Prompt
+from .stops import StopText
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str          # "stop", "length", or "cancelled" (nobody is listening any more)
+    prompt_tokens: int
+    cached_tokens: int          # prompt tokens reused from the cache, not read again
+    completion_tokens: int
+    token_ids: list[int]
+    time_to_first_token: float  # seconds from holding the engine to the first token
+
+
+def complete(engine, pool: SlotPool, prompt: Prompt, sampling: SamplingOptions, stops=(),
+             cancel: threading.Event | None = None, on_text: Callable[[str], None] = lambda text: None,
+             ) -> Completion:
+    """Answer `prompt`; `sampling.max_new_tokens` bounds the answer, the context bounds it too."""
+    cancel = cancel or threading.Event()
+    while not engine.lock.acquire(timeout=0.05):  # the app's chat is answering
+        if cancel.is_set():
+            return _nothing(prompt)
+    try:
+        return _complete(engine, pool, prompt, sampling, stops, cancel, on_text)
+    finally:
+        engine.decoder.bind(engine.decoder.default_cache)  # as the app's chat expects to find it
+        engine.lock.release()
+
+
+def _nothing(prompt: Prompt) -> Completion:
+    return Completion("", "cancelled", len(prompt.ids), 0, 0, [], 0.0)
+
+
+def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Completion:
+    start = time.perf_counter()
+    decoder = engine.decoder
+    slot, keep = pool.choose(prompt)
+    slot.truncate(keep)
+    decoder.bind(slot.cache)
+    try:
+        read = _read(engine, prompt, keep, cancel)
+    except BaseException:
+        slot.truncate(min(keep, slot.cache.length))
+        raise
+    if read is None:
+        return _nothing(prompt)
+    logits, state = read
+    slot.keys[keep:] = prompt.keys[keep:]
+    slot.prompt_length = len(prompt.ids)
+    sampler, stream, stop_text = Sampler(sampling), TextStream(engine.tokenizer), StopText(stops)
+    generated: list[int] = []
+    pieces: list[str] = []
+    finish, first_at, stopped = "length", None, False
+    while True:
+        if cancel.is_set():
+            finish = "cancelled"
+            break
+        token = sampler.next_token(logits, generated)
+        generated.append(token)
+        first_at = first_at or time.perf_counter()
+        if token in engine.eos_ids:
+            finish = "stop"
+            break
+        text, stopped = stop_text.push(stream.push(token))  # stopped: a stop sequence was reached
+        if text:
+            pieces.append(text)
+            on_text(text)
+        if stopped:
+            finish = "stop"
+            break
+        if len(generated) >= sampling.max_new_tokens or decoder.length + 1 > engine.context_limit:
+            break
+        pos, state = decode_positions(state)
+        logits = decoder.forward(np.array([token]), pos)[-1]
+        slot.keys.append(token)
+    if not stopped:  # what an unfinished character or a possible stop sequence held back
+        tail, _ = stop_text.push(stream.flush())
+        tail += stop_text.flush()
+        if tail:
+            pieces.append(tail)
+            on_text(tail)
+    answer_ids = [t for t in generated if t not in engine.eos_ids]
+    return Completion("".join(pieces), finish, len(prompt.ids), keep, len(answer_ids), generated,
+                      (first_at or time.perf_counter()) - start)
+
+
+def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
+    """Encode the images after `keep`, prefill the tokens after `keep`: (last logits, positions
+    after the prompt), or None if cancelled (the cache then holds `keep` tokens)."""
+    spans = prompt.spans_from(keep)
+    embeds, deepstack = [], []
+    for span in spans:
+        if cancel.is_set():
+            return None
+        e, d = engine.vision.encode(span.image.pixel_values, span.image.grid_thw)
+        embeds.append(e)
+        deepstack.append(d)
+    ids = np.asarray(prompt.ids[keep:])
+    positions, after = chunk_positions(prompt.ids, [s.image.grid_thw for s in prompt.spans], engine.image_token_id,
+                                   PositionState(), engine.merge_size)
+    visual = ()
+    if spans:
+        visual = (np.concatenate(embeds, 0), np.flatnonzero(ids == engine.image_token_id),
+                  np.concatenate(deepstack, 1))
+    logits = engine.decoder.prefill(ids, positions[:, keep:], *visual, chunk=engine.options.prefill_chunk,
+                                    should_stop=cancel.is_set)
+    return None if logits is None else (logits[-1], after)
