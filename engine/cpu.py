@@ -78,7 +78,7 @@ class CpuInfo:
         else:
             vec = "NEON" if self.has("neon") or self.arch == "arm64" else self.arch
         units = self.int8_units
-        int8 = f"int8 {units}" if units else "no int8 matrix units"
+        int8 = f"int8 units: {units}" if units else "no int8 matrix units"
         cores = f"{self.physical_cores} core{'s' if self.physical_cores != 1 else ''}"
         return f"{self.model}, {vec}, {int8}, {cores}"
 
