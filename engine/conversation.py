@@ -246,7 +246,7 @@ class Conversation:
         return TurnStats(image_tokens=0, prompt_tokens=prompt_tokens, new_tokens=0, vision_seconds=0.0,
                          prefill_seconds=0.0, time_to_first_token=0.0, decode_tokens_per_second=0.0,
                          stop_reason="cancelled", context_used=self.context_used,
-                         context_limit=self.engine.context_limit)
+                         context_limit=self.engine.context_limit, asked=False)
 
     def _check_open(self) -> None:
         if self._closed:

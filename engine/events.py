@@ -36,6 +36,7 @@ class TurnStats:
     context_used: int
     context_limit: int
     token_ids: list[int] = field(default_factory=list)
+    asked: bool = True  # False: cancelled before the question entered the conversation (nothing changed)
 
 
 Event = StatusEvent | TextEvent | TurnStats

@@ -9,6 +9,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from engine.events import Stage
 from ui.chat_view import ChatView, MessageWidget
 from ui.composer import Composer
 from ui.grounding import parse_boxes
@@ -146,7 +147,9 @@ class ChatSession(QObject):
     def _on_status(self, stage: str) -> None:
         if stage == LOADING or not self._busy:
             return
-        self._turn_started = self._turn_started or stage != RESTORING  # re-reading is not asking yet
+        # Re-reading a chat or waiting for the engine is not asking yet: a refusal or Stop then
+        # gives the question back instead of leaving a turn the model never saw.
+        self._turn_started = self._turn_started or stage not in (RESTORING, Stage.WAITING.value)
         self.status.emit(STAGE_TEXT.get(stage, stage), True)
         if self._answer is not None:
             self._answer.show_waiting(STAGE_TEXT.get(stage, stage))
@@ -165,7 +168,11 @@ class ChatSession(QObject):
 
     def _on_skipped(self) -> None:
         if not self._restoring:
-            self._end_turn(note="Stopped before the answer began")
+            if self._regenerating or self._turn is None:
+                self._end_turn(note="Stopped before the answer began")
+            else:  # the model never saw the question: give it back, ready to send again
+                self.notice.emit("Stopped before your question was sent.")
+                self._take_back_question()
             return
         if self._after_turn is None:  # a plain Stop (not New chat or another chat): say why
             self.notice.emit(NOT_RESTORED_NOTICE if self._needs_restore else "Stopped before your "

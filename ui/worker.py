@@ -252,7 +252,10 @@ class EngineWorker(QObject):
         elif isinstance(event, StatusEvent):
             self.status.emit(event.stage.value)
         elif isinstance(event, TurnStats):
-            self.turnFinished.emit(event)
+            if event.asked:
+                self.turnFinished.emit(event)
+            else:  # stopped before the question entered the conversation: nothing to show for it
+                self.turnSkipped.emit()
 
 
 def _default_engine_factory(setup: EngineSetup):

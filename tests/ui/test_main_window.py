@@ -267,3 +267,28 @@ def test_a_model_that_loses_accuracy_on_this_processor_says_so(qtbot, open_windo
     window = open_window(old)
     assert window.banner.isVisible() and "Convert the model again" in window.banner.text()
     assert window.composer.button.isEnabled()  # it still answers
+
+
+def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, open_window, tiny_fp32,
+                                                                        monkeypatch):
+    """The local server holds the engine; the chat's question waits, then the user stops it: the
+    model never saw it, so it goes back to the box instead of staying as an empty turn."""
+    import ui.worker as worker_module
+
+    engines = []
+    build = worker_module._default_engine_factory
+    monkeypatch.setattr(worker_module, "_default_engine_factory", lambda setup: engines.append(build(setup)) or engines[-1])
+    window = open_window(tiny_fp32)
+    ask_and_wait(qtbot, window, "first")
+    engines[-1].lock.acquire()  # as a server answer in progress would
+    try:
+        ask(qtbot, window, "second")
+        qtbot.waitUntil(lambda: window.status_label.text().startswith("Waiting for the local server"), timeout=30_000)
+        with qtbot.waitSignal(window.controller.turnSkipped, timeout=30_000):
+            window.controller.cancel()
+    finally:
+        engines[-1].lock.release()
+    qtbot.waitUntil(lambda: window.composer.button.text() == "Send", timeout=30_000)
+    assert window.composer.text() == "second"
+    assert [t.text for t in window.session.record.turns] == ["first"]
+    assert len(window.chat.messages()) == 2
