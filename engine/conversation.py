@@ -231,9 +231,16 @@ class Conversation:
                         regenerated: bool = False) -> Iterator[Event]:
         """_answer, or, if it fails or its caller abandons it half-way, the conversation as it was
         before the question: never a question without its answer, nor a cache ahead of the history."""
+        finished = False
+        answer = self._answer(start, sampling, regenerated)
         try:
-            yield from self._answer(start, sampling, regenerated)
+            for event in answer:
+                finished = finished or isinstance(event, TurnStats)  # the turn is complete once its stats come
+                yield event
         except BaseException:
+            answer.close()
+            if finished:  # a caller that stops after the final stats keeps the finished turn
+                raise
             b = self._rewind.before
             self.engine.decoder.reset(b.cache_length)
             self._positions, self._pending = b.positions, b.pending

@@ -190,17 +190,21 @@ class DecoderRunner:
         ids = np.asarray(input_ids).reshape(-1)
         logits = None
         before = self.length
-        for start in range(0, len(ids), chunk):
-            if should_stop():
-                self.reset(before)
-                return None
-            stop = min(start + chunk, len(ids))
-            vis = {}
-            if visual_embeds is not None and len(visual_pos):
-                rows = np.flatnonzero((visual_pos >= start) & (visual_pos < stop))
-                vis = dict(visual_embeds=visual_embeds[rows], visual_pos=visual_pos[rows] - start,
-                           deepstack=deepstack[:, rows])
-            logits = self.forward(ids[start:stop], position_ids[:, start:stop], **vis)
+        try:
+            for start in range(0, len(ids), chunk):
+                if should_stop():
+                    self.reset(before)
+                    return None
+                stop = min(start + chunk, len(ids))
+                vis = {}
+                if visual_embeds is not None and len(visual_pos):
+                    rows = np.flatnonzero((visual_pos >= start) & (visual_pos < stop))
+                    vis = dict(visual_embeds=visual_embeds[rows], visual_pos=visual_pos[rows] - start,
+                               deepstack=deepstack[:, rows])
+                logits = self.forward(ids[start:stop], position_ids[:, start:stop], **vis)
+        except BaseException:  # a failed chunk (out of memory, ...): the cache holds none of the prompt
+            self.reset(before)
+            raise
         return logits
 
     def forward(self, input_ids: np.ndarray, position_ids: np.ndarray,

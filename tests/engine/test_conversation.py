@@ -240,6 +240,50 @@ def test_an_answer_that_does_not_finish_leaves_the_conversation_as_before_the_qu
     assert run_turn(again, "Tell me more.")[-1].token_ids == follow_up
 
 
+def test_a_prompt_that_fails_part_way_leaves_no_token_of_it_in_the_cache(tiny_fp32, monkeypatch):
+    from engine.engine import EngineOptions
+
+    engine = Engine(tiny_fp32, EngineOptions(prefill_chunk=16))
+    conv = engine.new_conversation()
+    first = run_turn(conv, "Describe this image.", [random_image(300, 200, 1)])[-1]
+    used = conv.context_used
+    real_forward, calls = engine.decoder.forward, []
+
+    def failing_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second chunk of the next prompt
+            raise RuntimeError("out of memory")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.decoder, "forward", failing_forward)
+    with pytest.raises(RuntimeError):
+        list(conv.ask("And this one?", [random_image(200, 260, 4)], GREEDY))
+    monkeypatch.undo()
+    assert conv.context_used == used and len(conv.turns) == 1
+    again = engine.new_conversation()
+    assert run_turn(again, "Describe this image.", [random_image(300, 200, 1)])[-1].token_ids == first.token_ids
+    expected = run_turn(again, "Tell me more.")[-1].token_ids
+    conv = engine.new_conversation()
+    run_turn(conv, "Describe this image.", [random_image(300, 200, 1)])
+    monkeypatch.setattr(engine.decoder, "forward", failing_forward)
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        list(conv.ask("And this one?", [random_image(200, 260, 4)], GREEDY))
+    monkeypatch.undo()
+    assert run_turn(conv, "Tell me more.")[-1].token_ids == expected
+
+
+def test_a_caller_that_stops_after_the_final_stats_keeps_the_answer(engine):
+    conv = engine.new_conversation()
+    answer = conv.ask("Describe this image.", [random_image(300, 200, 1)], GREEDY)
+    for event in answer:
+        if isinstance(event, TurnStats):
+            answer.close()
+            break
+    assert len(conv.turns) == 1 and conv.turns[0].token_ids == event.token_ids
+    assert conv.context_used == event.context_used
+
+
 def test_a_cancel_with_nothing_running_does_not_stop_the_next_question(engine):
     conv = engine.new_conversation()
     conv.cancel()
