@@ -194,14 +194,16 @@ class ChatSession(QObject):
     def _on_failed(self, message: str) -> None:
         for original, name in zip(self._turn_images, self._turn.images if self._turn else []):
             message = message.replace(name, original.name)  # the user knows the file, not our copy
-        if not self._turn_started and not self._regenerating and self._turn is not None:
-            self._take_back_question()
-            self.error.emit(f"The question was not sent: {message}")
+        if self._turn is None:
+            self._finish_busy()
+            self.error.emit(message)
             return
-        if self._turn is not None:
-            self._turn.error = message
-        self._end_turn(note=f"Error: {message}")
-        self.error.emit(message)
+        started = self._turn_started or self._regenerating
+        # Either way the model does not hold this question now (a failed answer is rolled back in
+        # the engine), so the screen must not show it as asked: it goes back to the box.
+        self._take_back_question()
+        self.error.emit(f"The answer failed and the model does not remember the question; it is back in the "
+                        f"box: {message}" if started else f"The question was not sent: {message}")
 
     def _take_back_question(self) -> None:
         """The engine refused the question up front (bad image, full context): undo the send so

@@ -292,3 +292,26 @@ def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, 
     assert window.composer.text() == "second"
     assert [t.text for t in window.session.record.turns] == ["first"]
     assert len(window.chat.messages()) == 2
+
+
+def test_an_answer_that_fails_mid_way_is_taken_back_like_the_model_forgets_it(qtbot, open_window, tiny_fp32,
+                                                                              monkeypatch):
+    from engine import conversation as conversation_module
+    from engine.errors import EngineError
+
+    window = open_window(tiny_fp32, max_new_tokens=LONG)
+    ask_and_wait(qtbot, window, "first")
+    real_next, calls = conversation_module.Sampler.next_token, []
+
+    def failing_next(self, logits, generated):
+        calls.append(1)
+        if len(calls) == 3:
+            raise EngineError("The model produced invalid numbers")
+        return real_next(self, logits, generated)
+
+    monkeypatch.setattr(conversation_module.Sampler, "next_token", failing_next)
+    with qtbot.waitSignal(window.session.error, timeout=30_000) as failed:
+        ask(qtbot, window, "second")
+    assert "does not remember the question" in failed.args[0] and "invalid numbers" in failed.args[0]
+    assert window.composer.text() == "second"
+    assert [t.text for t in window.session.record.turns] == ["first"] and len(window.chat.messages()) == 2
