@@ -27,7 +27,7 @@ _MAC_X86_KEYS = {"hw.optional.avx2_0": "avx2", "hw.optional.fma": "fma", "hw.opt
                  "hw.optional.avx512f": "avx512f", "hw.optional.avx512bw": "avx512bw",
                  "hw.optional.avx512vnni": "avx512_vnni"}
 # IsProcessorFeaturePresent ids (winnt.h).
-_WIN_FEATURES = {40: "avx2", 41: "avx512f", 43: "dotprod", 44: "i8mm"}
+_WIN_FEATURES = {40: "avx2", 41: "avx512f", 43: "dotprod"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class CpuInfo:
     features: frozenset[str] = field(default_factory=frozenset)
     physical_cores: int = 1
     logical_cores: int = 1
+    int8_known: bool = True  # False where the OS does not report VNNI/AMX (Windows' feature API)
 
     def has(self, name: str) -> bool:
         return name in self.features
@@ -78,7 +79,7 @@ class CpuInfo:
         else:
             vec = "NEON" if self.has("neon") or self.arch == "arm64" else self.arch
         units = self.int8_units
-        int8 = f"int8 units: {units}" if units else "no int8 matrix units"
+        int8 = f"int8 units: {units}" if units else "no int8 matrix units" if self.int8_known else "int8 units unknown"
         cores = f"{self.physical_cores} core{'s' if self.physical_cores != 1 else ''}"
         return f"{self.model}, {vec}, {int8}, {cores}"
 
@@ -182,4 +183,5 @@ def _windows() -> CpuInfo:
         features.add("neon")
     model = platform.processor() or "unknown processor"
     logical = os.cpu_count() or 1
-    return CpuInfo(_vendor("", model), model, arch, frozenset(features), max(1, logical // 2), logical)
+    return CpuInfo(_vendor("", model), model, arch, frozenset(features), max(1, logical // 2), logical,
+                   int8_known=arch == "arm64")

@@ -51,7 +51,8 @@ def saturating_int8_warning(manifest: dict, cpu: CpuInfo) -> str | None:
     weights = manifest.get("weights") or {}
     uses_int8 = ((weights.get("vision") or {}).get("kind") == "int8"
                  or (manifest.get("decoder") or {}).get("prefill_weights") == "int8")
-    if not uses_int8 or weights.get("int8_weight_max", 127) <= 63 or cpu.arch != "x86_64" or cpu.int8_units:
+    if (not uses_int8 or weights.get("int8_weight_max", 127) <= 63 or cpu.arch != "x86_64" or cpu.int8_units
+            or not cpu.int8_known):  # (where the OS cannot tell, a warning could be wrong either way)
         return None
     return ("This model was converted by an earlier version of Iris: its int8 weights lose accuracy on this "
             f"processor ({cpu.summary()}). Convert the model again for exact results.")

@@ -142,10 +142,10 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
     side = read_side_files(source)
     ckpt = Checkpoint(source, cfg)
     try:
-        check_target(out_dir, options.overwrite)
+        check_target(out_dir, options.overwrite)  # refuse early, before waiting on anything
         with locked_target(out_dir):
-            if clean_stale(out_dir.parent, own_target=out_dir):
-                check_target(out_dir, options.overwrite)  # a model a killed export moved aside is back
+            clean_stale(out_dir.parent, own_target=out_dir)
+            check_target(out_dir, options.overwrite)  # again under the lock: another export may have just finished
             _check_space(out_dir.parent, estimate_bytes(cfg, options))
             tick("checking")(1, 1)
             files = _write(ckpt, cfg, side, options, source, source_info, out_dir, tick, start)

@@ -71,8 +71,10 @@ class ExternalDataWriter:
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._fh.flush()
-            self._fh.close()
+            try:
+                self._fh.flush()
+            finally:  # a failed flush (disk full) still closes the file, so its folder can be removed
+                self._fh.close()
 
     def __enter__(self) -> "ExternalDataWriter":
         return self

@@ -55,6 +55,8 @@ def _nothing(prompt: Prompt) -> Completion:
 def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Completion:
     start = time.perf_counter()
     decoder = engine.decoder
+    if cancel.is_set():  # gone while waiting in line: evict no cached conversation for nobody
+        return _nothing(prompt)
     slot, keep = pool.choose(prompt)
     slot.truncate(keep)
     decoder.bind(slot.cache)

@@ -86,12 +86,15 @@ def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
         max_tokens = _optional(data, "max_tokens", int, None)
     if max_tokens is not None and max_tokens < 1:
         raise ApiError(400, f"max_tokens must be at least 1 (got {max_tokens}).", "max_tokens", "invalid_value")
+    seed = _optional(data, "seed", int, None)
+    if seed is not None and not 0 <= seed < 2**63:  # numpy's generators take no negative seed
+        raise ApiError(400, f"seed must be 0 or more (got {seed}).", "seed", "invalid_value")
     return ChatRequest(
         model=model, messages=messages, stream=stream,
         include_usage=bool(stream and _optional(options, "include_usage", bool, False)),
         temperature=_number(data, "temperature", 0.0, 2.0),
         top_p=_number(data, "top_p", 0.0, 1.0),
-        seed=_optional(data, "seed", int, None),
+        seed=seed,
         max_tokens=max_tokens,
         stop=_stop(data.get("stop"), limits),
         presence_penalty=_number(data, "presence_penalty", -2.0, 2.0),

@@ -69,3 +69,12 @@ def test_an_old_full_range_int8_model_is_flagged_only_where_it_loses_accuracy(ti
     assert saturating_int8_warning(old, parse_proc_cpuinfo(GRAVITON3, "aarch64")) is None
     fp32_vision = {**old, "weights": {**old["weights"], "vision": {"kind": "fp32"}}}
     assert saturating_int8_warning(fp32_vision, avx2) is None
+
+
+def test_where_the_os_cannot_see_int8_units_nothing_is_claimed():
+    from engine.engine import saturating_int8_warning
+
+    windows_x86 = CpuInfo("Intel", "Intel Core", "x86_64", frozenset({"avx2", "avx512f"}), 4, 8, int8_known=False)
+    assert windows_x86.summary().endswith("int8 units unknown, 4 cores")
+    old = {"weights": {"vision": {"kind": "int8"}}, "decoder": {}}
+    assert saturating_int8_warning(old, windows_x86) is None

@@ -53,6 +53,7 @@ def test_a_full_request_is_read_into_its_fields():
     ({"temperature": 3}, "invalid_value", "temperature"),
     ({"temperature": "hot"}, "invalid_type", "temperature"),
     ({"max_tokens": 0}, "invalid_value", "max_tokens"),
+    ({"seed": -1}, "invalid_value", "seed"),
     ({"n": 2}, "unsupported_value", "n"),
     ({"tools": [{"type": "function"}]}, "unsupported_parameter", "tools"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "invalid_value", "stop"),

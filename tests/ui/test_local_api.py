@@ -45,7 +45,8 @@ def test_the_window_serves_its_engine_when_asked_and_stops_when_turned_off(qtbot
     assert not error
     # The chat kept its own history: both questions, and the server's request is not in it.
     assert [t.text for t in engine_turns(window)] == ["Hello there.", "And then?"]
-    assert window.controller._worker._conversation.context_used > 0
+    turns = window.session.record.turns  # the chat's cache grew from turn to turn: not reset by the server
+    assert turns[1].stats["context_used"] > turns[0].stats["context_used"] > 0
 
     with qtbot.waitSignal(window.controller.servingChanged, timeout=30_000) as stopped:
         window.apply_settings(replace(window.settings, serve_local=False))
