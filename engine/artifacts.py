@@ -15,7 +15,6 @@ goes unseen, and `check_model_files` (Settings › Check the model files) hashes
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -146,13 +145,10 @@ def check_model_files(model_dir: Path, progress: Callable[[str, int, int], None]
         if progress is not None:
             progress(name, index, len(files))
         stamps[name] = file_stamp(folder / name)
-        digest = hashlib.sha256()
-        with (folder / name).open("rb") as fh:
-            while block := fh.read(8 << 20):
-                if should_stop():
-                    return None
-                digest.update(block)
-        if digest.hexdigest() != record["sha256"]:
+        digest = sha256_file(folder / name, should_stop=should_stop)
+        if digest is None:
+            return None
+        if digest != record["sha256"]:
             raise _damaged(folder, name)
     write_verified(folder, files, stamps)
     return len(files)

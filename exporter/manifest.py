@@ -54,10 +54,13 @@ class Manifest:
         (Path(folder) / MANIFEST_NAME).write_text(self.to_json(), encoding="utf-8")
 
 
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 8 << 20, should_stop=lambda: False) -> str | None:
+    """The file's sha256, or None if `should_stop()` said so between two chunks."""
     h = hashlib.sha256()
     with Path(path).open("rb") as fh:
         while block := fh.read(chunk):
+            if should_stop():
+                return None
             h.update(block)
     return h.hexdigest()
 
