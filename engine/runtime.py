@@ -169,14 +169,6 @@ class DecoderRunner:
     def length(self, value: int) -> None:
         self.cache.length = value
 
-    @property
-    def _buffers(self) -> list[np.ndarray]:
-        return self.cache.buffers
-
-    @property
-    def _cache(self) -> list[ort.OrtValue]:
-        return self.cache.values
-
     def reset(self, length: int = 0) -> None:
         """Forget everything after `length` tokens of the bound cache."""
         self.cache.reset(length)
@@ -239,7 +231,7 @@ class DecoderRunner:
         io.bind_output("logits", "cpu")  # first, so it is output 0 below
         for i in range(sh.num_layers):
             for j, kv in enumerate(("key", "value")):
-                buf = self._cache[2 * i + j]
+                buf = self.cache.values[2 * i + j]
                 io.bind_ortvalue_input(f"past_key_values.{i}.{kv}", buf)
                 io.bind_ortvalue_output(f"present.{i}.{kv}", buf)
         session.run_with_iobinding(io, releasing_run_options() if s >= self.PREFILL_MIN_TOKENS else None)

@@ -207,7 +207,7 @@ def test_an_fp16_kv_cache_keeps_logits_close_and_greedy_tokens_equal(tiny_checkp
     """Keys and values rounded to fp16 (attention still accumulates in fp32): near-exact logits,
     and the same greedy tokens as transformers with an image and through 20 cached steps."""
     model = tiny_checkpoint[1]
-    assert fp16_cache_model.decoder._buffers[0].dtype == np.float16
+    assert fp16_cache_model.decoder.cache.buffers[0].dtype == np.float16
     prompt = image_prompt(random_image(300, 200, seed=3))
     positions, delta = reference_rope(model, prompt)
     ours = fp16_cache_model.prefill(prompt, positions, all_logits=True)
