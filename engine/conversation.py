@@ -72,19 +72,17 @@ def _holding_engine(method):
     Another caller (the local server) may be generating: say so, and wait, unless cancelled."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        lock = self.engine.lock
-        if not lock.acquire(blocking=False):
-            self._cancel.clear()
+        self._cancel.clear()  # every call starts afresh: a stale Stop never ends a later question
+        if not self.engine.lock.acquire(blocking=False):
             yield StatusEvent(Stage.WAITING)
-            while not lock.acquire(timeout=0.05):
-                if self._cancel.is_set():
-                    yield self._nothing_answered(0)
-                    return
+            if not self.engine.hold(self._cancel.is_set):
+                yield self._nothing_answered(0)
+                return
         try:
             self.engine.decoder.bind(self._kv)
             return (yield from method(self, *args, **kwargs))
         finally:
-            lock.release()
+            self.engine.lock.release()
     return wrapper
 
 
@@ -124,7 +122,6 @@ class Conversation:
 
         `detail` ("standard" / "high") overrides the engine's image detail for this question."""
         self._check_open()
-        self._cancel.clear()
         eng = self.engine
         detail = eng.options.max_pixels(detail)
         prepared = [preprocess(load_image(img), eng.image_config, detail) for img in images]
@@ -160,7 +157,6 @@ class Conversation:
         self._check_open()
         if self.turns or self.engine.decoder.length:
             raise EngineError("A conversation can only be restored before its first question.")
-        self._cancel.clear()
         eng = self.engine
         max_pixels = eng.options.max_pixels(detail)
         messages: list[dict] = []
@@ -193,7 +189,6 @@ class Conversation:
         self._check_open()
         if self._rewind is None or not self.turns:
             raise EngineError("There is no question to answer again.")
-        self._cancel.clear()
         r = self._rewind
         self.engine.decoder.reset(r.cache_length)
         self._positions, self._pending = r.positions, []

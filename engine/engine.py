@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,14 @@ class Engine:
         self.merge_size = int(m["vision"]["merge_size"])
         self._active = None
         self.lock = threading.Lock()  # one generation at a time (the CPU is the bottleneck anyway)
+
+    def hold(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
+        """Take `lock`, waiting while another caller generates; False (not held) if `should_stop()`
+        said so first."""
+        while not self.lock.acquire(timeout=poll):
+            if should_stop():
+                return False
+        return True
 
     def default_sampling(self, **overrides) -> SamplingOptions:
         """generation_config.json of the checkpoint plus the model card's advice for images."""

@@ -38,9 +38,8 @@ def complete(engine, pool: SlotPool, prompt: Prompt, sampling: SamplingOptions, 
              ) -> Completion:
     """Answer `prompt`; `sampling.max_new_tokens` bounds the answer, the context bounds it too."""
     cancel = cancel or threading.Event()
-    while not engine.lock.acquire(timeout=0.05):  # the app's chat is answering
-        if cancel.is_set():
-            return _nothing(prompt)
+    if not engine.hold(cancel.is_set):  # the app's chat is answering
+        return _nothing(prompt)
     try:
         return _complete(engine, pool, prompt, sampling, stops, cancel, on_text)
     finally:
