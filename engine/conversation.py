@@ -11,16 +11,16 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import ContextFullError, EngineError
-from .events import Event, Stage, StatusEvent, TextEvent, TurnStats
-from .image import PreparedImage, load_image, preprocess
-from .positions import PositionState, chunk_positions, decode_positions
+from .events import Event, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
+from .positions import PositionState, decode_positions
 from .prompt import assistant_message, user_message
+from .reading import ImageInput, Plan, Reader, prepare_inputs
 from .sampling import Sampler, SamplingOptions
 from .text_stream import TextStream
 
@@ -32,15 +32,6 @@ class Turn:
     answer: str = ""
     token_ids: list[int] = field(default_factory=list)
     stats: TurnStats | None = None
-
-
-@dataclass
-class _Read:
-    """The result of reading new tokens (and their images) into the cache."""
-    positions: PositionState
-    logits: np.ndarray | None
-    vision_seconds: float
-    prefill_seconds: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +55,42 @@ class _Rewind:
     image_tokens: int
     vision_seconds: float
     prefill_seconds: float
+    ahead_tokens: int = 0  # of prompt_tokens, read before the question came
+    predicted_wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """A point the read-ahead can be cut back to: after `images` images and `tokens` tokens."""
+    images: int
+    tokens: int
+    positions: PositionState
+
+
+@dataclass
+class _Ahead:
+    """The next question's images, read before its text: what the cache holds after `base`."""
+    base: _Before
+    max_pixels: int
+    images: list[ImageInput] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # tokens after base: pending + template + image runs
+    marks: list[_Mark] = field(default_factory=list)  # one per read segment, base excluded
+
+    @property
+    def positions(self) -> PositionState:
+        return self.marks[-1].positions if self.marks else self.base.positions
+
+    def add(self, images: list[ImageInput], ids: list[int], positions: PositionState) -> None:
+        self.images += images
+        self.ids += ids
+        self.marks.append(_Mark(len(self.images), len(self.ids), positions))
+
+    def cut(self, marks: int) -> int:
+        """Keep the first `marks` segments; returns the cache length (from base) they end at."""
+        del self.marks[marks:]
+        images, tokens = (self.marks[-1].images, self.marks[-1].tokens) if self.marks else (0, 0)
+        del self.images[images:], self.ids[tokens:]
+        return self.base.cache_length + tokens
 
 
 def _holding_engine(method):
@@ -98,11 +125,13 @@ class Conversation:
         self._closed = False
         self._kv = engine.decoder.default_cache  # the app has one conversation at a time
         self._kv.reset()
+        self._ahead: _Ahead | None = None  # images read before their question
+        self._reader = Reader(engine, self._cancel.is_set)
 
     # -- public --------------------------------------------------------------------------------
     @property
     def context_used(self) -> int:
-        return self._kv.length + len(self._pending)
+        return self._kv.length + (0 if self._ahead else len(self._pending))
 
     def cancel(self) -> None:
         """Thread-safe: the running ask(), regenerate() or restore() stops before its next step.
@@ -115,36 +144,108 @@ class Conversation:
     def close(self) -> None:
         self._closed = True
 
+    @property
+    def attached(self) -> list:
+        """The images read ahead for the next question (as they were given), in order."""
+        return [item.source for item in self._ahead.images] if self._ahead else []
+
     @_holding_engine
-    def ask(self, text: str, images: Sequence = (), sampling: SamplingOptions | None = None,
+    def prepare(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
+        """Make `images` the next question's images and read them now, before its text exists:
+        each is encoded and the user turn is read up to where the question's text begins, so
+        that ask() has only the question's own tokens left. Images already read stay in the cache
+        (a list that starts with them only adds); from the first one that differs, the cache is
+        cut back and the rest read again (their encodings are kept). prepare([]) rolls back to
+        the end of the last answer. Ends with a ReadAhead; a cancel leaves the next question's
+        images as they were before the call. The answer is the same as asking all at once."""
+        self._check_open()
+        eng = self.engine
+        max_pixels = eng.options.max_pixels(detail)
+        known = self._ahead.images if self._ahead else []
+        inputs = prepare_inputs(images, eng, max_pixels, known)
+        marks = self._image_marks(inputs)
+        if marks is None:  # the template does not show where the text goes: read at send time
+            self._drop_ahead()
+            yield ReadAhead(0, 0, 0, 0.0, 0.0)
+            return
+        ahead = self._ahead_or_new(max_pixels)
+        kept = self._keep(ahead, inputs, marks[-1][1] if marks else [])
+        snapshot, before_length = len(ahead.marks), eng.decoder.length
+        segments = [(count, ids) for count, ids in marks if count > kept]
+        plan = self._plan_segments(ahead, inputs, segments)
+        vision = prefill = 0.0
+        for count, ids in segments:
+            new_ids = ids[len(ahead.ids):]
+            if eng.decoder.length + len(new_ids) + 2 > eng.context_limit:
+                eng.decoder.reset(ahead.cut(snapshot))
+                raise ContextFullError(
+                    f"This conversation is full: the image needs {len(new_ids)} more tokens but only "
+                    f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
+                    f"Start a new chat to go on (or use a smaller image).")
+            read = yield from self._reader.read(new_ids, inputs[len(ahead.images):count], ahead.positions, plan)
+            if read is None:
+                eng.decoder.reset(ahead.cut(snapshot))
+                yield ReadAhead(len(self.attached), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
+                return
+            ahead.add(inputs[len(ahead.images):count], new_ids, read.positions)
+            vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
+        if not ahead.images:
+            self._drop_ahead()
+        yield ReadAhead(len(self.attached), max(eng.decoder.length - before_length, 0), self._ahead_tokens(),
+                        vision, prefill)
+
+    def attach(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
+        """Add `images` to the next question's and read them now: prepare(attached + images)."""
+        return self.prepare([*self.attached, *images], detail)
+
+    @_holding_engine
+    def ask(self, text: str, images: Sequence | None = None, sampling: SamplingOptions | None = None,
             detail: str | None = None) -> Iterator[Event]:
         """Answer `text` about `images` (paths, bytes or PIL images), streaming events.
 
-        `detail` ("standard" / "high") overrides the engine's image detail for this question."""
+        `images` are all of the question's images; None means the ones attached (read ahead).
+        What was read ahead and matches is used as it is; the rest is read now. `detail`
+        ("standard" / "high") overrides the engine's image detail for this question."""
         self._check_open()
         eng = self.engine
-        detail = eng.options.max_pixels(detail)
-        prepared = [preprocess(load_image(img), eng.image_config, detail) for img in images]
-        message = user_message(text, len(prepared))
-        new_ids = self._pending + eng.prompts.encode_turn(self._messages, message,
-                                                          [p.num_tokens for p in prepared])
-        if eng.decoder.length + len(new_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
+        max_pixels = eng.options.max_pixels(detail)
+        if images is None:
+            images = self.attached
+        ahead = self._ahead if self._ahead and self._ahead.max_pixels == max_pixels else None
+        inputs = prepare_inputs(images, eng, max_pixels, ahead.images if ahead else [])
+        message = user_message(text, len(inputs))
+        base = ahead.base if ahead else _Before(eng.decoder.length, self._positions, list(self._pending),
+                                               len(self._messages), len(self.turns))
+        all_ids = base.pending + eng.prompts.encode_turn(self._messages, message, [i.image.num_tokens for i in inputs])
+        if base.cache_length + len(all_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
             raise ContextFullError(
-                f"This conversation is full: the question needs {len(new_ids)} more tokens but only "
-                f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
+                f"This conversation is full: the question needs {len(all_ids)} more tokens but only "
+                f"{max(eng.context_limit - base.cache_length - 2, 0)} of {eng.context_limit} are left. "
                 f"Start a new chat to go on (or ask with a smaller image).")
         start = time.perf_counter()
-        before = _Before(eng.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns))
-        read = yield from self._read(new_ids, prepared)
-        if read is None:  # cancelled while encoding or reading: nothing changed
-            yield self._nothing_answered(len(new_ids))
+        if ahead is None:
+            self._drop_ahead()
+            ahead = self._ahead_or_new(max_pixels)
+        kept = self._keep(ahead, inputs, all_ids)
+        ahead_tokens = len(ahead.ids)
+        new_ids, new_inputs = all_ids[ahead_tokens:], inputs[kept:]
+        plan = self._reader.plan(new_inputs, len(new_ids), eng.decoder.length)
+        try:
+            read = yield from self._reader.read(new_ids, new_inputs, ahead.positions, plan)
+        finally:
+            if not ahead.marks:  # nothing read ahead (any more): the conversation is as after its last answer
+                self._ahead = None
+        if read is None:  # cancelled while encoding or reading: what was read ahead stays
+            yield self._nothing_answered(len(all_ids))
             return
+        self._ahead = None
         after, logits = read.positions, read.logits[-1]
         self._positions, self._pending = after, []
         self._messages.append(message)
         self.turns.append(Turn(text, list(images)))
-        self._rewind = _Rewind(before, eng.decoder.length, after, logits, len(new_ids),
-                               sum(p.num_tokens for p in prepared), read.vision_seconds, read.prefill_seconds)
+        self._rewind = _Rewind(base, eng.decoder.length, after, logits, len(all_ids),
+                               sum(i.image.num_tokens for i in inputs), read.vision_seconds, read.prefill_seconds,
+                               ahead_tokens, plan.seconds)
         yield from self._answer_or_undo(start, sampling)
 
     @_holding_engine
@@ -160,25 +261,25 @@ class Conversation:
         eng = self.engine
         max_pixels = eng.options.max_pixels(detail)
         messages: list[dict] = []
-        prepared: list[PreparedImage] = []
+        inputs: list[ImageInput] = []
         for question, images, answer in turns:
-            these = [preprocess(load_image(img), eng.image_config, max_pixels) for img in images]
-            prepared += these
+            these = prepare_inputs(images, eng, max_pixels)
+            inputs += these
             messages += [user_message(question, len(these)), assistant_message(answer)]
-        ids = eng.prompts.encode_conversation(messages, [p.num_tokens for p in prepared],
+        ids = eng.prompts.encode_conversation(messages, [i.image.num_tokens for i in inputs],
                                               add_generation_prompt=False)
         cut = len(ids) - ids[::-1].index(eng.prompts.end_of_turn_id) if messages else 0
         ids, pending = ids[:cut - 1], [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
         if len(ids) + len(pending) + 2 > eng.context_limit:
             raise ContextFullError(f"This saved conversation needs {len(ids)} tokens, more than the "
                                    f"{eng.context_limit} the model is set up for. Start a new chat.")
-        read = yield from self._read(ids, prepared)
+        read = yield from self._reader.read(ids, inputs, self._positions)
         if read is None:
             yield self._nothing_answered(len(ids))
             return
         self._positions, self._pending, self._messages = read.positions, pending, messages
         self.turns = [Turn(q, list(images), answer) for q, images, answer in turns]
-        yield TurnStats(image_tokens=sum(p.num_tokens for p in prepared), prompt_tokens=len(ids), new_tokens=0,
+        yield TurnStats(image_tokens=sum(i.image.num_tokens for i in inputs), prompt_tokens=len(ids), new_tokens=0,
                         vision_seconds=read.vision_seconds, prefill_seconds=read.prefill_seconds,
                         time_to_first_token=0.0, decode_tokens_per_second=0.0, stop_reason="restored",
                         context_used=self.context_used, context_limit=eng.context_limit)
@@ -190,6 +291,7 @@ class Conversation:
         if self._rewind is None or not self.turns:
             raise EngineError("There is no question to answer again.")
         r = self._rewind
+        self._ahead = None  # images read ahead for a next question come after the answer: cut too
         self.engine.decoder.reset(r.cache_length)
         self._positions, self._pending = r.positions, []
         self._messages.pop()  # the previous answer
@@ -198,30 +300,6 @@ class Conversation:
         yield from self._answer_or_undo(time.perf_counter(), sampling, regenerated=True)
 
     # -- steps ---------------------------------------------------------------------------------
-    def _read(self, ids: list[int], prepared: list[PreparedImage]) -> Generator[Event, None, _Read | None]:
-        """Encode the images and prefill `ids` into the cache, yielding status events; None if a
-        cancel came first (the cache is then as it was)."""
-        eng = self.engine
-        visual, vision_seconds = None, 0.0
-        if prepared:
-            yield StatusEvent(Stage.ENCODING_IMAGE)
-            t0 = time.perf_counter()
-            visual = self._encode(prepared, ids)
-            vision_seconds = time.perf_counter() - t0
-            if visual is None:
-                return None
-        yield StatusEvent(Stage.READING_PROMPT)
-        positions, after = chunk_positions(ids, [p.grid_thw for p in prepared], eng.image_token_id,
-                                           self._positions, eng.merge_size)
-        t0 = time.perf_counter()
-        logits = None
-        if ids:
-            logits = eng.decoder.prefill(np.asarray(ids), positions, *(visual or ()),
-                                         chunk=eng.options.prefill_chunk, should_stop=self._cancel.is_set)
-            if logits is None:
-                return None
-        return _Read(after, logits, vision_seconds, time.perf_counter() - t0)
-
     def _answer_or_undo(self, start: float, sampling: SamplingOptions | None,
                         regenerated: bool = False) -> Iterator[Event]:
         """_answer, or, if it fails or its caller abandons it half-way, the conversation as it was
@@ -240,7 +318,7 @@ class Conversation:
             self.engine.decoder.reset(b.cache_length)
             self._positions, self._pending = b.positions, b.pending
             del self._messages[b.messages:], self.turns[b.turns:]
-            self._rewind = None
+            self._rewind, self._ahead = None, None
             raise
 
     def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
@@ -254,18 +332,62 @@ class Conversation:
         if self._closed:
             raise EngineError("This conversation was replaced by a newer one.")
 
-    def _encode(self, prepared: list[PreparedImage], new_ids: list[int]):
-        embeds, deepstack = [], []
-        for image in prepared:
-            if self._cancel.is_set():
+    # -- reading ahead -------------------------------------------------------------------------
+    def _image_marks(self, inputs: list[ImageInput]) -> list[tuple[int, list[int]]] | None:
+        """(images, ids to read from the base) for each segment of a read-ahead: one per image
+        where the template's prefixes nest (each image's run just adds to the last), else one for
+        all; None if the template does not show where the question's text goes."""
+        prompts, pending = self.engine.prompts, list(self._ahead.base.pending if self._ahead else self._pending)
+        counts = [item.image.num_tokens for item in inputs]
+        marks: list[tuple[int, list[int]]] = []
+        for n in range(1, len(inputs) + 1):
+            prefix = prompts.encode_turn_prefix(self._messages, counts[:n])
+            if prefix is None:
+                return None
+            ids = pending + prefix
+            if marks and ids[:len(marks[-1][1])] != marks[-1][1]:
+                whole = prompts.encode_turn_prefix(self._messages, counts)
+                return None if whole is None else [(len(inputs), pending + whole)]
+            marks.append((n, ids))
+        return marks
+
+    def _plan_segments(self, ahead: _Ahead, inputs: list[ImageInput], segments) -> Plan:
+        """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
+        plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.engine.decoder.length
+        for count, ids in segments:
+            plan = plan.then(self._reader.plan(inputs[images:count], len(ids) - tokens, length))
+            images, length, tokens = count, length + len(ids) - tokens, len(ids)
+        return plan
+
+    def _ahead_or_new(self, max_pixels: int) -> _Ahead:
+        if self._ahead is not None and self._ahead.max_pixels != max_pixels:
+            self._drop_ahead()
+        if self._ahead is None:
+            self._ahead = _Ahead(_Before(self.engine.decoder.length, self._positions, list(self._pending),
+                                         len(self._messages), len(self.turns)), max_pixels)
+        return self._ahead
+
+    def _keep(self, ahead: _Ahead, inputs: list[ImageInput], target: list[int]) -> int:
+        """Cut the read-ahead back to its longest segment that `inputs` and `target` start with
+        (same pictures, same tokens); returns how many images that keeps."""
+        keys = [item.key for item in inputs]
+        keep = 0
+        for index, mark in enumerate(ahead.marks, start=1):
+            same_images = [item.key for item in ahead.images[:mark.images]] == keys[:mark.images]
+            if not (same_images and ahead.ids[:mark.tokens] == target[:mark.tokens]):
                 break
-            e, d = self.engine.vision.encode(image.pixel_values, image.grid_thw)
-            embeds.append(e)
-            deepstack.append(d)
-        if len(embeds) < len(prepared):
-            return None
-        pos = np.flatnonzero(np.asarray(new_ids) == self.engine.image_token_id)
-        return np.concatenate(embeds, 0), pos, np.concatenate(deepstack, 1)
+            keep = index
+        self.engine.decoder.reset(ahead.cut(keep))
+        return ahead.marks[-1].images if ahead.marks else 0
+
+    def _drop_ahead(self) -> None:
+        """Roll the cache back to the end of the last answer (nothing read ahead)."""
+        if self._ahead is not None:
+            self.engine.decoder.reset(self._ahead.base.cache_length)
+            self._ahead = None
+
+    def _ahead_tokens(self) -> int:
+        return len(self._ahead.ids) if self._ahead else 0
 
     def _answer(self, start: float, sampling: SamplingOptions | None, regenerated: bool = False) -> Iterator[Event]:
         eng, r, turn = self.engine, self._rewind, self.turns[-1]
@@ -328,5 +450,7 @@ class Conversation:
             context_used=self.context_used,
             context_limit=eng.context_limit,
             token_ids=list(generated),
+            ahead_tokens=0 if regenerated else r.ahead_tokens,
+            predicted_wait=0.0 if regenerated else r.predicted_wait,
         )
         yield turn.stats

@@ -15,9 +15,28 @@ from .image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
 from .prompt import PromptBuilder
 from .runtime import DecoderRunner, DecoderShape, VisionRunner
 from .sampling import SamplingOptions
+from .speeds import SpeedModel
 
 
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
+IMAGE_TEMPLATE_TOKENS = 2  # the markers the chat template puts around an image's tokens
+
+
+@dataclass(frozen=True)
+class ReadEstimate:
+    tokens: int
+    seconds: float | None  # None until this machine's speeds are measured
+
+
+def speed_key(manifest: dict, cpu: CpuInfo, threads: int | None) -> str:
+    """Speeds depend on the model's files, the processor, the thread count and onnxruntime."""
+    import hashlib
+    import json
+
+    import onnxruntime
+
+    files = hashlib.sha256(json.dumps(manifest.get("files") or {}, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{files}|{cpu.vendor} {cpu.model}|{threads or cpu.physical_cores} threads|ort {onnxruntime.__version__}"
 
 
 @dataclass(frozen=True)
@@ -29,6 +48,7 @@ class EngineOptions:
     prefill_chunk: int = 256            # prompts are read in chunks: attention scratch is chunk x max_len
     use_prefill_graph: bool = True      # use the model's prompt decoder when it was exported with one
     profile_prefix: str | None = None   # write onnxruntime traces (per-node times) with this path prefix
+    speed_file: Path | None = None      # where this machine's measured speeds are kept (None: memory only)
 
     def __post_init__(self):
         if self.max_context < MIN_CONTEXT:
@@ -91,6 +111,7 @@ class Engine:
         except Exception as exc:  # onnxruntime refuses a damaged graph
             raise ArtifactError(f"The model in {self.model_dir} cannot be loaded: {exc}") from None
         self.cpu = cpu_info()
+        self.speeds = SpeedModel(speed_key(m, self.cpu, options.threads), options.speed_file)
         # Things the user should know about this model on this machine (shown, never silent).
         self.warnings = [w for w in (saturating_int8_warning(m, self.cpu),) if w]
         self.eos_ids = frozenset(int(t) for t in m["tokens"]["eos"])
@@ -113,6 +134,23 @@ class Engine:
 
     def image_tokens(self, width: int, height: int, image_detail: str | None = None) -> int:
         return tokens_for(width, height, self.image_config, self.options.max_pixels(image_detail))
+
+    def estimate_image(self, width: int, height: int, image_detail: str | None = None,
+                       context: int = 0) -> ReadEstimate:
+        """Tokens of an image and the seconds this machine takes to read it (encode it, then its
+        tokens after `context` cached ones), from the speeds measured here; no seconds before
+        any. Pure arithmetic on immutable config and the thread-safe speed model: any thread."""
+        tokens = self.image_tokens(width, height, image_detail)
+        vision = self.speeds.vision_seconds(tokens * self.merge_size ** 2)
+        prompt = self.speeds.prompt_seconds(self.decoder.graph_for, tokens + IMAGE_TEMPLATE_TOKENS, context,
+                                            self.options.prefill_chunk)
+        return ReadEstimate(tokens, None if vision is None or prompt is None else vision + prompt)
+
+    def calibrate(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Measure this machine's speeds where none are stored yet (a few seconds); see calibration.py."""
+        from .calibration import calibrate
+
+        return calibrate(self, should_stop)
 
     def new_conversation(self):
         """A fresh conversation; it takes over the KV cache from any earlier one."""

@@ -1,4 +1,5 @@
-"""What a conversation turn yields, in order: status changes, text pieces, then one TurnStats."""
+"""What a conversation yields, in order: status changes, then text pieces and one TurnStats for a
+question, or one ReadAhead for images read before their question."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,8 +14,30 @@ class Stage(str, Enum):
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a read (images, then prompt chunks) has come, in seconds of work predicted for
+    this machine: the bar moves by work, not by steps of unequal cost. `step_seconds` is the
+    predicted length of the step starting now (one image can take a minute: a display can move
+    on between events). Before this machine's speeds are known (`timed` False) the same fields
+    count work in tokens, and there are no seconds to show."""
+    done_seconds: float
+    total_seconds: float
+    step_seconds: float = 0.0
+    timed: bool = True
+
+    @property
+    def fraction(self) -> float:
+        return min(max(self.done_seconds / self.total_seconds, 0.0), 1.0) if self.total_seconds > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        return max(self.total_seconds - self.done_seconds, 0.0) if self.timed else None
+
+
+@dataclass(frozen=True)
 class StatusEvent:
     stage: Stage
+    progress: Progress | None = None  # for ENCODING_IMAGE / READING_PROMPT: at each image and chunk
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,19 @@ class TurnStats:
     context_limit: int
     token_ids: list[int] = field(default_factory=list)
     asked: bool = True  # False: cancelled before the question entered the conversation (nothing changed)
+    ahead_tokens: int = 0  # of prompt_tokens, how many were read ahead (attach()) before the question came
+    predicted_wait: float = 0.0  # the seconds to the first token this machine's speeds predicted at send
 
 
-Event = StatusEvent | TextEvent | TurnStats
+@dataclass(frozen=True)
+class ReadAhead:
+    """The end of attach()/prepare(): the next question's images, read into the cache ahead of it."""
+    images: int  # images the next question has in the cache now
+    tokens_read: int  # tokens this call read (vision embeddings of earlier calls are reused)
+    ahead_tokens: int  # tokens the cache holds ahead of the next question
+    vision_seconds: float
+    prefill_seconds: float
+    cancelled: bool = False  # stopped: the next question's images are as they were before the call
+
+
+Event = StatusEvent | TextEvent | TurnStats | ReadAhead

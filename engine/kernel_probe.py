@@ -67,6 +67,11 @@ def single_node_session(node, inits: list, k: int, n: int, threads: int | None =
     """A one-node graph x [M, k] -> y [M, n] (for timing one kernel on its own)."""
     graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])], inits)
+    return probe_session(graph, threads)
+
+
+def probe_session(graph, threads: int | None = None) -> ort.InferenceSession:
+    """A session for a small probe graph (standard and Microsoft ops), run as the engine runs."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                     helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 10

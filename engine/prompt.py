@@ -34,6 +34,8 @@ END_OF_TURN = "<|im_end|>"
 # (`sanitize_control_tokens=True`), so they are encoded as plain text.
 _MARK_START = "\U000f0000"
 _MARK_END = "\U000f0001"
+# Stands for a question not typed yet, to find where the template puts its text.
+_QUESTION_SLOT = "\U000f0002question\U000f0002"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +212,23 @@ class PromptBuilder:
         new_messages = [message] if isinstance(message, dict) else list(message)
         text = self.continuation_text(history, new_messages)
         return self._expand_image_pads(self._encode_rendered(text), image_tokens)
+
+    def encode_turn_prefix(
+        self,
+        history: Sequence[Message],
+        image_tokens: Sequence[int],
+    ) -> list[int] | None:
+        """The start of encode_turn() for a user message whose images come before its text: what
+        the template writes up to where the text begins, so the images can be read before the
+        question is typed. Rendered from the template itself; None if it would not show where
+        the text goes. The caller must still check that the whole turn starts with these ids
+        (a tokenizer may merge across the cut), and read at send time where it does not."""
+        message = user_message(_QUESTION_SLOT, len(image_tokens))
+        text = self.continuation_text(history, [message])
+        cut = text.find(_QUESTION_SLOT)
+        if cut < 0 or text.find(_QUESTION_SLOT, cut + 1) >= 0:
+            return None
+        return self._expand_image_pads(self._encode_rendered(text[:cut]), image_tokens)
 
     def encode(self, text: str) -> list[int]:
         """Plain tokenization, control tokens in `text` recognised, nothing added."""

@@ -6,6 +6,8 @@ GroupQueryAttention appends the new keys/values into the buffer and nothing is c
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,18 @@ class DecoderShape:
     hidden_size: int
     vocab_size: int
     deepstack_levels: int
+
+
+@dataclass(frozen=True)
+class ChunkRead:
+    """One prompt chunk read into the cache: by which graph, how many tokens after how many, in
+    how long, and how far the whole prompt is."""
+    graph: str
+    tokens: int
+    context: int
+    seconds: float
+    done: int
+    total: int
 
 
 def session_options(threads: int | None, profile_prefix: str | None = None) -> ort.SessionOptions:
@@ -173,12 +187,30 @@ class DecoderRunner:
         """Forget everything after `length` tokens of the bound cache."""
         self.cache.reset(length)
 
+    def graph_for(self, tokens: int) -> str:
+        """Which session reads a chunk of `tokens`: "prompt" (the prompt graph) or "decoder"."""
+        return "prompt" if self.prefill_session is not None and tokens >= self.PREFILL_MIN_TOKENS else "decoder"
+
     def prefill(self, input_ids: np.ndarray, position_ids: np.ndarray, visual_embeds: np.ndarray | None = None,
                 visual_pos: np.ndarray | None = None, deepstack: np.ndarray | None = None,
                 chunk: int = 256, should_stop=lambda: False) -> np.ndarray | None:
-        """forward() in chunks of at most `chunk` tokens: bounds the attention scratch memory
-        (scores are chunk x context per head) on long prompts, and lets a cancel land between
-        chunks. Returns the last row's logits, or None (cache rewound) if `should_stop()` said so."""
+        """prefill_steps() run to the end: the last row's logits, or None if stopped."""
+        steps = self.prefill_steps(input_ids, position_ids, visual_embeds, visual_pos, deepstack, chunk, should_stop)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def prefill_steps(self, input_ids: np.ndarray, position_ids: np.ndarray,
+                      visual_embeds: np.ndarray | None = None, visual_pos: np.ndarray | None = None,
+                      deepstack: np.ndarray | None = None, chunk: int = 256, should_stop=lambda: False
+                      ) -> Generator[ChunkRead, None, np.ndarray | None]:
+        """forward() in chunks of at most `chunk` tokens, yielding a ChunkRead after each: bounds
+        the attention scratch memory (scores are chunk x context per head) on long prompts, lets
+        a cancel land between chunks, and tells the caller how far it is and how fast this machine
+        reads. Returns the last row's logits, or None (cache rewound) if `should_stop()` said so.
+        A failed or abandoned read leaves none of the prompt in the cache."""
         ids = np.asarray(input_ids).reshape(-1)
         logits = None
         before = self.length
@@ -193,7 +225,9 @@ class DecoderRunner:
                     rows = np.flatnonzero((visual_pos >= start) & (visual_pos < stop))
                     vis = dict(visual_embeds=visual_embeds[rows], visual_pos=visual_pos[rows] - start,
                                deepstack=deepstack[:, rows])
+                context, graph, t0 = self.length, self.graph_for(stop - start), time.perf_counter()
                 logits = self.forward(ids[start:stop], position_ids[:, start:stop], **vis)
+                yield ChunkRead(graph, stop - start, context, time.perf_counter() - t0, stop, len(ids))
         except BaseException:  # a failed chunk (out of memory, ...): the cache holds none of the prompt
             self.reset(before)
             raise

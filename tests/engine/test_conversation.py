@@ -46,7 +46,7 @@ def reference_generate(model, ids: list[int], images: list, steps: int) -> list[
 
 
 def run_turn(conv, text, images=(), sampling=GREEDY):
-    events = list(conv.ask(text, list(images), sampling))
+    events = list(conv.ask(text, None if images is None else list(images), sampling))
     assert isinstance(events[-1], TurnStats)
     return events
 
@@ -90,7 +90,7 @@ def test_single_turn_equals_generate(case, engine, tiny_checkpoint):
     text = "".join(e.text for e in events if isinstance(e, TextEvent))
     assert text == engine.prompts.decode([t for t in stats.token_ids if t not in engine.eos_ids])
     stages = [e.stage for e in events if isinstance(e, StatusEvent)]
-    assert stages == ([Stage.ENCODING_IMAGE] if images else []) + [Stage.READING_PROMPT, Stage.ANSWERING]
+    assert stages == [Stage.ENCODING_IMAGE] * len(images) + [Stage.READING_PROMPT, Stage.ANSWERING]
 
 
 def test_three_turns_reuse_the_cache_exactly(engine, tiny_checkpoint, monkeypatch):

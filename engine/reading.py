@@ -1,0 +1,187 @@
+"""Reading into the KV cache: encode images, then prefill token ids, with progress and timing.
+
+Every step reports how far the whole read is in seconds of work predicted for this machine
+(engine/speeds.py), and every step's measured time refines those predictions. Shared by the
+questions of a conversation and by the images read ahead of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .events import Progress, Stage, StatusEvent
+from .image import PreparedImage, load_image, preprocess
+from .positions import PositionState, chunk_positions
+from .speeds import chunk_sizes
+
+Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack features [levels, T, H]
+
+
+@dataclass
+class ImageInput:
+    """One image of a question: where it came from, a key for its content at its detail, its
+    processor output, and its encoding once the vision encoder has run."""
+    source: object
+    key: str
+    image: PreparedImage
+    encoded: Encoded | None = None
+
+    @property
+    def patches(self) -> int:
+        t, h, w = self.image.grid_thw
+        return int(t * h * w)
+
+
+@dataclass
+class ReadResult:
+    """What a read left: positions after it, the last row's logits, and the time it took."""
+    positions: PositionState
+    logits: np.ndarray | None
+    vision_seconds: float
+    prefill_seconds: float
+
+
+def content_key(source, max_pixels: int) -> str | None:
+    """The same picture at the same detail gives the same key, whatever path or copy it comes
+    from (the app sends a stored copy of the file the user dropped); None if it cannot be read
+    (load_image then says why)."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        if isinstance(source, (str, Path)):
+            digest.update(Path(source).read_bytes())
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            digest.update(bytes(source))
+        elif isinstance(source, Image.Image):
+            digest.update(f"{source.mode}{source.size}".encode())
+            digest.update(source.tobytes())
+        else:
+            return None
+    except OSError:
+        return None
+    return f"{digest.hexdigest()}@{max_pixels}"
+
+
+def prepare_inputs(sources: Sequence, engine, max_pixels: int, known: Sequence[ImageInput] = ()) -> list[ImageInput]:
+    """ImageInputs for `sources`; those already known by content are reused (no decoding again,
+    their encodings kept)."""
+    by_key = {item.key: item for item in known}
+    out = []
+    for source in sources:
+        key = content_key(source, max_pixels)
+        if key is not None and key in by_key:
+            out.append(by_key[key])
+            continue
+        image = preprocess(load_image(source), engine.image_config, max_pixels)
+        out.append(ImageInput(source, key or f"object-{id(source)}@{max_pixels}", image))
+    return out
+
+
+@dataclass
+class Plan:
+    """The steps of a read (each image to encode, then each prompt chunk) and their predicted
+    seconds, or their tokens while this machine is not measured yet (`timed` False)."""
+    steps: list[float]
+    timed: bool = True
+    done: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.steps) if self.timed else 0.0
+
+    def then(self, other: Plan) -> Plan:
+        """This plan followed by `other` (one progress for a read made of several)."""
+        if self.timed and other.timed:
+            return Plan(self.steps + other.steps)
+        return Plan([*self.steps, *other.steps], timed=False) if not (self.timed or other.timed) else \
+            Plan([1.0] * (len(self.steps) + len(other.steps)), timed=False)
+
+    def step_done(self) -> None:
+        self.done += 1
+
+    def status(self, stage: Stage) -> StatusEvent:
+        done = sum(self.steps[:self.done])
+        upcoming = self.steps[self.done] if self.done < len(self.steps) else 0.0
+        return StatusEvent(stage, Progress(done, sum(self.steps), upcoming, self.timed))
+
+
+class Reader:
+    """Encodes and prefills for one conversation on the engine's bound cache."""
+
+    def __init__(self, engine, should_stop: Callable[[], bool]):
+        self.engine = engine
+        self.should_stop = should_stop
+
+    def plan(self, images: Sequence[ImageInput], tokens: int, context: int) -> Plan:
+        """The steps of reading `images` (those not encoded yet) and then `tokens` after `context`
+        cached ones, with the seconds this machine is predicted to take for each."""
+        eng, speeds = self.engine, self.engine.speeds
+        vision = [speeds.vision_seconds(item.patches) for item in images if item.encoded is None]
+        chunks = []
+        for size in chunk_sizes(tokens, eng.options.prefill_chunk):
+            chunks.append(speeds.chunk_seconds(eng.decoder.graph_for(size), size, context))
+            context += size
+        if any(v is None for v in vision) or any(c is None for c in chunks):  # not measured yet: count tokens
+            vision = [item.patches / eng.merge_size ** 2 for item in images if item.encoded is None]
+            chunks = [float(size) for size in chunk_sizes(tokens, eng.options.prefill_chunk)]
+            return Plan(vision + chunks, timed=False)
+        return Plan(vision + chunks)
+
+    def read(self, ids: Sequence[int], images: Sequence[ImageInput], positions: PositionState,
+             plan: Plan | None = None) -> Generator[StatusEvent, None, ReadResult | None]:
+        """Encode the images that are not yet, then prefill `ids` (which hold every image's token
+        run) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
+        this read's own) is what progress is reported against: a caller reading in several
+        parts passes one plan for all of them."""
+        eng = self.engine
+        plan = plan or self.plan(images, len(ids), eng.decoder.length)
+        vision_seconds = 0.0
+        for item in images:
+            if item.encoded is not None:
+                continue
+            if self.should_stop():
+                return None
+            yield plan.status(Stage.ENCODING_IMAGE)
+            t0 = time.perf_counter()
+            item.encoded = eng.vision.encode(item.image.pixel_values, item.image.grid_thw)
+            seconds = time.perf_counter() - t0
+            vision_seconds += seconds
+            eng.speeds.add_vision(item.patches, seconds)
+            plan.step_done()
+        if self.should_stop():
+            return None
+        positions_ids, after = chunk_positions(ids, [item.image.grid_thw for item in images], eng.image_token_id,
+                                               positions, eng.merge_size)
+        yield plan.status(Stage.READING_PROMPT)
+        t0 = time.perf_counter()
+        logits = None
+        if len(ids):
+            reading = eng.decoder.prefill_steps(np.asarray(ids), positions_ids, *self._visual(ids, images),
+                                                chunk=eng.options.prefill_chunk, should_stop=self.should_stop)
+            while True:
+                try:
+                    chunk = next(reading)
+                except StopIteration as finished:
+                    logits = finished.value
+                    break
+                eng.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
+                plan.step_done()
+                if chunk.done < chunk.total:
+                    yield plan.status(Stage.READING_PROMPT)
+            if logits is None:
+                return None
+        eng.speeds.save()
+        return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
+
+    def _visual(self, ids: Sequence[int], images: Sequence[ImageInput]):
+        if not images:
+            return ()
+        pos = np.flatnonzero(np.asarray(ids) == self.engine.image_token_id)
+        return (np.concatenate([item.encoded[0] for item in images], 0), pos,
+                np.concatenate([item.encoded[1] for item in images], 1))
+
