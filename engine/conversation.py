@@ -207,25 +207,24 @@ class Conversation:
         What was read ahead and matches is used as it is; the rest is read now. `detail`
         ("standard" / "high") overrides the engine's image detail for this question."""
         self._check_open()
+        start = time.perf_counter()  # the wait the user sees includes decoding the images
         eng = self.engine
         max_pixels = eng.options.max_pixels(detail)
         if images is None:
             images = self.attached
-        ahead = self._ahead if self._ahead and self._ahead.max_pixels == max_pixels else None
-        inputs = prepare_inputs(images, eng, max_pixels, ahead.images if ahead else [])
+        if self._ahead is not None and self._ahead.max_pixels != max_pixels:
+            self._drop_ahead()  # read at another detail: those tokens are not this question's
+        inputs = prepare_inputs(images, eng, max_pixels, self._ahead.images if self._ahead else [])
         message = user_message(text, len(inputs))
-        base = ahead.base if ahead else _Before(eng.decoder.length, self._positions, list(self._pending),
-                                               len(self._messages), len(self.turns))
+        base = self._ahead.base if self._ahead else _Before(eng.decoder.length, self._positions, list(self._pending),
+                                                            len(self._messages), len(self.turns))
         all_ids = base.pending + eng.prompts.encode_turn(self._messages, message, [i.image.num_tokens for i in inputs])
         if base.cache_length + len(all_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
             raise ContextFullError(
                 f"This conversation is full: the question needs {len(all_ids)} more tokens but only "
                 f"{max(eng.context_limit - base.cache_length - 2, 0)} of {eng.context_limit} are left. "
                 f"Start a new chat to go on (or ask with a smaller image).")
-        start = time.perf_counter()
-        if ahead is None:
-            self._drop_ahead()
-            ahead = self._ahead_or_new(max_pixels)
+        ahead = self._ahead_or_new(max_pixels)
         kept = self._keep(ahead, inputs, all_ids)
         ahead_tokens = len(ahead.ids)
         new_ids, new_inputs = all_ids[ahead_tokens:], inputs[kept:]

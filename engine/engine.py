@@ -1,11 +1,14 @@
 """The engine: one loaded model (both graphs, tokenizer, settings) and the conversations on it."""
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime
 from tokenizers import Tokenizer
 
 from .artifacts import verify_artifacts
@@ -30,11 +33,6 @@ class ReadEstimate:
 
 def speed_key(manifest: dict, cpu: CpuInfo, threads: int | None) -> str:
     """Speeds depend on the model's files, the processor, the thread count and onnxruntime."""
-    import hashlib
-    import json
-
-    import onnxruntime
-
     files = hashlib.sha256(json.dumps(manifest.get("files") or {}, sort_keys=True).encode()).hexdigest()[:16]
     return f"{files}|{cpu.vendor} {cpu.model}|{threads or cpu.physical_cores} threads|ort {onnxruntime.__version__}"
 

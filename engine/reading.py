@@ -95,11 +95,11 @@ class Plan:
         return sum(self.steps) if self.timed else 0.0
 
     def then(self, other: Plan) -> Plan:
-        """This plan followed by `other` (one progress for a read made of several)."""
+        """This plan followed by `other` (one progress for a read made of several). Seconds and
+        tokens do not add up: if either is untimed, every step counts the same."""
         if self.timed and other.timed:
             return Plan(self.steps + other.steps)
-        return Plan([*self.steps, *other.steps], timed=False) if not (self.timed or other.timed) else \
-            Plan([1.0] * (len(self.steps) + len(other.steps)), timed=False)
+        return Plan([1.0] * (len(self.steps) + len(other.steps)), timed=False)
 
     def step_done(self) -> None:
         self.done += 1

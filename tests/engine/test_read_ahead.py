@@ -182,3 +182,25 @@ def test_progress_moves_forward_and_ends_at_the_question(engine):
     assert all(p.seconds_left is not None and p.seconds_left >= 0 for p in progress)
     stats = run_turn(conv, "Compare them.", None)[-1]
     assert stats.predicted_wait > 0
+
+
+def test_an_answer_that_fails_after_a_read_ahead_leaves_the_last_answer(engine, monkeypatch):
+    conv = engine.new_conversation()
+    run_turn(conv, "Hi", [])
+    length, used = engine.decoder.length, conv.context_used
+    read_ahead(conv.attach([A], detail="high"))
+    original = engine.decoder.forward
+
+    def fail_on_decode(ids, positions, **kwargs):
+        if len(ids) == 1:
+            raise MemoryError("out of memory")
+        return original(ids, positions, **kwargs)
+
+    monkeypatch.setattr(engine.decoder, "forward", fail_on_decode)
+    with pytest.raises(MemoryError):
+        list(conv.ask("What is this?", [A], GREEDY, detail="standard"))
+    monkeypatch.setattr(engine.decoder, "forward", original)
+    assert engine.decoder.length == length and conv.context_used == used and len(conv.turns) == 1
+    assert conv.attached == []
+    again = run_turn(conv, "What is this?", [A])[-1]
+    assert again.asked and again.ahead_tokens == 0

@@ -1,0 +1,62 @@
+"""The first-load measurement: it gives every read a predicted time, is stored per model and
+CPU so it runs once, and stops between steps when the app needs the engine."""
+from __future__ import annotations
+
+import json
+
+from engine.engine import Engine, EngineOptions
+from engine.events import StatusEvent
+from tests.reference import random_image
+
+
+def counting(engine, monkeypatch) -> list:
+    calls = []
+    original = engine.vision.encode
+    monkeypatch.setattr(engine.vision, "encode", lambda pv, grid: calls.append(grid) or original(pv, grid))
+    return calls
+
+
+def test_calibration_predicts_reads_and_runs_once(tiny_fp32, tmp_path, monkeypatch):
+    speed_file = tmp_path / "speeds.json"
+    engine = Engine(tiny_fp32, EngineOptions(speed_file=speed_file))
+    assert engine.estimate_image(448, 448).seconds is None  # nothing measured yet
+    assert engine.calibrate()
+    estimate = engine.estimate_image(448, 448)
+    assert estimate.tokens == engine.image_tokens(448, 448) and estimate.seconds > 0
+    assert engine.estimate_image(896, 896).seconds > estimate.seconds
+    entries = json.loads(speed_file.read_text())["entries"]
+    assert list(entries) == [engine.speeds.key]
+    assert engine.decoder.length == 0 and engine.decoder.cache is engine.decoder.default_cache
+
+    again = Engine(tiny_fp32, EngineOptions(speed_file=speed_file))  # the next start of the app
+    encoded = counting(again, monkeypatch)
+    assert again.calibrate() and not encoded
+    assert again.estimate_image(448, 448).seconds == estimate.seconds
+
+
+def test_calibration_leaves_a_conversation_as_it_was(tiny_fp32):
+    engine = Engine(tiny_fp32)
+    conv = engine.new_conversation()
+    list(conv.attach([random_image(200, 200, 1)]))
+    length = engine.decoder.length
+    assert engine.calibrate()
+    assert engine.decoder.length == length and conv.attached
+
+
+def test_a_stop_request_ends_calibration_between_steps(tiny_fp32, monkeypatch):
+    engine = Engine(tiny_fp32)
+    encoded = counting(engine, monkeypatch)
+    assert not engine.calibrate(should_stop=lambda: True)
+    assert len(encoded) <= 2 and not engine.speeds.has_chunks("decoder")
+    assert not engine.lock.locked()
+
+
+def test_progress_is_in_seconds_once_calibrated(tiny_fp32):
+    engine = Engine(tiny_fp32)
+    conv = engine.new_conversation()
+    untimed = [e.progress for e in conv.attach([random_image(200, 200, 2)]) if isinstance(e, StatusEvent)]
+    assert untimed and all(p.seconds_left is None for p in untimed)
+    engine.calibrate()
+    conv = engine.new_conversation()
+    timed = [e.progress for e in conv.attach([random_image(200, 200, 3)]) if isinstance(e, StatusEvent)]
+    assert all(p.timed and p.total_seconds > 0 for p in timed)
