@@ -204,3 +204,29 @@ def test_an_answer_that_fails_after_a_read_ahead_leaves_the_last_answer(engine, 
     assert conv.attached == []
     again = run_turn(conv, "What is this?", [A])[-1]
     assert again.asked and again.ahead_tokens == 0
+
+
+# A template that writes plain text right before the question: its prefix ends in a space that
+# the tokenizer merges with the question's first word, so the prefix read ahead is not where the
+# whole turn's tokens go. The read-ahead must notice and read at send time.
+MERGING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}Question: {{ c.text }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_template_whose_prefix_merges_with_the_question_is_read_at_send(tiny_fp32):
+    from engine.prompt import PromptBuilder
+
+    engine = Engine(tiny_fp32)
+    engine.prompts = PromptBuilder(engine.tokenizer, MERGING_TEMPLATE)
+    at_once = run_turn(engine.new_conversation(), "What is this?", [A])[-1]
+    conv = engine.new_conversation()
+    ahead = read_ahead(conv.attach([A]))
+    assert ahead.ahead_tokens > 0
+    stats = run_turn(conv, "What is this?", None)[-1]
+    assert stats.token_ids == at_once.token_ids and stats.prompt_tokens == at_once.prompt_tokens
+    assert stats.ahead_tokens == 0 and stats.vision_seconds == 0.0  # re-read, but not re-encoded
