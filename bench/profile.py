@@ -5,12 +5,15 @@
 Three scenarios, each in a fresh engine (a trace covers a session's whole life): a 448x448 image
 question answered with 16 tokens, an 896x896 image question, and a text prompt that fills a 4k
 context followed by 16 tokens. Runs are grouped into vision encodes, prompt chunks (S > 1) and
-decode steps (S = 1); the table gives each operator's share of the group's node time.
+decode steps (S = 1); the tables give each operator's and each component's share of the group's
+node time (nodes are named by where they sit in the model, e.g. /decoder/layers.3/attn/qkv_proj/...),
+and how time spreads over the layers.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections import Counter, defaultdict
@@ -22,12 +25,26 @@ from engine.engine import Engine, EngineOptions
 from engine.sampling import SamplingOptions
 
 
+_LAYER = re.compile(r"(?:layers|blocks)\.(\d+)")
+
+
 @dataclass
 class RunGroup:
-    """Node time by operator over a set of runs of one session."""
+    """Node time by operator, by component and by layer over a set of runs of one session."""
     runs: int = 0
     wall_us: int = 0
     by_op: Counter = field(default_factory=Counter)
+    by_component: Counter = field(default_factory=Counter)
+    by_layer: Counter = field(default_factory=Counter)
+
+
+def component_and_layer(node_name: str) -> tuple[str, int | None]:
+    """'/decoder/layers.3/attn/qkv_proj/MatMulNBits_12' -> ('attn/qkv_proj', 3): the scopes the
+    exporter names nodes by, without the graph, the layer and the node itself."""
+    parts = node_name.strip("/").split("/")[1:-1]
+    layer = next((int(m.group(1)) for m in map(_LAYER.fullmatch, parts) if m), None)
+    kept = [part for part in parts if not _LAYER.fullmatch(part)]
+    return "/".join(kept) or "(unscoped)", layer
 
 
 def _query_rows(nodes: list[dict]) -> int | None:
@@ -55,6 +72,10 @@ def summarize_trace(path: Path) -> dict[str, RunGroup]:
         group.wall_us += run["dur"]
         for n in inside:
             group.by_op[n["args"]["op_name"]] += n["dur"]
+            component, layer = component_and_layer(n["name"].removesuffix("_kernel_time"))
+            group.by_component[component] += n["dur"]
+            if layer is not None:
+                group.by_layer[layer] += n["dur"]
     return dict(groups)
 
 
@@ -72,6 +93,17 @@ def markdown(title: str, groups: dict[str, RunGroup], top: int = 8) -> str:
         for op, us in g.by_op.most_common(top):
             lines.append(f"| {op} | {us / 1e3 / g.runs:.1f} | {100 * us / total:.1f} % |")
         lines.append("")
+        lines.append("| component | ms per run | share |")
+        lines.append("|---|---|---|")
+        for name, us in g.by_component.most_common(top):
+            lines.append(f"| {name} | {us / 1e3 / g.runs:.1f} | {100 * us / total:.1f} % |")
+        lines.append("")
+        if g.by_layer:
+            per_layer = [us / 1e3 / g.runs for us in g.by_layer.values()]
+            slowest = max(g.by_layer, key=g.by_layer.get)
+            lines.append(f"{len(per_layer)} layers: {sum(per_layer) / len(per_layer):.2f} ms each on average, "
+                         f"slowest layers.{slowest} at {max(per_layer):.2f} ms")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -81,6 +113,8 @@ def _merge(into: dict[str, RunGroup], more: dict[str, RunGroup]) -> None:
         mine.runs += g.runs
         mine.wall_us += g.wall_us
         mine.by_op.update(g.by_op)
+        mine.by_component.update(g.by_component)
+        mine.by_layer.update(g.by_layer)
 
 
 def profile_scenario(model_dir: Path, work: Path, name: str, scenario, threads: int | None,

@@ -2,10 +2,15 @@
 
 `GraphBuilder.op("MatMul", x, w)` appends a node and returns its output name(s); initializers go
 straight to the external-data writer. The result is a ModelProto whose weights live on disk.
+Nodes are named by where they sit (`with g.scope("layers.3"), g.scope("attn"): ...` gives
+`/decoder/layers.3/attn/MatMulNBits_17`), so the graph reads in Netron and a profile can total
+time per layer and per component.
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,16 @@ class GraphBuilder:
         self.outputs: list[onnx.ValueInfoProto] = []
         self._ids = itertools.count()
         self._consts: dict[tuple, str] = {}
+        self._scopes: list[str] = [name]
+
+    @contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        """Nodes added inside are named under `name` (nested scopes make a path)."""
+        self._scopes.append(name)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
 
     # -- values -------------------------------------------------------------------------------
     def input(self, name: str, elem_type: int, shape: list) -> str:
@@ -65,13 +80,15 @@ class GraphBuilder:
     def op(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1,
            domain: str = "", **attrs) -> str | list[str]:
         idx = next(self._ids)
+        path = "/" + "/".join(self._scopes) + "/"
         if isinstance(outputs, int):
-            names = [f"{op_type.lower()}_{idx}" if outputs == 1 else f"{op_type.lower()}_{idx}_{i}"
+            names = [f"{path}{op_type.lower()}_{idx}" if outputs == 1 else f"{path}{op_type.lower()}_{idx}_{i}"
                      for i in range(outputs)]
         else:
             names = list(outputs)
         ins = ["" if i is None else i for i in inputs]
-        self.nodes.append(helper.make_node(op_type, ins, names, name=f"{op_type}_{idx}", domain=domain, **attrs))
+        self.nodes.append(helper.make_node(op_type, ins, names, name=f"{path}{op_type}_{idx}", domain=domain,
+                                           **attrs))
         return names[0] if len(names) == 1 else names
 
     def ms(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1, **attrs):

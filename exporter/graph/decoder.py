@@ -110,9 +110,42 @@ def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
     return linear(g, silu_mul(g, gate, up), f"{m}.down_proj", ck.get(f"{m}.down_proj.weight"), None, fmt)
 
 
+def _layer(g, ck, cfg: TextConfig, i: int, x: str, pending, cos, sin, rot_pos, seqlens, total,
+           fmt: WeightFormat, kv_type: int, deepstack: str | None, scatter_idx: str):
+    """One decoder layer. The residual add that ends it is left `pending` (fused into the next
+    layer's norm by SkipSimplifiedLayerNormalization) unless DeepStack features are added here."""
+    ln = f"{T}.layers.{i}"
+    w_in = ck.get(f"{ln}.input_layernorm.weight")
+    with g.scope("input_norm"):
+        if pending is None:
+            y = rms_norm(g, x, f"{ln}.input_layernorm", w_in, cfg.rms_norm_eps)
+        else:
+            y, _, _, x = g.ms("SkipSimplifiedLayerNormalization", pending[1], pending[0],
+                              g.weight(f"{ln}.input_layernorm.weight", w_in), outputs=4, epsilon=cfg.rms_norm_eps)
+    with g.scope("attn"):
+        attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt, kv_type)
+    with g.scope("post_attention_norm"):
+        y2, _, _, x = g.ms("SkipSimplifiedLayerNormalization", attn, x,
+                           g.weight(f"{ln}.post_attention_layernorm.weight",
+                                    ck.get(f"{ln}.post_attention_layernorm.weight")),
+                           outputs=4, epsilon=cfg.rms_norm_eps)
+    with g.scope("mlp"):
+        mlp = _mlp(g, ck, cfg, i, y2, fmt)
+    if deepstack is None:
+        return x, (x, mlp)
+    with g.scope("deepstack"):  # add the level-i visual features at the image rows
+        x = g.op("Add", x, mlp)
+        level = g.op("Squeeze", g.op("Gather", deepstack, g.const([i]), axis=0), g.const([0]))
+        return g.op("ScatterND", x, scatter_idx, level, reduction="add"), None
+
+
 def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_levels: int, fmt: WeightFormat,
                   progress=lambda done, total: None, embed_fmt: WeightFormat | None = None,
                   kv_dtype: str = "fp32") -> None:
+    """The whole decoder into `g` (inputs and outputs as in this module's docstring), weights
+    streamed from `ck` one tensor at a time; `fmt` stores the layers' weights, `embed_fmt` the
+    tied embedding (lookup and lm_head share one stored matrix). `progress(done, total)` ticks
+    once per layer."""
     h, nkv, hd = cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim
     kv_type = KV_DTYPES[kv_dtype]
     ids = g.input("input_ids", INT64, [1, "seq"])
@@ -128,44 +161,31 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
             g.input(f"past_key_values.{i}.{kv}", kv_type, [1, nkv, "past", hd])
 
     steps = cfg.num_hidden_layers + 2
-    embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, ids)
-    progress(1, steps)
-    scatter_idx = g.op("Concat", g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
-                       g.op("Unsqueeze", vis_pos, g.const([1])), axis=1)              # [M, 2] = (0, pos)
-    x = g.op("ScatterND", embeds, scatter_idx, vis)
-
-    cos, sin = _mrope_cos_sin(g, cfg, pos)
-    seq = g.op("Squeeze", g.op("Shape", ids, start=1, end=2), g.const([0]))
-    rot_pos = g.op("Unsqueeze", g.op("Range", g.const(0), seq, g.const(1)), g.const([0]))
+    with g.scope("embed"):
+        embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, ids)
+        progress(1, steps)
+        scatter_idx = g.op("Concat", g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
+                           g.op("Unsqueeze", vis_pos, g.const([1])), axis=1)          # [M, 2] = (0, pos)
+        x = g.op("ScatterND", embeds, scatter_idx, vis)
+    with g.scope("rotary"):
+        cos, sin = _mrope_cos_sin(g, cfg, pos)
+        seq = g.op("Squeeze", g.op("Shape", ids, start=1, end=2), g.const([0]))
+        rot_pos = g.op("Unsqueeze", g.op("Range", g.const(0), seq, g.const(1)), g.const([0]))
 
     pending = None  # (residual, branch) not yet summed: fused into the next norm
     for i in range(cfg.num_hidden_layers):
-        ln = f"{T}.layers.{i}"
-        w_in = ck.get(f"{ln}.input_layernorm.weight")
-        if pending is None:
-            y = rms_norm(g, x, f"{ln}.input_layernorm", w_in, cfg.rms_norm_eps)
-        else:
-            y, _, _, x = g.ms("SkipSimplifiedLayerNormalization", pending[1], pending[0],
-                              g.weight(f"{ln}.input_layernorm.weight", w_in), outputs=4, epsilon=cfg.rms_norm_eps)
-        attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt, kv_type)
-        y2, _, _, x = g.ms("SkipSimplifiedLayerNormalization", attn, x,
-                           g.weight(f"{ln}.post_attention_layernorm.weight",
-                                    ck.get(f"{ln}.post_attention_layernorm.weight")),
-                           outputs=4, epsilon=cfg.rms_norm_eps)
-        mlp = _mlp(g, ck, cfg, i, y2, fmt)
-        if i < deepstack_levels:  # DeepStack: add the level-i visual features at the image rows
-            x = g.op("Add", x, mlp)
-            level = g.op("Squeeze", g.op("Gather", deep, g.const([i]), axis=0), g.const([0]))
-            x = g.op("ScatterND", x, scatter_idx, level, reduction="add")
-            pending = None
-        else:
-            pending = (x, mlp)
+        with g.scope(f"layers.{i}"):
+            x, pending = _layer(g, ck, cfg, i, x, pending, cos, sin, rot_pos, seqlens, total, fmt, kv_type,
+                                deep if i < deepstack_levels else None, scatter_idx)
         progress(i + 2, steps)
-    if pending is not None:
-        x = g.op("Add", *pending)
-    last = g.op("Gather", x, logits_pos, axis=1)                                      # [1, P, H]
-    last = rms_norm(g, last, f"{T}.norm", ck.get(f"{T}.norm.weight"), cfg.rms_norm_eps)
-    g.output(lm_head(last), "logits", FLOAT, [1, "wanted", cfg.vocab_size])
+    with g.scope("final_norm"):
+        if pending is not None:
+            x = g.op("Add", *pending)
+        last = g.op("Gather", x, logits_pos, axis=1)                                  # [1, P, H]
+        last = rms_norm(g, last, f"{T}.norm", ck.get(f"{T}.norm.weight"), cfg.rms_norm_eps)
+    with g.scope("lm_head"):
+        logits = lm_head(last)
+    g.output(logits, "logits", FLOAT, [1, "wanted", cfg.vocab_size])
     for i in range(cfg.num_hidden_layers):
         for kv in ("key", "value"):
             name = f"present.{i}.{kv}"

@@ -29,7 +29,14 @@ FP32 = WeightFormat("fp32")
 
 def linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None,
            fmt: WeightFormat) -> str:
-    """y = x @ W^T + b for a torch-layout weight [out, in]."""
+    """y = x @ W^T + b for a torch-layout weight [out, in]; its nodes are scoped by the weight's
+    last name part (qkv_proj, down_proj, ...)."""
+    with g.scope(name.rsplit(".", 1)[-1]):
+        return _linear(g, x, name, weight_nk, bias, fmt)
+
+
+def _linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None,
+            fmt: WeightFormat) -> str:
     n, k = weight_nk.shape
     if fmt.kind in ("int4", "int8-block"):
         bits = 4 if fmt.kind == "int4" else 8

@@ -83,23 +83,25 @@ def _block(g, ck: Checkpoint, cfg: VisionConfig, i: int, x: str, cos: str, sin: 
            fmt: WeightFormat) -> str:
     b = f"{P}.blocks.{i}"
     d, eps = cfg.hidden_size, cfg.layer_norm_eps
-    h = layer_norm(g, x, f"{b}.norm1", ck.get(f"{b}.norm1.weight"), ck.get(f"{b}.norm1.bias"), eps)
-    qkv = linear(g, h, f"{b}.attn.qkv", ck.get(f"{b}.attn.qkv.weight"), ck.get(f"{b}.attn.qkv.bias"), fmt)
-    q, k, v = g.op("Split", qkv, g.const([d, d, d]), outputs=3, axis=-1)
-    q3, k3, v3 = (g.op("Unsqueeze", t, g.const([0])) for t in (q, k, v))
-    q3 = g.ms("RotaryEmbedding", q3, pos_ids, cos, sin, num_heads=cfg.num_heads, interleaved=0)
-    k3 = g.ms("RotaryEmbedding", k3, pos_ids, cos, sin, num_heads=cfg.num_heads, interleaved=0)
-    attn = g.ms("MultiHeadAttention", q3, k3, v3, num_heads=cfg.num_heads, scale=float(cfg.head_dim ** -0.5))
-    attn = g.op("Squeeze", attn, g.const([0]))
-    x = g.op("Add", x, linear(g, attn, f"{b}.attn.proj", ck.get(f"{b}.attn.proj.weight"),
-                              ck.get(f"{b}.attn.proj.bias"), fmt))
-    h = layer_norm(g, x, f"{b}.norm2", ck.get(f"{b}.norm2.weight"), ck.get(f"{b}.norm2.bias"), eps)
-    h = linear(g, h, f"{b}.mlp.linear_fc1", ck.get(f"{b}.mlp.linear_fc1.weight"),
-               ck.get(f"{b}.mlp.linear_fc1.bias"), fmt)
-    h = gelu(g, h, "tanh" if "tanh" in cfg.hidden_act else "none")
-    h = linear(g, h, f"{b}.mlp.linear_fc2", ck.get(f"{b}.mlp.linear_fc2.weight"),
-               ck.get(f"{b}.mlp.linear_fc2.bias"), fmt)
-    return g.op("Add", x, h)
+    with g.scope("attn"):
+        h = layer_norm(g, x, f"{b}.norm1", ck.get(f"{b}.norm1.weight"), ck.get(f"{b}.norm1.bias"), eps)
+        qkv = linear(g, h, f"{b}.attn.qkv", ck.get(f"{b}.attn.qkv.weight"), ck.get(f"{b}.attn.qkv.bias"), fmt)
+        q, k, v = g.op("Split", qkv, g.const([d, d, d]), outputs=3, axis=-1)
+        q3, k3, v3 = (g.op("Unsqueeze", t, g.const([0])) for t in (q, k, v))
+        q3 = g.ms("RotaryEmbedding", q3, pos_ids, cos, sin, num_heads=cfg.num_heads, interleaved=0)
+        k3 = g.ms("RotaryEmbedding", k3, pos_ids, cos, sin, num_heads=cfg.num_heads, interleaved=0)
+        attn = g.ms("MultiHeadAttention", q3, k3, v3, num_heads=cfg.num_heads, scale=float(cfg.head_dim ** -0.5))
+        attn = g.op("Squeeze", attn, g.const([0]))
+        x = g.op("Add", x, linear(g, attn, f"{b}.attn.proj", ck.get(f"{b}.attn.proj.weight"),
+                                  ck.get(f"{b}.attn.proj.bias"), fmt))
+    with g.scope("mlp"):
+        h = layer_norm(g, x, f"{b}.norm2", ck.get(f"{b}.norm2.weight"), ck.get(f"{b}.norm2.bias"), eps)
+        h = linear(g, h, f"{b}.mlp.linear_fc1", ck.get(f"{b}.mlp.linear_fc1.weight"),
+                   ck.get(f"{b}.mlp.linear_fc1.bias"), fmt)
+        h = gelu(g, h, "tanh" if "tanh" in cfg.hidden_act else "none")
+        h = linear(g, h, f"{b}.mlp.linear_fc2", ck.get(f"{b}.mlp.linear_fc2.weight"),
+                   ck.get(f"{b}.mlp.linear_fc2.bias"), fmt)
+        return g.op("Add", x, h)
 
 
 def _merger(g, ck: Checkpoint, cfg: VisionConfig, prefix: str, x: str, postshuffle: bool,
@@ -122,35 +124,47 @@ def _merger(g, ck: Checkpoint, cfg: VisionConfig, prefix: str, x: str, postshuff
 
 def build_vision(g: GraphBuilder, ck: Checkpoint, cfg: VisionConfig, fmt: WeightFormat,
                  progress=lambda done, total: None) -> None:
+    """The whole vision tower into `g` (inputs and outputs as in this module's docstring), for
+    any image size; `fmt` stores the blocks' and mergers' weights (the patch embedding stays
+    fp32). `progress(done, total)` ticks once per block."""
     pixels = g.input("pixel_values", FLOAT, ["num_patches", cfg.frame_patch_dim])
     grid = g.input("grid_thw", INT64, [1, 3])
-    t, gh, gw = (g.op("Squeeze", g.op("Gather", g.op("Squeeze", grid, g.const([0])), g.const([i]), axis=0),
-                      g.const([0])) for i in range(3))
-    rows, cols = _merge_order_coords(g, t, gh, gw, cfg.spatial_merge_size)
+    with g.scope("positions"):
+        t, gh, gw = (g.op("Squeeze", g.op("Gather", g.op("Squeeze", grid, g.const([0])), g.const([i]), axis=0),
+                          g.const([0])) for i in range(3))
+        rows, cols = _merge_order_coords(g, t, gh, gw, cfg.spatial_merge_size)
 
-    # A still image is its frame repeated temporal_patch_size times, so the Conv3d over (T, P, P)
-    # equals a conv over one frame with the weight summed over T: half the input and the work.
-    wp = ck.get(f"{P}.patch_embed.proj.weight").reshape(
-        cfg.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size ** 2)
-    wp = wp.sum(axis=2, dtype=np.float32).reshape(cfg.hidden_size, cfg.frame_patch_dim)
-    x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"), WeightFormat("fp32"))
-    x = g.op("Add", x, _position_embedding(g, ck, cfg, rows, cols, gh, gw))
+    with g.scope("patch_embed"):
+        # A still image is its frame repeated temporal_patch_size times, so the Conv3d over (T, P, P)
+        # equals a conv over one frame with the weight summed over T: half the input and the work.
+        wp = ck.get(f"{P}.patch_embed.proj.weight").reshape(
+            cfg.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size ** 2)
+        wp = wp.sum(axis=2, dtype=np.float32).reshape(cfg.hidden_size, cfg.frame_patch_dim)
+        x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"),
+                   WeightFormat("fp32"))
+    with g.scope("pos_embed"):
+        x = g.op("Add", x, _position_embedding(g, ck, cfg, rows, cols, gh, gw))
 
-    cos, sin = _rotary_cache(g, cfg, rows, cols)
-    n = g.op("Shape", pixels, start=0, end=1)
-    pos_ids = g.op("Unsqueeze", g.op("Range", g.const(0), g.op("Squeeze", n, g.const([0])), g.const(1)),
-                   g.const([0]))
+    with g.scope("rotary"):
+        cos, sin = _rotary_cache(g, cfg, rows, cols)
+        n = g.op("Shape", pixels, start=0, end=1)
+        pos_ids = g.op("Unsqueeze", g.op("Range", g.const(0), g.op("Squeeze", n, g.const([0])), g.const(1)),
+                       g.const([0]))
     deepstack = []
     for i in range(cfg.depth):
-        x = _block(g, ck, cfg, i, x, cos, sin, pos_ids, fmt)
+        with g.scope(f"blocks.{i}"):
+            x = _block(g, ck, cfg, i, x, cos, sin, pos_ids, fmt)
         if i in cfg.deepstack_visual_indexes:
             j = cfg.deepstack_visual_indexes.index(i)
-            feat = _merger(g, ck, cfg, f"{P}.deepstack_merger_list.{j}", x, True, fmt)
-            deepstack.append((j, g.op("Unsqueeze", feat, g.const([0]))))
+            with g.scope(f"deepstack_merger.{j}"):
+                feat = _merger(g, ck, cfg, f"{P}.deepstack_merger_list.{j}", x, True, fmt)
+                deepstack.append((j, g.op("Unsqueeze", feat, g.const([0]))))
         progress(i + 1, cfg.depth + 1)
-    embeds = _merger(g, ck, cfg, f"{P}.merger", x, False, fmt)
+    with g.scope("merger"):
+        embeds = _merger(g, ck, cfg, f"{P}.merger", x, False, fmt)
     progress(cfg.depth + 1, cfg.depth + 1)
     levels = len(cfg.deepstack_visual_indexes)
     g.output(embeds, "image_embeds", FLOAT, ["num_tokens", cfg.out_hidden_size])
-    stacked = g.op("Concat", *[f for _, f in sorted(deepstack)], axis=0)
+    with g.scope("deepstack_merger"):
+        stacked = g.op("Concat", *[f for _, f in sorted(deepstack)], axis=0)
     g.output(stacked, "deepstack_embeds", FLOAT, [levels, "num_tokens", cfg.out_hidden_size])

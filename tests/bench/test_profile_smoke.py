@@ -1,7 +1,7 @@
 """The profiling script runs on the tiny model and attributes time to the right kinds of runs."""
 from __future__ import annotations
 
-from bench.profile import main
+from bench.profile import component_and_layer, main
 
 
 def test_profile_groups_runs_and_names_the_operators(tiny_int4, tmp_path, capsys):
@@ -14,3 +14,14 @@ def test_profile_groups_runs_and_names_the_operators(tiny_int4, tmp_path, capsys
     assert "decode: 15 run(s)" in text
     assert "vision: 1 run(s)" in text
     assert "| MatMulNBits |" in text and "| GroupQueryAttention |" in text and "| MultiHeadAttention |" in text
+    # Time is also given per component of the model and spread over its layers.
+    for component in ("| attn/qkv_proj |", "| mlp/down_proj |", "| attn |", "| lm_head |"):
+        assert component in text, component
+    assert "layers: " in text and "(unscoped)" not in text
+
+
+def test_node_names_give_component_and_layer():
+    assert component_and_layer("/decoder/layers.3/attn/qkv_proj/MatMulNBits_12") == ("attn/qkv_proj", 3)
+    assert component_and_layer("/vision/blocks.11/mlp/linear_fc2/MatMul_40") == ("mlp/linear_fc2", 11)
+    assert component_and_layer("/decoder/lm_head/MatMulNBits_900") == ("lm_head", None)
+    assert component_and_layer("Cast_fused_17") == ("(unscoped)", None)
