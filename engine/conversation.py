@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import ContextFullError, EngineError
 from .events import Event, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
-from .positions import PositionState, decode_positions
+from .decoding import Decoding
+from .positions import PositionState
 from .prompt import assistant_message, user_message
 from .reading import ImageInput, Plan, Reader, prepare_inputs
 from .sampling import Sampler, SamplingOptions
@@ -389,67 +390,48 @@ class Conversation:
         return len(self._ahead.ids) if self._ahead else 0
 
     def _answer(self, start: float, sampling: SamplingOptions | None, regenerated: bool = False) -> Iterator[Event]:
-        eng, r, turn = self.engine, self._rewind, self.turns[-1]
+        eng = self.engine
         options = sampling or eng.default_sampling()
-        sampler = Sampler(options)
-        stream = TextStream(eng.tokenizer)
         yield StatusEvent(Stage.ANSWERING)
-        generated: list[int] = []
-        fed = 0  # how many of `generated` are in the cache (a cancel can land after a token was fed)
-        logits = r.logits
-        first_token_at = None
-        stop = "max_new_tokens"
-        decode_start = time.perf_counter()
-        while len(generated) < options.max_new_tokens:
-            if self._cancel.is_set():
-                stop = "cancelled"
-                break
-            token = sampler.next_token(logits, generated)
-            generated.append(token)
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-                decode_start = first_token_at
-            if token in eng.eos_ids:
-                stop = "eos"
-                break
+        decoding = Decoding(eng.decoder, Sampler(options), self._rewind.logits, self._positions, eng.eos_ids,
+                            options.max_new_tokens, eng.context_limit, reserve=2,  # the next token, the end of turn
+                            should_stop=self._cancel.is_set)
+        stream = TextStream(eng.tokenizer)
+        for token in decoding:
             piece = stream.push(token)
             if piece:
                 yield TextEvent(piece)
-            if len(generated) >= options.max_new_tokens:
-                break
-            if eng.decoder.length + 3 > eng.context_limit:  # this token, the next, and the end of turn
-                stop = "context_full"
-                break
-            pos, self._positions = decode_positions(self._positions)
-            logits = eng.decoder.forward(np.array([token]), pos)[-1]
-            fed = len(generated)
         tail = stream.flush()
         if tail:
             yield TextEvent(tail)
+        yield self._end_turn(decoding, start, regenerated)
+
+    def _end_turn(self, decoding: Decoding, start: float, regenerated: bool) -> TurnStats:
+        """Record the answer in the history and say what the turn took."""
+        eng, r, turn = self.engine, self._rewind, self.turns[-1]
+        generated = decoding.generated
+        self._positions = decoding.positions
         # The next turn feeds what the cache lacks: the last token unless a cancel came after it
         # was fed, then the end of turn (an EOS is replaced by the template's end-of-turn token,
         # which is what the history renders). The cache then holds exactly the visible answer.
-        end = eng.prompts.end_of_turn_id
-        self._pending = [t for t in generated[fed:] if t not in eng.eos_ids] + [end]
-        text_ids = [t for t in generated if t not in eng.eos_ids]
-        turn.answer = eng.prompts.decode(text_ids)
+        self._pending = [t for t in generated[decoding.fed:] if t not in eng.eos_ids] + [eng.prompts.end_of_turn_id]
+        turn.answer = eng.prompts.decode([t for t in generated if t not in eng.eos_ids])
         turn.token_ids = generated
         self._messages.append(assistant_message(turn.answer))
-        now = time.perf_counter()
-        decode_steps = max(len(generated) - 1, 0)
+        first = decoding.first_token_at
         turn.stats = TurnStats(
             image_tokens=0 if regenerated else r.image_tokens,
             prompt_tokens=0 if regenerated else r.prompt_tokens,
             new_tokens=len(generated),
             vision_seconds=0.0 if regenerated else r.vision_seconds,
             prefill_seconds=0.0 if regenerated else r.prefill_seconds,
-            time_to_first_token=(first_token_at - start) if first_token_at else 0.0,
-            decode_tokens_per_second=decode_steps / (now - decode_start) if decode_steps else 0.0,
-            stop_reason=stop,
+            time_to_first_token=(first - start) if first else 0.0,
+            decode_tokens_per_second=decoding.tokens_per_second(time.perf_counter()),
+            stop_reason=decoding.stop,
             context_used=self.context_used,
             context_limit=eng.context_limit,
             token_ids=list(generated),
             ahead_tokens=0 if regenerated else r.ahead_tokens,
             predicted_wait=0.0 if regenerated else r.predicted_wait,
         )
-        yield turn.stats
+        return turn.stats

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.positions import PositionState, chunk_positions, decode_positions
+from engine.decoding import Decoding
+from engine.positions import PositionState, chunk_positions
 from engine.sampling import Sampler, SamplingOptions
 from engine.text_stream import TextStream
 
@@ -69,32 +70,23 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
     logits, state = read
     slot.keys[keep:] = prompt.keys[keep:]
     slot.prompt_length = len(prompt.ids)
-    sampler, stream, stop_text = Sampler(sampling), TextStream(engine.tokenizer), StopText(stops)
-    generated: list[int] = []
+    stream, stop_text = TextStream(engine.tokenizer), StopText(stops)
+    decoding = Decoding(decoder, Sampler(sampling), logits, state, engine.eos_ids, sampling.max_new_tokens,
+                        engine.context_limit, reserve=0, should_stop=cancel.is_set)
     pieces: list[str] = []
-    finish, first_at, stopped = "length", None, False
-    while True:
-        if cancel.is_set():
-            finish = "cancelled"
-            break
-        token = sampler.next_token(logits, generated)
-        generated.append(token)
-        first_at = first_at or time.perf_counter()
-        if token in engine.eos_ids:
-            finish = "stop"
-            break
-        text, stopped = stop_text.push(stream.push(token))  # stopped: a stop sequence was reached
-        if text:
-            pieces.append(text)
-            on_text(text)
-        if stopped:
-            finish = "stop"
-            break
-        if len(generated) >= sampling.max_new_tokens or decoder.length + 1 > engine.context_limit:
-            break
-        pos, state = decode_positions(state)
-        logits = decoder.forward(np.array([token]), pos)[-1]
-        slot.keys.append(token)
+    stopped = False
+    try:
+        for token in decoding:
+            text, stopped = stop_text.push(stream.push(token))  # stopped: a stop sequence was reached
+            if text:
+                pieces.append(text)
+                on_text(text)
+            if stopped:
+                break
+    finally:
+        slot.keys += decoding.generated[:decoding.fed]  # what the slot's cache now holds
+    generated = decoding.generated
+    finish = {"eos": "stop", "stopped": "stop", "cancelled": "cancelled"}.get(decoding.stop, "length")
     if not stopped:  # what an unfinished character or a possible stop sequence held back
         tail, _ = stop_text.push(stream.flush())
         tail += stop_text.flush()
@@ -103,7 +95,7 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
             on_text(tail)
     answer_ids = [t for t in generated if t not in engine.eos_ids]
     return Completion("".join(pieces), finish, len(prompt.ids), keep, len(answer_ids), generated,
-                      (first_at or time.perf_counter()) - start)
+                      (decoding.first_token_at or time.perf_counter()) - start)
 
 
 def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
