@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .decoding import Decoding
 from .errors import ContextFullError, EngineError
 from .events import Event, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
-from .decoding import Decoding
 from .positions import PositionState
 from .prompt import assistant_message, user_message
+from .read_ahead import Ahead, Before, segment_marks
 from .reading import ImageInput, Plan, Reader, prepare_inputs
 from .sampling import Sampler, SamplingOptions
 from .text_stream import TextStream
@@ -35,20 +36,10 @@ class Turn:
     stats: TurnStats | None = None
 
 
-@dataclass(frozen=True)
-class _Before:
-    """The conversation as it was before a question: where a failed answer returns it to."""
-    cache_length: int
-    positions: PositionState
-    pending: list[int]
-    messages: int
-    turns: int
-
-
 @dataclass
 class _Rewind:
     """What regenerate() needs to answer the last question again without re-reading it."""
-    before: _Before
+    before: Before
     cache_length: int
     positions: PositionState
     logits: np.ndarray
@@ -58,40 +49,6 @@ class _Rewind:
     prefill_seconds: float
     ahead_tokens: int = 0  # of prompt_tokens, read before the question came
     predicted_wait: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Mark:
-    """A point the read-ahead can be cut back to: after `images` images and `tokens` tokens."""
-    images: int
-    tokens: int
-    positions: PositionState
-
-
-@dataclass
-class _Ahead:
-    """The next question's images, read before its text: what the cache holds after `base`."""
-    base: _Before
-    max_pixels: int
-    images: list[ImageInput] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)  # tokens after base: pending + template + image runs
-    marks: list[_Mark] = field(default_factory=list)  # one per read segment, base excluded
-
-    @property
-    def positions(self) -> PositionState:
-        return self.marks[-1].positions if self.marks else self.base.positions
-
-    def add(self, images: list[ImageInput], ids: list[int], positions: PositionState) -> None:
-        self.images += images
-        self.ids += ids
-        self.marks.append(_Mark(len(self.images), len(self.ids), positions))
-
-    def cut(self, marks: int) -> int:
-        """Keep the first `marks` segments; returns the cache length (from base) they end at."""
-        del self.marks[marks:]
-        images, tokens = (self.marks[-1].images, self.marks[-1].tokens) if self.marks else (0, 0)
-        del self.images[images:], self.ids[tokens:]
-        return self.base.cache_length + tokens
 
 
 def _holding_engine(method):
@@ -126,7 +83,7 @@ class Conversation:
         self._closed = False
         self._kv = engine.decoder.default_cache  # the app has one conversation at a time
         self._kv.reset()
-        self._ahead: _Ahead | None = None  # images read before their question
+        self._ahead: Ahead | None = None  # images read before their question
         self._reader = Reader(engine, self._cancel.is_set)
 
     # -- public --------------------------------------------------------------------------------
@@ -164,7 +121,8 @@ class Conversation:
         max_pixels = eng.options.max_pixels(detail)
         known = self._ahead.images if self._ahead else []
         inputs = prepare_inputs(images, eng, max_pixels, known)
-        marks = self._image_marks(inputs)
+        marks = segment_marks(eng.prompts, self._messages, self._ahead.base.pending if self._ahead else self._pending,
+                              [item.image.num_tokens for item in inputs])
         if marks is None:  # the template does not show where the text goes: read at send time
             self._drop_ahead()
             yield ReadAhead(0, 0, 0, 0.0, 0.0)
@@ -217,7 +175,7 @@ class Conversation:
             self._drop_ahead()  # read at another detail: those tokens are not this question's
         inputs = prepare_inputs(images, eng, max_pixels, self._ahead.images if self._ahead else [])
         message = user_message(text, len(inputs))
-        base = self._ahead.base if self._ahead else _Before(eng.decoder.length, self._positions, list(self._pending),
+        base = self._ahead.base if self._ahead else Before(eng.decoder.length, self._positions, list(self._pending),
                                                             len(self._messages), len(self.turns))
         all_ids = base.pending + eng.prompts.encode_turn(self._messages, message, [i.image.num_tokens for i in inputs])
         if base.cache_length + len(all_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
@@ -333,25 +291,7 @@ class Conversation:
             raise EngineError("This conversation was replaced by a newer one.")
 
     # -- reading ahead -------------------------------------------------------------------------
-    def _image_marks(self, inputs: list[ImageInput]) -> list[tuple[int, list[int]]] | None:
-        """(images, ids to read from the base) for each segment of a read-ahead: one per image
-        where the template's prefixes nest (each image's run just adds to the last), else one for
-        all; None if the template does not show where the question's text goes."""
-        prompts, pending = self.engine.prompts, list(self._ahead.base.pending if self._ahead else self._pending)
-        counts = [item.image.num_tokens for item in inputs]
-        marks: list[tuple[int, list[int]]] = []
-        for n in range(1, len(inputs) + 1):
-            prefix = prompts.encode_turn_prefix(self._messages, counts[:n])
-            if prefix is None:
-                return None
-            ids = pending + prefix
-            if marks and ids[:len(marks[-1][1])] != marks[-1][1]:
-                whole = prompts.encode_turn_prefix(self._messages, counts)
-                return None if whole is None else [(len(inputs), pending + whole)]
-            marks.append((n, ids))
-        return marks
-
-    def _plan_segments(self, ahead: _Ahead, inputs: list[ImageInput], segments) -> Plan:
+    def _plan_segments(self, ahead: Ahead, inputs: list[ImageInput], segments) -> Plan:
         """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
         plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.engine.decoder.length
         for count, ids in segments:
@@ -359,26 +299,20 @@ class Conversation:
             images, length, tokens = count, length + len(ids) - tokens, len(ids)
         return plan
 
-    def _ahead_or_new(self, max_pixels: int) -> _Ahead:
+    def _ahead_or_new(self, max_pixels: int) -> Ahead:
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:
             self._drop_ahead()
         if self._ahead is None:
-            self._ahead = _Ahead(_Before(self.engine.decoder.length, self._positions, list(self._pending),
+            self._ahead = Ahead(Before(self.engine.decoder.length, self._positions, list(self._pending),
                                          len(self._messages), len(self.turns)), max_pixels)
         return self._ahead
 
-    def _keep(self, ahead: _Ahead, inputs: list[ImageInput], target: list[int]) -> int:
-        """Cut the read-ahead back to its longest segment that `inputs` and `target` start with
-        (same pictures, same tokens); returns how many images that keeps."""
-        keys = [item.key for item in inputs]
-        keep = 0
-        for index, mark in enumerate(ahead.marks, start=1):
-            same_images = [item.key for item in ahead.images[:mark.images]] == keys[:mark.images]
-            if not (same_images and ahead.ids[:mark.tokens] == target[:mark.tokens]):
-                break
-            keep = index
-        self.engine.decoder.reset(ahead.cut(keep))
-        return ahead.marks[-1].images if ahead.marks else 0
+    def _keep(self, ahead: Ahead, inputs: list[ImageInput], target: list[int]) -> int:
+        """Cut the read-ahead (and the cache) back to what `inputs` and `target` start with;
+        returns how many images that keeps."""
+        length, kept = ahead.keep([item.key for item in inputs], target)
+        self.engine.decoder.reset(length)
+        return kept
 
     def _drop_ahead(self) -> None:
         """Roll the cache back to the end of the last answer (nothing read ahead)."""
