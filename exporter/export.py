@@ -114,9 +114,19 @@ def estimate_bytes(cfg: ModelConfig, options: ExportOptions) -> int:
     return vision + int(text * per_weight)
 
 
+SPACE_MARGIN_FACTOR = 1.05  # the estimate is close, not exact
+SPACE_MARGIN_BYTES = 64 << 20  # and the disk must not end completely full
+
+
+def free_space_needed(estimated_bytes: int) -> int:
+    """What must be free before converting to an artifact folder of `estimated_bytes` (the
+    setup wizard shows and checks the same figure)."""
+    return int(estimated_bytes * SPACE_MARGIN_FACTOR) + SPACE_MARGIN_BYTES
+
+
 def _check_space(target_parent: Path, needed: int) -> None:
     free = shutil.disk_usage(target_parent).free
-    if free < needed * 1.05 + (64 << 20):
+    if free < free_space_needed(needed):
         raise DiskSpaceError(
             f"Not enough free disk space in {target_parent}: the converted model needs about "
             f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder.")

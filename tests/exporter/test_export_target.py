@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import DiskSpaceError, TargetBusyError, TargetFolderError
-from exporter.export import ExportOptions, export_model
+from exporter.export import export_model
 from exporter.file_lock import try_lock
 from exporter.target import clean_stale, lock_path
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from exporter.config import load_config
-from exporter.export import ExportOptions, estimate_bytes
+from exporter.export import ExportOptions, estimate_bytes, free_space_needed
 from tests.ui_wizard import WAIT_MS, choose_folder, click, finish_button, make_wizard, next_button, wait_page
 from ui.wizard import memory
 from ui.wizard.choice import PageId
-from ui.wizard.space import export_space_needed
 from ui.wizard.units import human_bytes
 
 
@@ -26,7 +25,7 @@ def plenty_of_ram(monkeypatch):
 def space_needed(checkpoint: Path, prefill: str | None) -> int:
     """What the exporter demands free before converting the tiny checkpoint with these options."""
     config, _ = load_config(checkpoint)
-    return export_space_needed(estimate_bytes(config, ExportOptions("int4", prefill=prefill)))
+    return free_space_needed(estimate_bytes(config, ExportOptions("int4", prefill=prefill)))
 
 
 @pytest.mark.parametrize("tick", [False, True], ids=["default", "ticked"])

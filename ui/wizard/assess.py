@@ -7,12 +7,12 @@ from pathlib import Path
 
 from exporter.config import ModelConfig, load_config
 from exporter.errors import ExportError
-from exporter.export import ExportOptions, estimate_bytes
+from exporter.export import ExportOptions, estimate_bytes, free_space_needed
 from exporter.target import clean_stale
 
 from .choice import HubEstimate, Mode
 from .folders import FolderInfo, FolderKind, inspect_folder, manifest_summary
-from .space import SpaceNeed, disks_for, export_space_needed
+from .space import SpaceNeed, disks_for
 from .units import human_bytes
 
 
@@ -98,7 +98,7 @@ def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], config: M
         return Assessment(tuple(lines), mode=mode, problem=(
             f"{target.path} already holds other files. Choose an empty or new folder: Iris only replaces a "
             "folder that holds an Iris model."))
-    needs = needs + [SpaceNeed("the converted model", target.path.parent, export_space_needed(artifact_bytes))]
+    needs = needs + [SpaceNeed("the converted model", target.path.parent, free_space_needed(artifact_bytes))]
     problem = ""
     for disk in disks_for(needs):
         lines.append(f"Free space: {human_bytes(disk.free)} on {disk.anchor} (needed: {human_bytes(disk.needed)})")

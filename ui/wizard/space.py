@@ -12,11 +12,6 @@ from pathlib import Path
 
 from .units import human_bytes
 
-# exporter.export refuses to start unless this much is free beyond its estimate (see _check_space there)
-EXPORT_MARGIN_FACTOR = 1.05
-EXPORT_MARGIN_BYTES = 64 << 20
-
-
 @dataclass(frozen=True)
 class SpaceNeed:
     what: str  # "the download", "the converted model"
@@ -45,11 +40,6 @@ class Disk:
         return (f"Not enough free disk space on {self.anchor}: {what} need {human_bytes(self.needed)}, "
                 f"only {human_bytes(self.free)} is free. Free up {human_bytes(self.needed - self.free)} "
                 "or choose another folder.")
-
-
-def export_space_needed(estimated_bytes: int) -> int:
-    """What the exporter will demand to be free for an artifact folder of `estimated_bytes`."""
-    return int(estimated_bytes * EXPORT_MARGIN_FACTOR) + EXPORT_MARGIN_BYTES
 
 
 def existing_parent(path: Path) -> Path:
