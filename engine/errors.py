@@ -15,7 +15,3 @@ class ImageError(EngineError):
 
 class ContextFullError(EngineError):
     """The conversation no longer fits in the context window."""
-
-
-class GenerationCancelled(EngineError):
-    """Raised internally when cancel() is called; callers normally see a stats event instead."""

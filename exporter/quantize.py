@@ -80,19 +80,6 @@ def quantize_int8_blocks(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
     return Int4Weight(packed, scales, zps, n, k, block_size)
 
 
-def dequantize_int4(w: Int4Weight) -> np.ndarray:
-    """The exact float32 [N, K] weight the kernels see; for tests and error reports."""
-    n, kb, half = w.packed.shape
-    q = np.empty((n, kb, half * 2), np.float32)
-    q[:, :, 0::2] = w.packed & 15
-    q[:, :, 1::2] = w.packed >> 4
-    z = np.empty((n, 2 * w.zero_points.shape[1]), np.float32)
-    z[:, 0::2] = w.zero_points & 15
-    z[:, 1::2] = w.zero_points >> 4
-    deq = (q - z[:, :kb, None]) * w.scales[:, :, None]
-    return deq.reshape(n, kb * half * 2)
-
-
 # DynamicQuantizeMatMul multiplies u8 activations by s8 weights. Without VNNI or AMX (AVX2-only
 # x86: AMD Zen 1-3, many laptops) onnxruntime runs it on VPMADDUBSW, which adds two u8 x s8
 # products into a *saturating* int16: 255 x 127 x 2 overflows, and outputs silently go wrong
