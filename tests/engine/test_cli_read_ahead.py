@@ -85,3 +85,16 @@ def test_without_json_stderr_says_what_was_read_ahead(tiny_fp32, pictures, capsy
                         json_mode=False)
     assert "[turn 1: read a.png ahead of the next question: " in err
     assert " prompt tokens read ahead, first after " in err
+
+
+def test_an_attached_file_that_is_no_image_keeps_the_answers_before_it(tiny_fp32, pictures, capsys):
+    (pictures / "notes.png").write_text("these are not pixels")
+    script = pictures / "chat.json"
+    script.write_text(json.dumps([{"text": "Describe this image.", "images": ["a.png"]},
+                                  {"images": ["notes.png"]}, {"text": "And this one?"}]))
+    code, out, err = run_cli([tiny_fp32, "--conversation", script, "--greedy", "--max-new-tokens", "4", "--json"],
+                             capsys)
+    assert code == 2
+    result = json.loads(out)
+    assert len(result["turns"]) == 1 and result["error"].startswith("'notes.png' is not an image")
+    assert err.splitlines() == [f"error: {result['error']}"]
