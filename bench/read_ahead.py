@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import threading
@@ -182,7 +183,7 @@ def _numbers(kind, rule: str):
             values = [kind(part) for part in text.split(",") if part.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-        if not values or any(v < 0 or (kind is int and v < 1) for v in values):
+        if not values or any(not math.isfinite(v) or v < 0 or (kind is int and v < 1) for v in values):
             raise argparse.ArgumentTypeError(f"must be {rule} (got {text})")
         return values
     return parse

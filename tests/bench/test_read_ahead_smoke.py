@@ -6,6 +6,8 @@ import importlib.util
 import json
 import sys
 
+import pytest
+
 from bench.read_ahead import load_photo, main
 from tests.reference import random_image
 
@@ -57,3 +59,10 @@ def test_an_image_that_cannot_be_read_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path), "--image", str(bad)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "notes.png" in err[0]
+
+
+def test_delays_that_are_not_seconds_are_refused(tmp_path, capsys):
+    for value in ("-1", "nan", "soon", ""):
+        with pytest.raises(SystemExit) as stopped:
+            main([str(tmp_path), "--after", value])
+        assert stopped.value.code == 2 and "--after" in capsys.readouterr().err
