@@ -62,6 +62,14 @@ def machine() -> dict:
             "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
 
 
+def machine_line(m: dict, threads: int | None, date: str) -> str:
+    """One line naming the processor and software a result was measured with (speed depends on them)."""
+    return (f"Machine: {m['cpu']} (class {m.get('cpu_class', 'unknown')}: {m.get('cpu_summary', '')}), "
+            f"{m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
+            f"threads={threads or m['physical_cores']}; Python {m['python']}, onnxruntime "
+            f"{m['onnxruntime']}, numpy {m['numpy']}; {date}.")
+
+
 def markdown(result: dict) -> str:
     m, e, x = result["machine"], result["engine"], result["export"]
     rows = [
@@ -85,10 +93,7 @@ def markdown(result: dict) -> str:
          + f" ({e['context_used']} tokens)"),
         ("peak RSS of the whole run (includes the 896x896 image)", f"{e['peak_rss_mb'] / 1024:.2f} GB"),
     ]
-    head = (f"Machine: {m['cpu']} (class {m.get('cpu_class', 'unknown')}: {m.get('cpu_summary', '')}), "
-            f"{m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
-            f"threads={result['threads'] or m['physical_cores']}; Python {m['python']}, onnxruntime "
-            f"{m['onnxruntime']}, numpy {m['numpy']}; {result['date']}.\n\n")
+    head = machine_line(m, result["threads"], result["date"]) + "\n\n"
     return head + "| measure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
 
 

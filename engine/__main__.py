@@ -6,7 +6,11 @@ python -m engine MODEL_DIR --conversation FILE.json [--json]
 
 Options and the conversation file are checked before the model loads; every error is one line on
 stderr and exit code 2. `--temperature 0` means greedy decoding, as OpenAI-style clients expect.
-With --json, a conversation that fails in turn N still prints turns 1..N-1, plus an "error" field.
+In a conversation file, a turn with "images" and no "text" attaches them to the next question and
+reads them at once, as the app does while the user types; that question's stats say how many of
+its prompt tokens were read ahead and how many were left when it was sent. With --json there is
+one entry per question; a conversation that fails still prints the questions answered before it,
+plus an "error" field.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from .engine import MIN_CONTEXT, Engine, EngineOptions
 from .errors import ContextFullError, EngineError
-from .events import TextEvent, TurnStats
+from .events import ReadAhead, TextEvent, TurnStats
 from .image import DETAIL_PRESETS
 from .script import ScriptTurn, read_script
 
@@ -58,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--image", action="append", help="an image file (repeat for several)")
     ap.add_argument("--prompt")
     ap.add_argument("--conversation", help="JSON list of user turns: {\"text\": ..., \"images\": [paths]}; "
-                                           "relative image paths are taken from the file's folder")
+                                           "a turn with images and no text attaches them to the next question "
+                                           "and reads them at once; relative image paths are taken from the "
+                                           "file's folder")
     ap.add_argument("--max-new-tokens", type=_AT_LEAST_ONE)
     ap.add_argument("--greedy", action="store_true")
     ap.add_argument("--temperature", type=_TEMPERATURE, help="0 means greedy, as --greedy")
@@ -96,24 +102,55 @@ def _turns(args) -> list[ScriptTurn]:
 
 
 def _run(engine: Engine, turns: list[ScriptTurn], sampling, args, results: list[dict]) -> None:
-    """Ask the turns in order, appending each finished one to `results`."""
+    """Attach and ask the turns in order, appending each answered question to `results`."""
     conv = engine.new_conversation()
-    for i, turn in enumerate(turns):
-        if i and not args.json:
-            print(f"\n--- turn {i + 1}: {turn.text}")
-        pieces, stats = [], None
-        for event in conv.ask(turn.text, turn.images, sampling):
-            if isinstance(event, TextEvent):
-                pieces.append(event.text)
-                if not args.json:
-                    print(event.text, end="", flush=True)
-            elif isinstance(event, TurnStats):
-                stats = event
-        stats_dict = dataclasses.asdict(stats)
-        results.append({"text": "".join(pieces), "token_ids": stats_dict.pop("token_ids"), "stats": stats_dict})
-        if not args.json:
-            print(f"\n[{stats.new_tokens} tokens, first after {stats.time_to_first_token:.2f} s, "
-                  f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]", file=sys.stderr)
+    attached: list[Path] = []  # the next question's images read ahead so far, in order
+    read_ahead: list[dict] = []
+    for turn in turns:
+        if turn.attach_only:
+            ahead = _attach(conv, turn, args)
+            attached += turn.images
+            read_ahead.append(dataclasses.asdict(ahead))
+            continue
+        if results and not args.json:
+            print(f"\n--- turn {turn.number}: {turn.text}")
+        results.append(_ask(conv, turn.text, [*attached, *turn.images], sampling, args, read_ahead))
+        attached, read_ahead = [], []
+
+
+def _attach(conv, turn: ScriptTurn, args) -> ReadAhead:
+    """Read an attach-only turn's images now, ahead of the question that follows it."""
+    ahead = None
+    for event in conv.attach(turn.images):
+        if isinstance(event, ReadAhead):
+            ahead = event
+    if not args.json:
+        names = ", ".join(p.name for p in turn.images)
+        print(f"[turn {turn.number}: read {names} ahead of the next question: {ahead.tokens_read} tokens in "
+              f"{ahead.vision_seconds + ahead.prefill_seconds:.2f} s]", file=sys.stderr)
+    return ahead
+
+
+def _ask(conv, text: str, images: list[Path], sampling, args, read_ahead: list[dict]) -> dict:
+    """One question, streamed to stdout unless --json; its JSON entry."""
+    pieces, stats = [], None
+    for event in conv.ask(text, images, sampling):
+        if isinstance(event, TextEvent):
+            pieces.append(event.text)
+            if not args.json:
+                print(event.text, end="", flush=True)
+        elif isinstance(event, TurnStats):
+            stats = event
+    stats_dict = dataclasses.asdict(stats)
+    stats_dict["left_tokens"] = stats.prompt_tokens - stats.ahead_tokens  # what was still to read at send
+    if not args.json:
+        ahead = (f"{stats.ahead_tokens} of {stats.prompt_tokens} prompt tokens read ahead, "
+                 if stats.ahead_tokens else "")
+        predicted = f" (predicted {stats.predicted_wait:.2f} s)" if stats.predicted_wait else ""  # 0: not measured
+        print(f"\n[{stats.new_tokens} tokens, {ahead}first after {stats.time_to_first_token:.2f} s{predicted}, "
+              f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]", file=sys.stderr)
+    return {"text": "".join(pieces), "token_ids": stats_dict.pop("token_ids"), "stats": stats_dict,
+            "read_ahead": read_ahead}
 
 
 def main(argv: list[str] | None = None) -> int:

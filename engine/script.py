@@ -1,8 +1,10 @@
 """Conversation files for the command line: a JSON list of {"text": ..., "images": [paths]}.
 
-The whole file is checked before the model loads (a mistake in turn 5 should not cost a model
-load and four answers), and relative image paths are taken from the file's own folder, so a
-script and its pictures can be moved or run from anywhere together.
+A turn with "images" and no "text" attaches those images to the next question, which reads them
+at once (as the app does while the user is still typing): the next question then has only its own
+words left to read. The whole file is checked before the model loads (a mistake in turn 5 should
+not cost a model load and four answers), and relative image paths are taken from the file's own
+folder, so a script and its pictures can be moved or run from anywhere together.
 """
 from __future__ import annotations
 
@@ -17,8 +19,14 @@ FORMAT = 'a JSON list of {"text": "...", "images": ["path", ...]}'
 
 @dataclass(frozen=True)
 class ScriptTurn:
-    text: str
+    """A question (`text`) about `images`, or, with `text` None, images attached to the next question."""
+    text: str | None
     images: list[Path] = field(default_factory=list)
+    number: int = 0  # its place in the file (1-based), for messages; 0 when not from a file
+
+    @property
+    def attach_only(self) -> bool:
+        return self.text is None
 
 
 def read_script(path: Path) -> list[ScriptTurn]:
@@ -37,14 +45,16 @@ def read_script(path: Path) -> list[ScriptTurn]:
     if not isinstance(data, list) or not data:
         raise EngineError(f"the conversation file '{path}' must be {FORMAT}")
     base = Path(path).parent
-    return [_turn(i + 1, item, base) for i, item in enumerate(data)]
+    turns = [_turn(i + 1, item, base) for i, item in enumerate(data)]
+    _check_attachments_are_asked(turns)
+    return turns
 
 
 def _turn(number: int, item, base: Path) -> ScriptTurn:
     if not isinstance(item, dict):
         raise EngineError(f'turn {number}: each turn must be an object {{"text": ..., "images": [...]}}')
     text = item.get("text")
-    if not isinstance(text, str):
+    if text is not None and not isinstance(text, str):
         raise EngineError(f'turn {number}: "text" must be a string (the question)')
     images = item.get("images")
     if images is None:
@@ -53,7 +63,22 @@ def _turn(number: int, item, base: Path) -> ScriptTurn:
         raise EngineError(f'turn {number}: "images" must be a list of paths, like {json.dumps([images])}')
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
         raise EngineError(f'turn {number}: "images" must be a list of paths')
-    return ScriptTurn(text, [_resolve(number, p, base) for p in images])
+    if text is None and not images:
+        raise EngineError(f'turn {number}: give "text" (a question) or "images" (to attach to the next question)')
+    return ScriptTurn(text, [_resolve(number, p, base) for p in images], number)
+
+
+def _check_attachments_are_asked(turns: list[ScriptTurn]) -> None:
+    """Images attached after the last question would be read for nothing: say so before loading."""
+    trailing = []
+    for turn in reversed(turns):
+        if not turn.attach_only:
+            break
+        trailing.append(turn)
+    if trailing:
+        first = trailing[-1].number
+        raise EngineError(f'turn {first}: its images are attached to the next question, but no turn with '
+                          f'"text" follows')
 
 
 def _resolve(number: int, given: str, base: Path) -> Path:

@@ -140,12 +140,19 @@ def test_image_paths_in_a_conversation_file_are_taken_from_its_folder(tiny_fp32,
     ([{"text": "Hi"}, {"text": "And?", "images": [3]}], 'error: turn 2: "images" must be a list of paths'),
     ([{"text": "Hi"}, {"text": "And?", "images": ["pics/missing.png"]}],
      "error: turn 2: the image 'pics/missing.png' does not exist (looked in "),
-    ([{"images": []}], 'error: turn 1: "text" must be a string'),
+    ([{"images": []}], 'error: turn 1: give "text" (a question) or "images" (to attach to the next question)'),
+    ([{}], 'error: turn 1: give "text" (a question) or "images"'),
+    ([{"text": 3, "images": ["a.png"]}], 'error: turn 1: "text" must be a string'),
+    ([{"text": "Hi"}, {"images": ["a.png"]}],
+     'error: turn 2: its images are attached to the next question, but no turn with "text" follows'),
+    ([{"images": ["a.png"]}, {"images": ["a.png"]}],
+     'error: turn 1: its images are attached to the next question, but no turn with "text" follows'),
     (["Hi"], "error: turn 1: each turn must be an object"),
     ({"text": "Hi"}, "must be a JSON list of"),
     ([], "must be a JSON list of"),
 ])
 def test_a_bad_conversation_file_is_one_line_before_the_model_loads(content, says, tmp_path, capsys, no_model_load):
+    (tmp_path / "a.png").write_bytes(b"")  # only its existence is checked before the model loads
     script = tmp_path / "chat.json"
     script.write_text(json.dumps(content))
     code, out, err = run_cli([tmp_path, "--conversation", script, "--json"], capsys)
@@ -167,7 +174,7 @@ def test_a_conversation_file_saved_as_utf8_with_a_bom_is_read(tmp_path):
 
     script = tmp_path / "chat.json"
     script.write_bytes('[{"text": "café ?"}]'.encode("utf-8-sig"))
-    assert read_script(script) == [ScriptTurn("café ?", [])]
+    assert read_script(script) == [ScriptTurn("café ?", [], number=1)]
 
 
 def test_a_missing_image_on_the_command_line_is_refused_before_the_model_loads(tmp_path, capsys, no_model_load):
