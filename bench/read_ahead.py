@@ -124,7 +124,7 @@ def attached_before(engine: Engine, text: str, image: Image.Image, detail: str, 
 
 def _error(predicted: float | None, actual: float) -> float | None:
     """(predicted - actual) / actual; None without a prediction."""
-    return None if not predicted or actual <= 0 else (predicted - actual) / actual
+    return None if predicted is None or actual <= 0 else (predicted - actual) / actual
 
 
 def measure(engine: Engine, picture: Photo, sizes: list[int], afters: list[float]) -> list[dict]:
@@ -146,6 +146,10 @@ def _percent(error: float | None) -> str:
     return "n/a" if error is None else f"{100 * error:+.0f} %"
 
 
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
 def markdown(result: dict) -> str:
     lines = [machine_line(result["machine"], result["threads"], result["date"]), "",
              f"Calibration: {result['calibration_s']:.2f} s on "
@@ -160,11 +164,11 @@ def markdown(result: dict) -> str:
                   "| predicted at the ask (error) | attach read: estimated / measured (error) |",
                   "|---|---|---|---|---|---|",
                   f"| not attached (cold) | {c['wait_s']:.2f} s | - | 0 / {c['left_tokens']} | "
-                  f"{c['predicted_wait_s']:.2f} s ({_percent(c['prediction_error'])}) | - |"]
+                  f"{_seconds(c['predicted_wait_s'])} ({_percent(c['prediction_error'])}) | - |"]
         for r in size["attached"]:
-            estimate = "n/a" if r["estimate_s"] is None else f"{r['estimate_s']:.2f} s"
+            estimate = _seconds(r["estimate_s"])
             lines.append(f"| {r['after_s']:g} s before | {r['wait_s']:.2f} s | {r['still_reading_s']:.2f} s | "
-                         f"{r['ahead_tokens']} / {r['left_tokens']} | {r['predicted_wait_s']:.2f} s "
+                         f"{r['ahead_tokens']} / {r['left_tokens']} | {_seconds(r['predicted_wait_s'])} "
                          f"({_percent(r['prediction_error'])}) | {estimate} / {r['read_s']:.2f} s "
                          f"({_percent(r['estimate_error'])}) |")
         lines.append("")

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 from .engine import MIN_CONTEXT, Engine, EngineOptions
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-context", type=_CONTEXT, default=EngineOptions.max_context)
     ap.add_argument("--detail", choices=sorted(DETAIL_PRESETS), default="standard")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    ap.add_argument("--speed-file", help="keep this machine's measured speeds here between runs, so each "
+                                         "question's wait is predicted (the app keeps its own)")
+    ap.add_argument("--calibrate", action="store_true", help="measure this machine first where the speed file "
+                                                             "has nothing yet (a few seconds)")
     return ap
 
 
@@ -146,7 +151,7 @@ def _ask(conv, text: str, images: list[Path], sampling, args, read_ahead: list[d
     if not args.json:
         ahead = (f"{stats.ahead_tokens} of {stats.prompt_tokens} prompt tokens read ahead, "
                  if stats.ahead_tokens else "")
-        predicted = f" (predicted {stats.predicted_wait:.2f} s)" if stats.predicted_wait else ""  # 0: not measured
+        predicted = f" (predicted {stats.predicted_wait:.2f} s)" if stats.predicted_wait is not None else ""
         print(f"\n[{stats.new_tokens} tokens, {ahead}first after {stats.time_to_first_token:.2f} s{predicted}, "
               f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]", file=sys.stderr)
     return {"text": "".join(pieces), "token_ids": stats_dict.pop("token_ids"), "stats": stats_dict,
@@ -159,10 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     started = False
     try:
         turns = _turns(args)
+        speed_file = Path(args.speed_file) if args.speed_file else None
         engine = Engine(Path(args.model_dir), EngineOptions(threads=args.threads, max_context=args.max_context,
-                                                            image_detail=args.detail))
+                                                            image_detail=args.detail, speed_file=speed_file))
         for warning in engine.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        if args.calibrate:
+            started_at = time.perf_counter()
+            engine.calibrate()
+            print(f"[measured this machine in {time.perf_counter() - started_at:.1f} s]", file=sys.stderr)
         sampling = _sampling(engine, args)
         started = True
         _run(engine, turns, sampling, args, results)

@@ -48,7 +48,7 @@ class _Rewind:
     vision_seconds: float
     prefill_seconds: float
     ahead_tokens: int = 0  # of prompt_tokens, read before the question came
-    predicted_wait: float = 0.0
+    predicted_wait: float | None = None
 
 
 def _holding_engine(method):
@@ -84,6 +84,7 @@ class Conversation:
         self._kv = engine.decoder.default_cache  # the app has one conversation at a time
         self._kv.reset()
         self._ahead: Ahead | None = None  # images read before their question
+        self._next_images: list = []  # what prepare()/attach() were given for the next question
         self._reader = Reader(engine, self._cancel.is_set)
 
     # -- public --------------------------------------------------------------------------------
@@ -104,8 +105,12 @@ class Conversation:
 
     @property
     def attached(self) -> list:
-        """The images read ahead for the next question (as they were given), in order."""
-        return [item.source for item in self._ahead.images] if self._ahead else []
+        """The next question's images (as they were given to prepare/attach), in order; read
+        ahead unless the template gives no stable place to read them to."""
+        return list(self._next_images)
+
+    def _images_read(self) -> int:
+        return len(self._ahead.images) if self._ahead else 0
 
     @_holding_engine
     def prepare(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
@@ -125,6 +130,7 @@ class Conversation:
                               [item.image.num_tokens for item in inputs])
         if marks is None:  # the template does not show where the text goes: read at send time
             self._drop_ahead()
+            self._next_images = list(images)
             yield ReadAhead(0, 0, 0, 0.0, 0.0)
             return
         ahead = self._ahead_or_new(max_pixels)
@@ -144,13 +150,14 @@ class Conversation:
             read = yield from self._reader.read(new_ids, inputs[len(ahead.images):count], ahead.positions, plan)
             if read is None:
                 eng.decoder.reset(ahead.cut(snapshot))
-                yield ReadAhead(len(self.attached), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
+                yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
                 return
             ahead.add(inputs[len(ahead.images):count], new_ids, read.positions)
             vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
         if not ahead.images:
             self._drop_ahead()
-        yield ReadAhead(len(self.attached), max(eng.decoder.length - before_length, 0), self._ahead_tokens(),
+        self._next_images = list(images)
+        yield ReadAhead(self._images_read(), max(eng.decoder.length - before_length, 0), self._ahead_tokens(),
                         vision, prefill)
 
     def attach(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
@@ -196,14 +203,14 @@ class Conversation:
         if read is None:  # cancelled while encoding or reading: what was read ahead stays
             yield self._nothing_answered(len(all_ids))
             return
-        self._ahead = None
+        self._ahead, self._next_images = None, []
         after, logits = read.positions, read.logits[-1]
         self._positions, self._pending = after, []
         self._messages.append(message)
         self.turns.append(Turn(text, list(images)))
         self._rewind = _Rewind(base, eng.decoder.length, after, logits, len(all_ids),
                                sum(i.image.num_tokens for i in inputs), read.vision_seconds, read.prefill_seconds,
-                               ahead_tokens, plan.seconds)
+                               ahead_tokens, plan.seconds if plan.timed else None)
         yield from self._answer_or_undo(start, sampling)
 
     @_holding_engine
@@ -276,7 +283,7 @@ class Conversation:
             self.engine.decoder.reset(b.cache_length)
             self._positions, self._pending = b.positions, b.pending
             del self._messages[b.messages:], self.turns[b.turns:]
-            self._rewind, self._ahead = None, None
+            self._rewind, self._ahead, self._next_images = None, None, []
             raise
 
     def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
@@ -366,6 +373,6 @@ class Conversation:
             context_limit=eng.context_limit,
             token_ids=list(generated),
             ahead_tokens=0 if regenerated else r.ahead_tokens,
-            predicted_wait=0.0 if regenerated else r.predicted_wait,
+            predicted_wait=None if regenerated else r.predicted_wait,
         )
         return turn.stats

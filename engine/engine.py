@@ -22,7 +22,7 @@ from .speeds import SpeedModel
 
 
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
-IMAGE_TEMPLATE_TOKENS = 2  # the markers the chat template puts around an image's tokens
+IMAGE_TEMPLATE_TOKENS = 2  # the markers around an image's tokens, where the template does not say
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,9 @@ class Engine:
         self.eos_ids = frozenset(int(t) for t in m["tokens"]["eos"])
         self.image_token_id = int(m["tokens"]["image"])
         self.merge_size = int(m["vision"]["merge_size"])
+        # What the template writes with a question's first image besides its tokens (turn opening, markers).
+        opening = self.prompts.encode_turn_prefix([], [0])
+        self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
         self._active = None
         self.lock = threading.Lock()  # one generation at a time (the CPU is the bottleneck anyway)
 
@@ -140,7 +143,7 @@ class Engine:
         any. Pure arithmetic on immutable config and the thread-safe speed model: any thread."""
         tokens = self.image_tokens(width, height, image_detail)
         vision = self.speeds.vision_seconds(tokens * self.merge_size ** 2)
-        prompt = self.speeds.prompt_seconds(self.decoder.graph_for, tokens + IMAGE_TEMPLATE_TOKENS, context,
+        prompt = self.speeds.prompt_seconds(self.decoder.graph_for, tokens + self._image_template_tokens, context,
                                             self.options.prefill_chunk)
         return ReadEstimate(tokens, None if vision is None or prompt is None else vision + prompt)
 

@@ -61,7 +61,7 @@ class TurnStats:
     token_ids: list[int] = field(default_factory=list)
     asked: bool = True  # False: cancelled before the question entered the conversation (nothing changed)
     ahead_tokens: int = 0  # of prompt_tokens, how many were read ahead (attach()) before the question came
-    predicted_wait: float = 0.0  # the seconds to the first token this machine's speeds predicted at send
+    predicted_wait: float | None = None  # seconds to the first token predicted at send (None: not measured yet)
 
 
 @dataclass(frozen=True)

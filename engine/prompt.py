@@ -228,7 +228,10 @@ class PromptBuilder:
         cut = text.find(_QUESTION_SLOT)
         if cut < 0 or text.find(_QUESTION_SLOT, cut + 1) >= 0:
             return None
-        return self._expand_image_pads(self._encode_rendered(text[:cut]), image_tokens)
+        ids = self._encode_rendered(text[:cut])
+        if ids.count(self.image_token_id) != len(image_tokens):  # the template puts images after the text
+            return None
+        return self._expand_image_pads(ids, image_tokens)
 
     def encode(self, text: str) -> list[int]:
         """Plain tokenization, control tokens in `text` recognised, nothing added."""

@@ -98,3 +98,16 @@ def test_an_attached_file_that_is_no_image_keeps_the_answers_before_it(tiny_fp32
     result = json.loads(out)
     assert len(result["turns"]) == 1 and result["error"].startswith("'notes.png' is not an image")
     assert err.splitlines() == [f"error: {result['error']}"]
+
+
+def test_a_speed_file_gives_predictions_from_the_first_question(tiny_fp32, pictures, capsys, tmp_path):
+    turns = [{"text": "Describe this image.", "images": ["a.png"]}]
+    plain, _ = run_script(tiny_fp32, pictures, turns, capsys)
+    assert plain["turns"][0]["stats"]["predicted_wait"] is None  # nothing measured, nothing predicted
+    script = pictures / "chat.json"
+    speeds = tmp_path / "speeds" / "speeds.json"
+    code, out, err = run_cli([tiny_fp32, "--conversation", script, "--greedy", "--max-new-tokens", "4", "--json",
+                              "--speed-file", speeds, "--calibrate"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["turns"][0]["stats"]["predicted_wait"] > 0 and "measured this machine" in err
+    assert json.loads(speeds.read_text())["entries"]  # kept for the next run

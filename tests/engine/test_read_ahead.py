@@ -164,8 +164,9 @@ def test_new_chat_and_regenerate_drop_what_was_read_ahead(engine):
     length = engine.decoder.length
     read_ahead(conv.attach([A]))
     again = list(conv.regenerate(GREEDY))[-1]
-    assert again.asked and conv.attached == []
-    assert engine.decoder.length == length  # the same (greedy) answer, and nothing after it
+    assert again.asked and conv.attached == [A]  # still the next question's image...
+    assert engine.decoder.length == length  # ...but no longer read: the same (greedy) answer, nothing after it
+    assert run_turn(conv, "And this?", None)[-1].image_tokens == engine.image_tokens(*A.size)
     conv = engine.new_conversation()
     assert engine.decoder.length == 0 and conv.attached == []
 
@@ -230,3 +231,21 @@ def test_a_template_whose_prefix_merges_with_the_question_is_read_at_send(tiny_f
     stats = run_turn(conv, "What is this?", None)[-1]
     assert stats.token_ids == at_once.token_ids and stats.prompt_tokens == at_once.prompt_tokens
     assert stats.ahead_tokens == 0 and stats.vision_seconds == 0.0  # re-read, but not re-encoded
+
+
+TEXT_FIRST_TEMPLATE = MERGING_TEMPLATE.replace("{% for c in m.content %}", "{% for c in m.content | reverse %}")
+
+
+def test_a_template_with_images_after_the_text_keeps_them_for_the_question(tiny_fp32):
+    """Nothing can be read before the question; the images are still the next question's."""
+    from engine.prompt import PromptBuilder
+
+    engine = Engine(tiny_fp32)
+    engine.prompts = PromptBuilder(engine.tokenizer, TEXT_FIRST_TEMPLATE)
+    at_once = run_turn(engine.new_conversation(), "What is this?", [A])[-1]
+    conv = engine.new_conversation()
+    ahead = read_ahead(conv.attach([A]))
+    assert ahead.images == 0 and ahead.ahead_tokens == 0 and engine.decoder.length == 0
+    assert conv.attached == [A]
+    stats = run_turn(conv, "What is this?", None)[-1]
+    assert stats.token_ids == at_once.token_ids and stats.image_tokens == at_once.image_tokens > 0
