@@ -16,76 +16,34 @@ goes unseen, and `check_model_files` (Settings › Check the model files) hashes
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Callable
 
-from exporter.manifest import (MANIFEST_FORMAT, MANIFEST_NAME, VERIFIED_NAME,  # the format's one definition
-                               file_stamp, sha256_file, write_verified)
-
 from .errors import ArtifactError
+from .file_stamps import VERIFIED_NAME, file_stamp, sha256_file, write_verified
+from .manifest import MANIFEST_NAME, FileRecord, Manifest
 
-SUPPORTED_MANIFEST_VERSION = 1
 _REDO = "Run the model setup again (it re-downloads only what is missing and converts again)."
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def read_manifest(model_dir: Path) -> dict:
-    folder = Path(model_dir)
-    path = folder / MANIFEST_NAME
-    if not folder.is_dir():
-        raise ArtifactError(f"The model folder {folder} does not exist. {_REDO}")
-    if not path.is_file():
-        raise ArtifactError(f"{folder} is not a converted Iris model (no {MANIFEST_NAME}); "
-                            f"the conversion may not have finished. {_REDO}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"The model's {MANIFEST_NAME} is damaged ({exc}). {_REDO}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ArtifactError(f"{path} is not an Iris model manifest. {_REDO}")
-    version = manifest.get("manifest_version")
-    if version != SUPPORTED_MANIFEST_VERSION:
-        raise ArtifactError(f"The model in {folder} was converted by an incompatible version of Iris "
-                            f"(manifest version {version}, this app reads {SUPPORTED_MANIFEST_VERSION}). "
-                            f"Convert it again with this version.")
-    return manifest
-
-
-def listed_files(manifest: dict, folder: Path) -> dict[str, dict]:
+def listed_files(manifest: Manifest, folder: Path) -> dict[str, FileRecord]:
     """The manifest's file records, refused as damaged unless they cover every file the engine
-    reads: each graph it names, that graph's weight file if there is one, and the tokenizer."""
-    files = manifest.get("files")
-    damaged = f"The model's {MANIFEST_NAME} is damaged"
-    if not isinstance(files, dict) or not files:
-        raise ArtifactError(f"{damaged}: it lists no files to check. {_REDO}")
-    for name, record in files.items():
-        if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
-                and isinstance(record.get("sha256"), str) and _SHA256.fullmatch(record["sha256"])):
-            raise ArtifactError(f"{damaged}: its record of {name} is not a size and a sha256. {_REDO}")
-    needed = {"tokenizer.json"}
-    for section, key in (("vision", "file"), ("decoder", "file"), ("decoder", "prefill_file")):
-        part = manifest.get(section)
-        graph = part.get(key) if isinstance(part, dict) else None
-        if graph:
-            needed.add(str(graph))
-            if (folder / f"{graph}.data").exists():
-                needed.add(f"{graph}.data")
-    unlisted = sorted(needed - files.keys())
+    reads (a file it does not list could not be checked)."""
+    unlisted = sorted(manifest.graph_files(folder) - manifest.files.keys())
     if unlisted:
-        raise ArtifactError(f"{damaged}: it does not list {', '.join(unlisted)}, so they cannot be "
-                            f"checked. {_REDO}")
-    return files
+        raise ArtifactError(f"The model's {MANIFEST_NAME} is damaged: it does not list {', '.join(unlisted)}, "
+                            f"so they cannot be checked. {_REDO}")
+    return manifest.files
 
 
-def _check_sizes(folder: Path, files: dict[str, dict]) -> None:
+def _check_sizes(folder: Path, files: dict[str, FileRecord]) -> None:
     for name, record in files.items():
         path = folder / name
         if not path.is_file():
             raise ArtifactError(f"The model folder {folder} is incomplete: {name} is missing. {_REDO}")
         size = path.stat().st_size
-        if size != record["size"]:
-            raise ArtifactError(f"The model file {name} has {size:,} bytes instead of {record['size']:,}: "
+        if size != record.size:
+            raise ArtifactError(f"The model file {name} has {size:,} bytes instead of {record.size:,}: "
                                 f"it is damaged or was not written completely. {_REDO}")
 
 
@@ -107,14 +65,14 @@ def _read_verified(folder: Path) -> dict:
     return stamps if isinstance(stamps, dict) else {}
 
 
-def verify_artifacts(model_dir: Path, full_hash: bool | None = None) -> dict:
+def verify_artifacts(model_dir: Path, full_hash: bool | None = None) -> Manifest:
     """The manifest of a complete, undamaged folder; ArtifactError says what is wrong.
 
     full_hash: True always hashes, False never does (manifest and sizes only), None (default)
     hashes the files whose stamp changed since the last successful check.
     """
     folder = Path(model_dir)
-    manifest = read_manifest(folder)
+    manifest = Manifest.load(folder)
     files = listed_files(manifest, folder)
     _check_sizes(folder, files)
     if full_hash is False:
@@ -124,7 +82,7 @@ def verify_artifacts(model_dir: Path, full_hash: bool | None = None) -> dict:
     for name, record in files.items():
         stamps[name] = file_stamp(folder / name)
         if full_hash or recorded.get(name) != stamps[name]:
-            if sha256_file(folder / name) != record["sha256"]:
+            if sha256_file(folder / name) != record.sha256:
                 raise _damaged(folder, name)
     if recorded != stamps:
         write_verified(folder, files, stamps)
@@ -138,7 +96,7 @@ def check_model_files(model_dir: Path, progress: Callable[[str, int, int], None]
     so; ArtifactError names the first damaged file and what to do. `progress(name, index, count)`
     is called before each file."""
     folder = Path(model_dir)
-    files = listed_files(read_manifest(folder), folder)
+    files = listed_files(Manifest.load(folder), folder)
     _check_sizes(folder, files)
     stamps = {}
     for index, (name, record) in enumerate(files.items()):
@@ -148,7 +106,7 @@ def check_model_files(model_dir: Path, progress: Callable[[str, int, int], None]
         digest = sha256_file(folder / name, should_stop=should_stop)
         if digest is None:
             return None
-        if digest != record["sha256"]:
+        if digest != record.sha256:
             raise _damaged(folder, name)
     write_verified(folder, files, stamps)
     return len(files)

@@ -76,7 +76,7 @@ def _measure_vision(engine) -> None:
 def _attention_seconds_per_patch2(engine) -> float:
     """Seconds per patch^2 of the vision tower's attention: one layer's MultiHeadAttention
     timed alone (as the exported graph runs it), times the layers."""
-    vision = engine.manifest["model"]["vision"]
+    vision = engine.manifest.model["vision"]
     hidden, heads, depth = int(vision["hidden_size"]), int(vision["num_heads"]), int(vision["depth"])
     names = ("q", "k", "v")
     node = helper.make_node("MultiHeadAttention", list(names), ["y"], domain="com.microsoft", num_heads=heads,

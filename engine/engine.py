@@ -15,6 +15,7 @@ from .artifacts import verify_artifacts
 from .cpu import CpuInfo, cpu_info
 from .errors import ArtifactError, EngineError
 from .image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
+from .manifest import Manifest
 from .prompt import PromptBuilder
 from .runtime import DecoderRunner, DecoderShape, VisionRunner
 from .sampling import SamplingOptions
@@ -31,9 +32,10 @@ class ReadEstimate:
     seconds: float | None  # None until this machine's speeds are measured
 
 
-def speed_key(manifest: dict, cpu: CpuInfo, threads: int | None) -> str:
+def speed_key(manifest: Manifest, cpu: CpuInfo, threads: int | None) -> str:
     """Speeds depend on the model's files, the processor, the thread count and onnxruntime."""
-    files = hashlib.sha256(json.dumps(manifest.get("files") or {}, sort_keys=True).encode()).hexdigest()[:16]
+    files = {name: record.sha256 for name, record in manifest.files.items()}
+    files = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     return f"{files}|{cpu.vendor} {cpu.model}|{threads or cpu.physical_cores} threads|ort {onnxruntime.__version__}"
 
 
@@ -64,12 +66,11 @@ class EngineOptions:
         return DETAIL_PRESETS[key]
 
 
-def saturating_int8_warning(manifest: dict, cpu: CpuInfo) -> str | None:
+def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
     """Models converted before int8 weights were limited to 7 bits lose accuracy on x86 CPUs
     without VNNI or AMX (their int8 kernel saturates); say so instead of degrading silently."""
-    weights = manifest.get("weights") or {}
-    uses_int8 = ((weights.get("vision") or {}).get("kind") == "int8"
-                 or (manifest.get("decoder") or {}).get("prefill_weights") == "int8")
+    weights = manifest.weights or {}
+    uses_int8 = (weights.get("vision") or {}).get("kind") == "int8" or manifest.decoder.prefill_weights == "int8"
     if (not uses_int8 or weights.get("int8_weight_max", 127) <= 63 or cpu.arch != "x86_64" or cpu.int8_units
             or not cpu.int8_known):  # (where the OS cannot tell, a warning could be wrong either way)
         return None
@@ -89,17 +90,18 @@ class Engine:
         m = self.manifest
         try:
             self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            self.prompts = PromptBuilder(self.tokenizer, m["chat_template"])
-            self.image_config = ImageProcessorConfig.from_preprocessor_json(m["image_processor"])
-            d = m["decoder"]
-            self.shape = DecoderShape(d["num_layers"], d["kv_heads"], d["head_dim"], d["hidden_size"],
-                                      d["vocab_size"], d["deepstack_levels"])
-            self.context_limit = min(options.max_context, int(m["context_limit"]))
-            self.vision = VisionRunner(self.model_dir / m["vision"]["file"], options.threads,
-                                       channels=int(m["model"]["vision"].get("in_channels", 3)),
+            self.prompts = PromptBuilder(self.tokenizer, m.chat_template, image_pad=self._token(m.tokens.image),
+                                         end_of_turn=self._token(m.tokens.im_end))
+            self.image_config = ImageProcessorConfig.from_preprocessor_json(m.image_processor)
+            d = m.decoder
+            self.shape = DecoderShape(d.num_layers, d.kv_heads, d.head_dim, d.hidden_size, d.vocab_size,
+                                      d.deepstack_levels)
+            self.context_limit = min(options.max_context, int(m.context_limit))
+            self.vision = VisionRunner(self.model_dir / m.vision.file, options.threads,
+                                       channels=int(m.model["vision"].get("in_channels", 3)),
                                        profile_prefix=options.profile_prefix)
-            prefill = d.get("prefill_file") if options.use_prefill_graph else None
-            self.decoder = DecoderRunner(self.model_dir / d["file"], self.shape, self.context_limit, options.threads,
+            prefill = d.prefill_file if options.use_prefill_graph else None
+            self.decoder = DecoderRunner(self.model_dir / d.file, self.shape, self.context_limit, options.threads,
                                          self.model_dir / prefill if prefill else None,
                                          profile_prefix=options.profile_prefix)
         except (KeyError, TypeError) as exc:
@@ -112,14 +114,22 @@ class Engine:
         self.speeds = SpeedModel(speed_key(m, self.cpu, options.threads), options.speed_file)
         # Things the user should know about this model on this machine (shown, never silent).
         self.warnings = [w for w in (saturating_int8_warning(m, self.cpu),) if w]
-        self.eos_ids = frozenset(int(t) for t in m["tokens"]["eos"])
-        self.image_token_id = int(m["tokens"]["image"])
-        self.merge_size = int(m["vision"]["merge_size"])
+        self.eos_ids = frozenset(m.tokens.eos)
+        self.image_token_id = self.prompts.image_token_id
+        self.merge_size = m.vision.merge_size
         # What the template writes with a question's first image besides its tokens (turn opening, markers).
         opening = self.prompts.encode_turn_prefix([], [0])
         self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
         self._active = None
         self.lock = threading.Lock()  # one generation at a time (the CPU is the bottleneck anyway)
+
+    def _token(self, token_id: int) -> str:
+        """The text of a special token the manifest names, as the tokenizer spells it."""
+        token = self.tokenizer.id_to_token(token_id)
+        if token is None:
+            raise ArtifactError(f"The tokenizer has no token {token_id}, which the model's manifest names. "
+                                "Convert the model again.")
+        return token
 
     def hold(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
         """Take `lock`, waiting while another caller generates; False (not held) if `should_stop()`
@@ -131,7 +141,7 @@ class Engine:
 
     def default_sampling(self, **overrides) -> SamplingOptions:
         """generation_config.json of the checkpoint plus the model card's advice for images."""
-        return SamplingOptions.from_generation_config(self.manifest.get("generation") or {}, **overrides)
+        return SamplingOptions.from_generation_config(self.manifest.generation or {}, **overrides)
 
     def image_tokens(self, width: int, height: int, image_detail: str | None = None) -> int:
         return tokens_for(width, height, self.image_config, self.options.max_pixels(image_detail))

@@ -16,6 +16,9 @@ from typing import Callable
 
 import numpy as np
 
+from engine.file_stamps import sha256_file, write_verified
+from engine.manifest import DecoderSection, FileRecord, Manifest, TokenIds, VisionSection
+
 from . import EXPORTER_VERSION
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
@@ -24,7 +27,6 @@ from .graph.builder import GraphBuilder
 from .graph.decoder import build_decoder
 from .graph.ops import WeightFormat
 from .graph.vision import build_vision
-from .manifest import FileRecord, Manifest, sha256_file, write_verified
 from .quantize import INT8_WEIGHT_MAX
 from .side_files import read_side_files
 from .target import check_target, clean_stale, explain_write_error, locked_target, partial_dir, replace_target
@@ -224,12 +226,9 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
     special = side.special_tokens
     eos = side.generation.get("eos_token_id", cfg.eos_token_id)
     eos = [eos] if isinstance(eos, int) else list(eos or [])
-    tokens = {
-        "image": cfg.image_token_id, "video": cfg.video_token_id,
-        "vision_start": cfg.vision_start_token_id, "vision_end": cfg.vision_end_token_id,
-        "im_start": special.get("<|im_start|>"), "im_end": special.get("<|im_end|>"),
-        "eos": eos, "pad": side.generation.get("pad_token_id", cfg.bos_token_id),
-    }
+    tokens = TokenIds(image=cfg.image_token_id, im_start=special.get("<|im_start|>"), im_end=special.get("<|im_end|>"),
+                      eos=tuple(eos), video=cfg.video_token_id, vision_start=cfg.vision_start_token_id,
+                      vision_end=cfg.vision_end_token_id, pad=side.generation.get("pad_token_id", cfg.bos_token_id))
     return Manifest(
         exporter_version=EXPORTER_VERSION,
         source=source_info or {"kind": "folder", "path": str(source.absolute())},
@@ -237,14 +236,14 @@ def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, sour
         weights={"decoder": asdict(options.decoder_format()), "embedding": asdict(options.embedding_format()),
                  "vision": asdict(options.vision_format()), "int8_weight_max": INT8_WEIGHT_MAX},
         model={"text": asdict(t), "vision": asdict(v)},
-        decoder={"file": "decoder.onnx", "num_layers": t.num_hidden_layers, "kv_heads": t.num_key_value_heads,
-                 "head_dim": t.head_dim, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,
-                 "deepstack_levels": len(v.deepstack_visual_indexes), "kv_dtype": options.kv_cache_format(),
-                 "prefill_file": "decoder_prefill.onnx" if options.prefill else None,
-                 "prefill_weights": options.prefill},
-        vision={"file": "vision.onnx", "patch_dim": v.patch_dim, "input_patch_dim": v.frame_patch_dim,
-                "merge_size": v.spatial_merge_size, "patch_size": v.patch_size,
-                "temporal_patch_size": v.temporal_patch_size},
+        decoder=DecoderSection(file="decoder.onnx", num_layers=t.num_hidden_layers, kv_heads=t.num_key_value_heads,
+                               head_dim=t.head_dim, hidden_size=t.hidden_size, vocab_size=t.vocab_size,
+                               deepstack_levels=len(v.deepstack_visual_indexes), kv_dtype=options.kv_cache_format(),
+                               prefill_file="decoder_prefill.onnx" if options.prefill else None,
+                               prefill_weights=options.prefill),
+        vision=VisionSection(file="vision.onnx", patch_dim=v.patch_dim, input_patch_dim=v.frame_patch_dim,
+                             merge_size=v.spatial_merge_size, patch_size=v.patch_size,
+                             temporal_patch_size=v.temporal_patch_size),
         tokens=tokens,
         image_processor=side.preprocessor,
         chat_template=side.chat_template,

@@ -91,12 +91,11 @@ class ExportedModel:
     """The exported graphs driven directly (vision once, decoder prefill, then greedy steps)."""
 
     def __init__(self, artifact_dir: Path, max_len: int = 1024):
+        from engine.manifest import Manifest
         from engine.runtime import DecoderRunner, DecoderShape, VisionRunner
 
-        manifest = json.loads((Path(artifact_dir) / "manifest.json").read_text())
-        d = manifest["decoder"]
-        shape = DecoderShape(d["num_layers"], d["kv_heads"], d["head_dim"], d["hidden_size"], d["vocab_size"],
-                             d["deepstack_levels"])
+        d = Manifest.load(artifact_dir).decoder
+        shape = DecoderShape(d.num_layers, d.kv_heads, d.head_dim, d.hidden_size, d.vocab_size, d.deepstack_levels)
         self.vision = VisionRunner(Path(artifact_dir) / "vision.onnx")
         self.decoder = DecoderRunner(Path(artifact_dir) / "decoder.onnx", shape, max_len)
 

@@ -23,7 +23,7 @@ from ui.worker import LOADING, EngineController, EngineInfo, EngineSetup
 
 def model_title(info: EngineInfo) -> str:
     """'qwen3-vl-4b-instruct · int4': the folder name and the precision from its manifest."""
-    precision = info.manifest.get("precision", "")
+    precision = info.manifest.precision
     return f"{info.model_dir.name} · {precision}" if precision else info.model_dir.name
 
 

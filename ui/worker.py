@@ -22,6 +22,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.errors import ContextFullError, EngineError
+from engine.manifest import Manifest
 from engine.events import StatusEvent, TextEvent, TurnStats
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class EngineInfo:
     """What the UI learns once a model is loaded."""
 
     model_dir: Path
-    manifest: dict
+    manifest: Manifest  # read-only: the engine's own
     # engine.image_tokens(width, height, image_detail=None). The one engine call the UI thread
     # makes: it is pure arithmetic on the engine's immutable preprocessor config.
     image_tokens: Callable[..., int]
@@ -100,7 +101,7 @@ class EngineWorker(QObject):
             log.error("loading the model failed:\n%s", traceback.format_exc())
             self.loadFailed.emit(f"The model could not be loaded: {error!r}")
             return
-        self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens,
+        self.loaded.emit(EngineInfo(setup.model_dir, engine.manifest, engine.image_tokens,
                                     tuple(getattr(engine, "warnings", ()))))
         self._apply_serving()
 

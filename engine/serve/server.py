@@ -24,7 +24,7 @@ DEFAULT_PORT = 8088
 
 def model_id(engine) -> str:
     """The name clients see: the Hub repository the model came from, else its folder's name."""
-    source = engine.manifest.get("source") or {}
+    source = engine.manifest.source or {}
     repo = source.get("repo_id") or source.get("repo")
     return str(repo).split("/")[-1] if repo else Path(engine.model_dir).name
 

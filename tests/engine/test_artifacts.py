@@ -11,7 +11,7 @@ import pytest
 
 from engine.artifacts import check_model_files, is_valid_artifact_dir, verify_artifacts
 from engine.errors import ArtifactError
-from exporter.manifest import VERIFIED_NAME
+from engine.file_stamps import VERIFIED_NAME
 
 
 @pytest.fixture

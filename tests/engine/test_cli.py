@@ -94,7 +94,8 @@ def test_a_model_with_broken_weights_is_one_error_line(tiny_fp32, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from exporter.manifest import MANIFEST_NAME, VERIFIED_NAME, sha256_file
+    from engine.file_stamps import VERIFIED_NAME, sha256_file
+    from engine.manifest import MANIFEST_NAME
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_fp32, broken)

@@ -191,7 +191,7 @@ def test_an_existing_export_is_kept_unless_overwrite(ckpt_copy, tmp_path):
 
 
 def test_manifest_lists_every_file_with_size_and_sha256(tiny_int4):
-    from exporter.manifest import sha256_file
+    from engine.file_stamps import sha256_file
 
     manifest = json.loads((tiny_int4 / "manifest.json").read_text())
     on_disk = {p.name for p in tiny_int4.iterdir()} - {"manifest.json", ".verified.json"}

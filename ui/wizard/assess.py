@@ -57,8 +57,9 @@ def assess_folder(folder_text: str, target_text: str, options: ExportOptions) ->
     info = inspect_folder(Path(folder_text.strip()))
     if info.kind is FolderKind.ARTIFACTS:
         manifest = manifest_summary(info.path)
-        made = f", made {manifest['created'][:10]}" if isinstance(manifest.get("created"), str) else ""
-        line = f"An Iris model ({manifest.get('precision', 'unknown precision')}{made}): it is checked and used as is."
+        made = f", made {manifest.created[:10]}" if manifest and manifest.created else ""
+        line = (f"An Iris model ({manifest.precision if manifest else 'unknown precision'}{made}): "
+                "it is checked and used as is.")
         return Assessment(lines=(line,), mode=Mode.VERIFY, source=info)
     if info.kind is FolderKind.DAMAGED:
         return Assessment(problem=f"This folder holds an Iris model that cannot be used: {info.detail} "

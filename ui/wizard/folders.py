@@ -1,14 +1,13 @@
 """What a folder holds (an Iris model, a Hugging Face checkpoint, nothing, something else), Qt-free."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from engine.artifacts import is_valid_artifact_dir, verify_artifacts
 from engine.errors import ArtifactError
-from exporter.manifest import MANIFEST_NAME
+from engine.manifest import MANIFEST_NAME, Manifest
 
 
 class FolderKind(Enum):
@@ -48,13 +47,12 @@ def inspect_folder(folder: Path) -> FolderInfo:
     return FolderInfo(FolderKind.OTHER, folder)
 
 
-def manifest_summary(folder: Path) -> dict:
-    """The manifest of an artifact folder, or {} if it cannot be read (only used for display)."""
+def manifest_summary(folder: Path) -> Manifest | None:
+    """The manifest of an artifact folder, or None if it cannot be read (only used for display)."""
     try:
-        data = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return Manifest.load(folder)
+    except ArtifactError:
+        return None
 
 
 def _artifact_problem(folder: Path) -> str:

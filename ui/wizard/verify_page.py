@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 from engine.artifacts import verify_artifacts
 from engine.engine import Engine
+from engine.manifest import Manifest
 
 from .choice import Mode
 from .task import Cancelled, Job
@@ -30,7 +31,7 @@ MARKS = {"waiting": "○", "running": "…", "done": "✓", "failed": "✗"}
 @dataclass(frozen=True)
 class VerifyResult:
     model_dir: Path
-    manifest: dict
+    manifest: Manifest
     seconds: float
 
 
@@ -101,9 +102,8 @@ class VerifyPage(WorkPage):
     def show_success(self, result: VerifyResult) -> None:
         for step in self.step_marks:
             self._mark(step, "done")
-        files = result.manifest.get("files", {})
-        size = sum(int(rec.get("size", 0)) for rec in files.values()) if isinstance(files, dict) else 0
-        precision = result.manifest.get("precision", "?")
+        size = sum(record.size for record in result.manifest.files.values())
+        precision = result.manifest.precision
         self._set_status(f"Iris is ready: {precision} model, {human_bytes(size)}, in {result.model_dir}. "
                          "Press Finish to start chatting.")
 

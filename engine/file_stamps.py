@@ -1,57 +1,17 @@
-"""The artifact folder's manifest: everything the engine needs at run time, and file integrity.
-
-The engine trusts nothing else in the folder: special token ids, image processor parameters, the
-chat template, generation defaults, graph shapes, and each file's size and sha256 all come from here.
-"""
+"""Whether an artifact file is still what the manifest says: its sha256, and a cheap stamp that
+lets a later load trust it without hashing it all again (see engine/artifacts.py)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "iris-artifacts"
-MANIFEST_VERSION = 1
 # Which files' contents were last found equal to the manifest, each with its stamp (see
 # file_stamp); a file whose stamp changed is hashed again before use.
 VERIFIED_NAME = ".verified.json"
 SAMPLE_BLOCKS = 16  # a stamp's sample: this many blocks spread evenly over the file
 SAMPLE_BLOCK_BYTES = 64 << 10
-
-
-@dataclass
-class FileRecord:
-    size: int
-    sha256: str
-
-
-@dataclass
-class Manifest:
-    exporter_version: str
-    source: dict
-    precision: str
-    weights: dict
-    model: dict
-    decoder: dict
-    vision: dict
-    tokens: dict
-    image_processor: dict
-    chat_template: str
-    generation: dict
-    context_limit: int
-    created: str
-    export_seconds: float = 0.0
-    files: dict[str, FileRecord] = field(default_factory=dict)
-    format: str = MANIFEST_FORMAT
-    manifest_version: int = MANIFEST_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
-
-    def write(self, folder: Path) -> None:
-        (Path(folder) / MANIFEST_NAME).write_text(self.to_json(), encoding="utf-8")
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20, should_stop=lambda: False) -> str | None:
