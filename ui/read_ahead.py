@@ -4,9 +4,8 @@ A person drops an image and then types for a few seconds: the engine reads the i
 time, so the answer starts sooner. Whenever the pending images (or the detail they are read at)
 change, the engine is asked to make them the next question's (the full list: images already
 read stay, a removed one is rolled back). Sending never waits for this nor stops it: the
-question is queued behind the read and uses it. A read-ahead that fails says why once; the
-image stays pending and the question reads it at send time (and says so again if it still
-cannot).
+question is queued behind the read and uses it. A read-ahead that fails says why, once (in the
+window's one error line); the image stays pending and the question reads it at send time.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ READING_TEXT = {
 class ImageReadAhead(QObject):
     progress = Signal(str, object)  # (text, engine Progress or None) while a read-ahead runs
     ended = Signal(object)  # the read-ahead is over: ReadAhead, or None (stopped, failed, skipped)
-    error = Signal(str)  # why a read-ahead failed (once per message)
+    error = Signal(str)  # why the current read-ahead failed
 
     def __init__(self, controller: EngineController, images: ImagePane, detail: Callable[[], str],
                  history: Callable[[], History | None], parent: QObject | None = None):
@@ -38,7 +37,6 @@ class ImageReadAhead(QObject):
         self._ready = False  # a model is loaded
         self._requested: tuple[tuple[Path, ...], str | None] = ((), None)  # what the engine was asked to hold
         self._current: int | None = None  # the read-ahead whose events are shown
-        self._last_error = ""
         controller.reading.connect(self._on_reading)
         controller.readAheadEnded.connect(self._on_ended)
         controller.readAheadFailed.connect(self._on_failed)
@@ -74,7 +72,7 @@ class ImageReadAhead(QObject):
 
     def forget(self) -> None:
         """A new conversation: nothing is read ahead in it, and older reads are not shown."""
-        self._requested, self._current, self._last_error = ((), None), None, ""
+        self._requested, self._current = ((), None), None
 
     def _on_reading(self, request_id: int, stage: str, progress) -> None:
         if request_id == self._current:
@@ -85,15 +83,11 @@ class ImageReadAhead(QObject):
     def _on_ended(self, request_id: int, result) -> None:
         if request_id == self._current:
             self._current = None
-            if result is not None and not result.cancelled:
-                self._last_error = ""
             self.ended.emit(result)
 
     def _on_failed(self, request_id: int, message: str) -> None:
         if request_id != self._current:
             return  # an older read the user has moved on from
         self._current = None
-        if message != self._last_error:
-            self._last_error = message
-            self.error.emit(message)
+        self.error.emit(message)
         self.ended.emit(None)

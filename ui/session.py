@@ -152,7 +152,8 @@ class ChatSession(QObject):
         self._turn_started, self._regenerating = False, regenerating
         self._busy = True
         self.composer.set_busy(True)
-        self.status.emit("Waiting for the engine", True)
+        if not self.read_ahead.reading:  # else the read's progress goes on showing: the question follows it
+            self.status.emit("Waiting for the engine", True)
 
     def _on_status(self, stage: str) -> None:
         if stage == LOADING or not self._busy:
