@@ -30,6 +30,7 @@ from ui.waits import about, image_cost
 
 IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
 THUMB = 64
+CELL = QSize(THUMB * 2, THUMB + 40)  # a thumbnail and two lines of text under it
 
 
 @dataclass
@@ -126,7 +127,9 @@ class ImagePane(QWidget):
         self.thumbnails.setFlow(QListWidget.Flow.LeftToRight)
         self.thumbnails.setWrapping(False)
         self.thumbnails.setIconSize(QSize(THUMB, THUMB))
-        self.thumbnails.setFixedHeight(THUMB + 30)
+        self.thumbnails.setGridSize(CELL)
+        self.thumbnails.setWordWrap(True)
+        self.thumbnails.setFixedHeight(CELL.height() + 22)  # room for the scroll bar
         self.thumbnails.setMovement(QListWidget.Movement.Static)
         self.thumbnails.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.thumbnails.currentRowChanged.connect(self._show_row)
@@ -350,7 +353,7 @@ class ImagePane(QWidget):
         else:
             cost = "" if image.tokens is None else f" · {image.tokens} image tokens"
             if image.seconds is not None and not image.sent:
-                cost += f", {about(image.seconds)} to read"
+                cost = f" · {image_cost(image.tokens, image.seconds)} to read"
             state = "in the conversation" if image.sent else "will be sent with your next question"
             self.info.setText(f"{image.path.name} · {image.width}×{image.height}{cost} · {state}")
         self.info.setVisible(image is not None)
@@ -361,10 +364,11 @@ class ImagePane(QWidget):
 
 
 def thumbnail_text(image: AttachedImage) -> str:
-    """Under a thumbnail: its cost, and for a pending image the predicted reading time
-    ('new · 196 tokens · about 8 s')."""
+    """Under a thumbnail: its cost, and for a pending image the predicted reading time on a
+    second line ('new · 196 tokens', 'about 8 s')."""
     if image.tokens is None:
         return "…" if image.sent else "new · …"
     if image.sent:
         return f"{image.tokens} tokens"
-    return f"new · {image_cost(image.tokens, image.seconds)}"
+    text = f"new · {image.tokens} tokens"
+    return text if image.seconds is None else f"{text}\n{about(image.seconds)}"

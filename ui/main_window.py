@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         self.serve_label.setObjectName("serveStatus")
         self.serve_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.serve_label.setVisible(False)
-        self.measure_label = QLabel(MEASURING)  # quiet: the app works as usual meanwhile
+        self.measure_label = QLabel(MEASURING + "…")  # quiet: the app works as usual meanwhile
         self.measure_label.setObjectName("measureStatus")
         self.measure_label.setToolTip("A few seconds, once: so that waits can be predicted. "
                                       "Anything you do comes first.")

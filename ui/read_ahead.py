@@ -70,6 +70,12 @@ class ImageReadAhead(QObject):
         """The question went out with the pending images: it takes what was read of them."""
         self._requested = ((), self._detail())
 
+    def read_again(self) -> None:
+        """The engine dropped what was read ahead (an answer is being given again): read the
+        pending images again once it is done (the request waits behind it)."""
+        self._requested = ((), None)
+        self.update()
+
     def forget(self) -> None:
         """A new conversation: nothing is read ahead in it, and older reads are not shown."""
         self._requested, self._current = ((), None), None

@@ -125,6 +125,7 @@ class ChatSession(QObject):
         self.chat.remove_last()
         self._start_answer(regenerating=True)
         self._turn_id = self.controller.regenerate(self._sampling())
+        self.read_ahead.read_again()
 
     def when_idle(self, action: Callable) -> None:
         """Run `action` now, or stop the answer and run it as soon as the engine is free."""
@@ -152,7 +153,9 @@ class ChatSession(QObject):
         self._turn_started, self._regenerating = False, regenerating
         self._busy = True
         self.composer.set_busy(True)
-        if not self.read_ahead.reading:  # else the read's progress goes on showing: the question follows it
+        if self.read_ahead.reading:  # its progress goes on showing: the question follows the read
+            self._answer.show_waiting("Reading the image")
+        else:
             self.status.emit("Waiting for the engine", True)
 
     def _on_status(self, stage: str) -> None:

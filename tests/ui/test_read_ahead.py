@@ -48,7 +48,7 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     drop_files(window.chat, [make_image("photo.png")])
     qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image… 0 %"), timeout=WAIT)
     assert prepares(script) == [("prepare", ["photo.png"], "standard")]
-    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens · about 8 s"
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 8 s"
 
     qtbot.keyClicks(window.composer.edit, "What colour")  # typing is never blocked
     assert window.composer.text() == "What colour"
@@ -76,6 +76,7 @@ def test_send_during_the_read_lets_it_finish_and_the_answer_follows(qtbot, scrip
     qtbot.wait(300)
     assert script.kinds()[-1] == "prepare"  # the question waits behind the read...
     assert window.status_label.text().startswith("Reading the image")  # ...which goes on showing
+    assert window.chat.last_answer().body.document().toPlainText() == "Reading the image…"
     assert window.composer.button.text() == "Stop"
 
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
@@ -168,7 +169,7 @@ def test_new_chat_and_a_detail_change(qtbot, scripted, make_image):
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
         window.apply_settings(replace(window.settings, image_detail="high"))
     assert prepares(script)[-1] == ("prepare", ["photo.png"], "high")
-    assert window.image_pane.thumbnails.item(0).text() == "new · 400 tokens · about 8 s"
+    assert window.image_pane.thumbnails.item(0).text() == "new · 400 tokens\nabout 8 s"
 
     count = len(script.calls)
     window.session.new_chat()
@@ -224,11 +225,15 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     script.seconds = 30.0  # the read refines the speeds
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
         script.step()
-    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens · about 30 s"
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 30 s"
     script.seconds = 20.0  # and so does an answer
+    script.open_gate = True
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
         window.session.regenerate()
-    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens · about 20 s"
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 20 s"
+    # Answering again drops what was read ahead (it came after the answer): it is read again.
+    qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
+    assert script.kinds()[-2:] == ["ask", "prepare"] and script.calls[-2][1] == "again"
 
 
 def test_the_status_line_moves_within_a_step_but_never_past_it():

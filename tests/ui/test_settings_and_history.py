@@ -198,6 +198,8 @@ def _stats(**overrides) -> dict:
 
 def test_describe_stats():
     assert describe_stats(_stats()) == "256 image tokens · first token 1.60 s · 8.2 tokens/s · 12 tokens"
+    assert describe_stats(_stats(ahead_tokens=270)) == ("256 image tokens · first token 1.60 s · image read while "
+                                                        "you typed · 8.2 tokens/s · 12 tokens")
     assert describe_stats(_stats(image_tokens=0, stop_reason="cancelled")).endswith("12 tokens · stopped")
     assert describe_stats(None) == ""
 

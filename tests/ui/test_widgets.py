@@ -32,8 +32,8 @@ def test_dropped_images_are_listed_with_their_cost(qtbot, tmp_path, make_image):
     pane.set_cost_function(lambda w, h: ReadEstimate(w * h // 1024, None))  # speed not measured yet
     assert pane.thumbnails.item(0).text() == f"new · {640 * 480 // 1024} tokens"
     pane.set_cost_function(lambda w, h: ReadEstimate(w * h // 1024, w * h / 40_000))
-    assert pane.thumbnails.item(0).text() == f"new · {640 * 480 // 1024} tokens · about 8 s"
-    assert "263 image tokens, about 7 s to read" in pane.info.text()  # the newest, shown: 300×900
+    assert pane.thumbnails.item(0).text() == f"new · {640 * 480 // 1024} tokens\nabout 8 s"
+    assert "263 tokens · about 7 s to read" in pane.info.text()  # the newest, shown: 300×900
     assert pane.canvas.image.path == second  # the newest is shown
 
 
