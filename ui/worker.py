@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from ui.requests import OTHER, PREPARE, QUESTION, RequestLedger, Running
 log = logging.getLogger(__name__)
 
 LOADING = "loading the model"
+PROMPT_GRAPH_WAIT = 120.0  # seconds: the optional prompt graph loads in 10-20 s after a start
 RESTORING = "re-reading the conversation"
 
 # A reopened chat as the engine re-reads it: (question, image paths, answer) per turn.
@@ -286,15 +288,37 @@ class EngineWorker(QObject):
         engine = self._engine
         if self._calibrated or engine is None or self._closing.is_set() or self._ledger.wanted.is_set():
             return
+
+        def should_stop() -> bool:
+            return self._ledger.wanted.is_set() or self._closing.is_set()
+
         self.measuring.emit(True)
         try:
-            self._calibrated = engine.calibrate(
-                should_stop=lambda: self._ledger.wanted.is_set() or self._closing.is_set())
+            if self._prompt_graph_loaded(engine, should_stop):
+                self._calibrated = engine.calibrate(should_stop=should_stop)
         except Exception:  # predictions are a convenience: never let them break the app
             log.error("measuring this computer's speed failed:\n%s", traceback.format_exc())
             self._calibrated = True
         finally:
             self.measuring.emit(False)
+
+    def _prompt_graph_loaded(self, engine, should_stop: Callable[[], bool]) -> bool:
+        """calibrate() first waits for the prompt graph, which loads in the background for 10-20 s
+        after a start, without looking at should_stop: wait here instead, in short slices, so that
+        a question never waits behind that load. False if a request came first."""
+        decoder, options = getattr(engine, "decoder", None), getattr(engine, "options", None)
+        expected = bool((engine.manifest.get("decoder") or {}).get("prefill_file")) and \
+            bool(getattr(options, "use_prefill_graph", False))
+        if not expected or decoder is None:
+            return True
+        deadline = time.monotonic() + PROMPT_GRAPH_WAIT
+        while not decoder.wait_for_prefill_graph(timeout=0.1):
+            if should_stop():
+                return False
+            if time.monotonic() > deadline:  # it could not be loaded: the decoder reads prompts
+                return True
+            self._closing.wait(0.1)
+        return True
 
     def _apply_serving(self) -> None:
         enabled, port = self._serve_wanted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from engine.engine import ReadEstimate
 from engine.events import Progress, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
@@ -26,6 +27,7 @@ class Script:
     _gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     open_gate: bool = False  # True: reads run without waiting for step()
+    prompt_graph: threading.Event | None = None  # a prompt graph loading in the background until set
 
     def step(self, count: int = 1) -> None:
         """Let `count` read steps through."""
@@ -127,12 +129,24 @@ def _stats(stop_reason="eos", asked=True, ahead_tokens=0, image_tokens=0) -> Tur
                      ahead_tokens=ahead_tokens)
 
 
+class ScriptedDecoder:
+    def __init__(self, loaded: threading.Event | None):
+        self.loaded = loaded
+
+    def wait_for_prefill_graph(self, timeout=None) -> bool:
+        return self.loaded is not None and self.loaded.wait(timeout)
+
+
 class ScriptedEngine:
-    manifest = {"precision": "scripted"}
     warnings = ()
 
     def __init__(self, script: Script):
         self.script = script
+        self.manifest = {"precision": "scripted"}
+        if script.prompt_graph is not None:
+            self.manifest["decoder"] = {"prefill_file": "decoder_prefill.onnx"}
+        self.options = SimpleNamespace(use_prefill_graph=True)
+        self.decoder = ScriptedDecoder(script.prompt_graph)
 
     def image_tokens(self, width, height, image_detail=None) -> int:
         return IMAGE_TOKENS[image_detail or "standard"]
@@ -145,6 +159,8 @@ class ScriptedEngine:
         return ScriptedConversation(self.script)
 
     def calibrate(self, should_stop) -> bool:
+        if self.script.prompt_graph is not None:
+            self.script.prompt_graph.wait()  # as engine.calibrate does, whatever should_stop says
         for _ in range(self.script.calibration_steps):
             if should_stop():
                 self.script.calibrations.append(False)

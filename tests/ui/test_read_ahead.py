@@ -213,6 +213,21 @@ def test_the_speed_is_measured_while_idle_and_any_request_comes_first(qtbot, scr
     assert script.calibrations == [False, True]  # measured once, not again
 
 
+def test_a_question_never_waits_behind_the_prompt_graph_loading(qtbot, scripted):
+    """A model with the optional prompt graph loads it in the background after a start; the
+    measurement needs it, and must not hold the engine thread while it loads."""
+    import threading
+
+    script = Script(open_gate=True, prompt_graph=threading.Event())
+    window, script = scripted(script)
+    qtbot.waitUntil(window.measure_label.isVisible, timeout=WAIT)
+    with qtbot.waitSignal(window.answerFinished, timeout=2_000) as done:
+        ask(qtbot, window, "Hi")
+    assert done.args[0] == "It is blue." and script.calibrations == []
+    script.prompt_graph.set()  # loaded: measured now (nothing waits)
+    qtbot.waitUntil(lambda: script.calibrations == [True], timeout=WAIT)
+
+
 def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     window, script = scripted(Script(seconds=None))
     script.open_gate = True
