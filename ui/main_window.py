@@ -7,7 +7,6 @@ costs and how long this computer takes to read it, from the engine's measured sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -25,12 +24,6 @@ from ui.status_line import StatusLine
 from ui.worker import LOADING, EngineController, EngineInfo, EngineSetup
 
 MEASURING = "Measuring this computer's speed"
-
-@dataclass(frozen=True)
-class ImageEstimate:
-    """What an image costs when the engine offers no time prediction."""
-    tokens: int
-    seconds: float | None
 
 
 def model_title(info: EngineInfo) -> str:
@@ -253,9 +246,7 @@ class MainWindow(QMainWindow):
         info = self.info
         if info is None:
             return None
-        if info.estimate_image is not None:
-            return lambda w, h, detail: info.estimate_image(w, h, image_detail=detail)
-        return lambda w, h, detail: ImageEstimate(info.image_tokens(w, h, image_detail=detail), None)
+        return lambda w, h, detail: info.estimate_image(w, h, image_detail=detail)
 
     def _show_image_costs(self) -> None:
         estimate, detail = self._estimate_function(), self.settings.image_detail

@@ -1,6 +1,7 @@
 """One chat's life: send a question with its images (read ahead while it is typed), stream the
-answer, stop, regenerate, save, reopen and export. The widgets show it and the EngineController does the work; this class keeps
-the bookkeeping between them (what was sent, what is running, what to do once it stops)."""
+answer, stop, regenerate, save, reopen and export. The widgets show it and the EngineController
+does the work; this class keeps the bookkeeping between them (what was sent, what is running,
+what to do once it stops)."""
 from __future__ import annotations
 
 from pathlib import Path

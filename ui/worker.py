@@ -57,13 +57,13 @@ class EngineInfo:
 
     model_dir: Path
     manifest: dict
-    # engine.image_tokens(width, height, image_detail=None). The one engine call the UI thread
-    # makes: it is pure arithmetic on the engine's immutable preprocessor config.
+    # engine.image_tokens(width, height, image_detail=None). One of the two engine calls the UI
+    # thread makes: it is pure arithmetic on the engine's immutable preprocessor config.
     image_tokens: Callable[..., int]
-    warnings: tuple[str, ...] = ()  # what the user should know about this model on this machine
     # engine.estimate_image(width, height, image_detail=None, context=0) -> ReadEstimate(tokens,
     # seconds or None): the same arithmetic on this computer's measured speeds (thread-safe).
-    estimate_image: Callable | None = None
+    estimate_image: Callable
+    warnings: tuple[str, ...] = ()  # what the user should know about this model on this machine
 
 
 def _request(slot):
@@ -137,8 +137,8 @@ class EngineWorker(QObject):
             self.loadFailed.emit(f"The model could not be loaded: {error!r}")
             return
         self._calibrated = not hasattr(engine, "calibrate")
-        self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens,
-                                    tuple(getattr(engine, "warnings", ())), getattr(engine, "estimate_image", None)))
+        self.loaded.emit(EngineInfo(setup.model_dir, dict(engine.manifest), engine.image_tokens, engine.estimate_image,
+                                    tuple(getattr(engine, "warnings", ()))))
         self._apply_serving()
 
     @Slot(int, str, object, object, str, object)
