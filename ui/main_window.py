@@ -242,11 +242,12 @@ class MainWindow(QMainWindow):
 
     def _estimate_function(self):
         """(width, height, detail) -> ReadEstimate(tokens, seconds or None) from the engine's
-        measured speeds; None while no model is loaded."""
-        info = self.info
+        measured speeds, after what the conversation holds (reading slows as it grows); None
+        while no model is loaded."""
+        info, session = self.info, self.session
         if info is None:
             return None
-        return lambda w, h, detail: info.estimate_image(w, h, image_detail=detail)
+        return lambda w, h, detail: info.estimate_image(w, h, image_detail=detail, context=session.context_used)
 
     def _show_image_costs(self) -> None:
         estimate, detail = self._estimate_function(), self.settings.image_detail

@@ -66,6 +66,7 @@ class ChatSession(QObject):
         self._restoring = False  # the running question began with that re-reading
         self._after_turn: Callable | None = None  # what to do once the running answer stopped
         self._turn_id = 0  # the controller's id of the running question
+        self.context_used = 0  # tokens the engine's conversation holds (after the last answer)
         self.read_ahead = ImageReadAhead(controller, images, detail,
                                          lambda: self._history() if self._needs_restore else None, self)
         controller.reading.connect(self._on_reading)
@@ -180,6 +181,7 @@ class ChatSession(QObject):
 
     def _on_finished(self, stats) -> None:
         data = stats_to_dict(stats)
+        self.context_used = stats.context_used
         self.statsMeasured.emit(stats)
         if self._turn is not None:
             self._turn.stats = data
@@ -198,8 +200,9 @@ class ChatSession(QObject):
                              "question was sent.")
         self._take_back_question()  # nothing was asked; if not re-read yet, the next send does it
 
-    def _on_restored(self, _stats) -> None:
+    def _on_restored(self, stats) -> None:
         self._needs_restore = False
+        self.context_used = stats.context_used
         self.noticeCleared.emit()
 
     def _on_restore_failed(self, message: str, too_long: bool) -> None:
@@ -270,6 +273,7 @@ class ChatSession(QObject):
         self.record = self.store.new_record()
         self._turn, self._turn_images = None, []
         self._needs_restore = False
+        self.context_used = 0
         self.controller.new_conversation()
         self.chats.list.clearSelection()
         self.composer.edit.setFocus()

@@ -172,7 +172,7 @@ class EngineWorker(QObject):
         try:
             if history and self._history_read is not conversation:
                 conversation = self._restore(conversation, history, detail, running,
-                                             lambda: self.reading.emit(request_id, RESTORING, None))
+                                             lambda event: self.reading.emit(request_id, RESTORING, event.progress))
                 if conversation is None:
                     self.readAheadEnded.emit(request_id, None)
                     return
@@ -241,7 +241,7 @@ class EngineWorker(QObject):
         try:
             if history and self._history_read is not conversation:  # not re-read ahead already
                 conversation = self._restore(conversation, history, detail, running,
-                                             lambda: self.status.emit(RESTORING))
+                                             lambda _event: self.status.emit(RESTORING))
                 if conversation is None or self._ledger.cancelled(turn_id):
                     self.turnSkipped.emit()  # stopped while re-reading: the question was not asked
                     return
@@ -260,14 +260,14 @@ class EngineWorker(QObject):
             self._ledger.end()
 
     def _restore(self, conversation, history: History, detail: str | None, running: Running,
-                 on_status: Callable[[], None]):
+                 on_status: Callable[[StatusEvent], None]):
         """Re-read a reopened chat; returns the conversation to go on in, or None if Stop came first."""
         try:
             for event in conversation.restore(history, detail=detail):
                 if self._ledger.should_stop(running):
                     conversation.cancel()
                 if isinstance(event, StatusEvent):
-                    on_status()
+                    on_status(event)
                 elif isinstance(event, TurnStats):
                     if event.stop_reason != "restored":
                         return None  # cancelled: the conversation was left empty

@@ -23,6 +23,7 @@ class Script:
     calls: list = field(default_factory=list)  # ("prepare", names, detail) / ("ask", text, names) / ...
     results: list = field(default_factory=list)  # every ReadAhead a prepare ended with
     calibrations: list = field(default_factory=list)  # what each calibrate() returned
+    contexts: list = field(default_factory=list)  # the context of every estimate_image() call
     calibration_steps: int = 0  # > 0: calibrate() takes this many steps (it checks should_stop between)
     _gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -152,6 +153,7 @@ class ScriptedEngine:
         return IMAGE_TOKENS[image_detail or "standard"]
 
     def estimate_image(self, width, height, image_detail=None, context=0) -> ReadEstimate:
+        self.script.contexts.append(context)
         return ReadEstimate(self.image_tokens(width, height, image_detail), self.script.seconds)
 
     def new_conversation(self) -> ScriptedConversation:

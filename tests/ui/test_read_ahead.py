@@ -237,6 +237,7 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     window.image_pane.add_files([make_image("a.png")])
     qtbot.waitUntil(lambda: len(prepares(script)) == 1, timeout=WAIT)
     assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens"  # not measured yet
+    assert script.contexts[-1] == 12  # read after what the conversation holds (reading slows as it grows)
     script.seconds = 30.0  # the read refines the speeds
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
         script.step()
@@ -249,6 +250,9 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     # Answering again drops what was read ahead (it came after the answer): it is read again.
     qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
     assert script.kinds()[-2:] == ["ask", "prepare"] and script.calls[-2][1] == "again"
+    window.session.new_chat()
+    window.image_pane.add_files([make_image("b.png")])
+    assert script.contexts[-1] == 0  # a new chat holds nothing
 
 
 def test_the_status_line_moves_within_a_step_but_never_past_it():
