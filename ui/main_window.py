@@ -159,7 +159,7 @@ class MainWindow(QMainWindow):
         read_ahead = self.session.read_ahead
         read_ahead.progress.connect(self._show_read_ahead)
         read_ahead.ended.connect(self._read_ahead_ended)
-        read_ahead.error.connect(self.show_error)
+        read_ahead.error.connect(self._read_ahead_failed)
         self.composer.sendRequested.connect(lambda _text: self.banner.hide())
         self.composer.edit.imagePasted.connect(self.image_pane.add_mime)
         self.image_pane.errorOccurred.connect(self.show_error)
@@ -267,6 +267,10 @@ class MainWindow(QMainWindow):
         self._refresh_image_costs()
         if not self.session.busy and self.info is not None:  # else the question's own status follows
             self._set_status("Ready", busy=False)
+
+    def _read_ahead_failed(self, message: str) -> None:
+        if not self.session.busy:  # else the question sent meanwhile reads the images itself, and says
+            self.show_error(message)  # what goes wrong then
 
     def _reload_model(self) -> None:
         self.session.new_chat()

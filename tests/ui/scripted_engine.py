@@ -20,6 +20,7 @@ class Script:
     """What the engine does and what it was asked; shared with the engine thread."""
     seconds: float | None = 8.0  # estimate_image's predicted seconds (None: not measured yet)
     prepare_error: Exception | None = None
+    fail_after_step: bool = False  # prepare_error comes after the first read step, not at once
     calls: list = field(default_factory=list)  # ("prepare", names, detail) / ("ask", text, names) / ...
     results: list = field(default_factory=list)  # every ReadAhead a prepare ended with
     calibrations: list = field(default_factory=list)  # what each calibrate() returned
@@ -82,7 +83,7 @@ class ScriptedConversation:
     def prepare(self, images, detail=None):
         self._cancel.clear()
         self.script.record("prepare", _names(images), detail)
-        if self.script.prepare_error is not None:
+        if self.script.prepare_error is not None and not self.script.fail_after_step:
             raise self.script.prepare_error
         wanted = _contents(images)
         kept = 0
@@ -98,6 +99,8 @@ class ScriptedConversation:
                 self.script.results.append(result)
                 yield result
                 return
+            if self.script.prepare_error is not None:
+                raise self.script.prepare_error
         self._attached, self._detail = wanted, detail
         tokens = IMAGE_TOKENS[detail or "standard"] * len(wanted)
         result = ReadAhead(len(wanted), tokens, tokens, 0.1, 0.1)

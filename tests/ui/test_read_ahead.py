@@ -161,6 +161,19 @@ def test_a_failed_read_ahead_is_shown_once_and_the_question_still_goes(qtbot, sc
     assert script.calls[-1] == ("ask", "What colour?", [window.session.record.turns[0].images[0]])
 
 
+def test_a_read_ahead_that_fails_after_send_leaves_it_to_the_question(qtbot, scripted, make_image):
+    from engine.errors import ImageError
+
+    window, script = scripted(Script(prepare_error=ImageError("photo.png changed on disk"), fail_after_step=True))
+    drop_files(window.chat, [make_image("photo.png")])
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    ask(qtbot, window, "What colour?")
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
+        script.step()  # the read fails; the question reads the image itself (here it works)
+    assert done.args == ["It is blue.", ""] and script.kinds()[-2:] == ["prepare", "ask"]
+    assert not window.banner.isVisible()  # the failed read-ahead was the question's business
+
+
 def test_new_chat_and_a_detail_change(qtbot, scripted, make_image):
     window, script = scripted()
     script.open_gate = True
