@@ -14,7 +14,7 @@ from ui.gc_guard import install_gc_guard
 from ui.history import HistoryStore
 from ui.main_window import MainWindow
 from ui.settings import open_qsettings
-from ui.worker import EngineController
+from ui.controller import EngineController
 
 COLOR_SCHEMES = ("system", "light", "dark")
 

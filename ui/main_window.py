@@ -21,7 +21,8 @@ from ui.image_pane import ImagePane
 from ui.session import STAGE_TEXT, ChatSession
 from ui.settings_dialog import SettingsDialog
 from ui.status_line import StatusLine
-from ui.worker import LOADING, EngineController, EngineInfo, EngineSetup
+from ui.controller import EngineController
+from ui.worker import LOADING, EngineInfo, EngineSetup
 
 MEASURING = "Measuring this computer's speed"
 

@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.events import Stage
 from ui.image_pane import ImagePane
-from ui.worker import RESTORING, EngineController, History
+from ui.controller import EngineController
+from ui.worker import RESTORING, History
 
 READING_TEXT = {
     RESTORING: "Re-reading the conversation",

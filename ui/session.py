@@ -20,7 +20,8 @@ from ui.history import (
 )
 from ui.image_pane import ImagePane
 from ui.read_ahead import ImageReadAhead
-from ui.worker import LOADING, RESTORING, EngineController, History
+from ui.controller import EngineController
+from ui.worker import LOADING, RESTORING, History
 
 STAGE_TEXT = {
     LOADING: "Loading the model",
