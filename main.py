@@ -108,7 +108,7 @@ def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path |
     scratch = tempfile.TemporaryDirectory(prefix="iris-smoke-")
     settings_store = use_scratch_settings(Path(scratch.name) / "settings")
     window = build_main_window(model_dir, settings_store=settings_store, history_root=Path(scratch.name) / "chats",
-                               attachments_dir=lambda: Path(scratch.name))
+                               attachments_dir=lambda: Path(scratch.name), speed_file=Path(scratch.name) / "speeds.json")
     if max_new_tokens:
         window.settings = replace(window.settings, max_new_tokens=max_new_tokens)
     outcome: dict[str, str] = {}

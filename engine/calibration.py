@@ -24,10 +24,13 @@ PROBE_PATCHES = 1024
 def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
     """Measure what the engine's speed model lacks; True once it can predict every read.
 
-    Takes the engine's lock (waiting behind an answer); a `should_stop()` that turns true ends
-    it between steps, keeping what was measured."""
+    Waits for the prompt graph to load and takes the engine's lock (waiting behind an answer); a
+    `should_stop()` that turns true ends it then or between steps, keeping what was measured."""
     speeds, decoder = engine.speeds, engine.decoder
-    decoder.wait_for_prefill_graph()  # loading it in the background would slow what is timed
+    while decoder.prefill_loading:  # loading it in the background would slow what is timed
+        if should_stop():
+            return False
+        decoder.wait_for_prefill_graph(timeout=0.1)
     graphs = {decoder.graph_for(size) for size in (*PROMPT_CHUNKS, engine.options.prefill_chunk)}
     if speeds.has_vision() and all(speeds.has_chunks(g) for g in graphs):
         return True

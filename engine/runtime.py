@@ -160,6 +160,11 @@ class DecoderRunner:
     def _profiled(self, name: str) -> str | None:
         return self._profile_prefix + name if self._profile_prefix else None
 
+    @property
+    def prefill_loading(self) -> bool:
+        """The prompt graph is still being loaded in the background."""
+        return self._prefill_loader is not None and self._prefill_loader.is_alive()
+
     def wait_for_prefill_graph(self, timeout: float | None = None) -> bool:
         """Block until the prompt graph is loaded (for benchmarks and tests); True if it is."""
         if self._prefill_loader is not None:

@@ -14,7 +14,7 @@ from ui.gc_guard import install_gc_guard
 from ui.history import HistoryStore
 from ui.main_window import MainWindow
 from ui.settings import open_qsettings
-from ui.worker import EngineController
+from ui.controller import EngineController
 
 COLOR_SCHEMES = ("system", "light", "dark")
 
@@ -91,8 +91,10 @@ def build_main_window(
     settings_store=None,
     history_root: Path | None = None,
     attachments_dir: Callable[[], Path] | None = None,
+    speed_file: Path | None = None,
 ) -> MainWindow:
-    """The window with its engine thread; tests pass their own folders and settings file."""
+    """The window with its engine thread; tests pass their own folders, settings and speeds
+    files (`speed_file` None: this computer's measured speeds in the data folder)."""
     app = QApplication.instance()
     if app is not None:
         install_gc_guard()  # once per process; also when a test made the application
@@ -106,6 +108,7 @@ def build_main_window(
         settings_store if settings_store is not None else open_qsettings(),
         attachments_dir or paths.attachments_dir,
         model_dir,
+        speed_file,
     )
     controller.setParent(window)
     return window

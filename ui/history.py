@@ -62,7 +62,8 @@ def stats_to_dict(stats) -> dict:
 
 
 def describe_stats(stats: dict | None) -> str:
-    """One line a person can read: image tokens, time to first token, speed, why it stopped."""
+    """One line a person can read: image tokens, time to first token (and whether the image was
+    read before the question came), speed, why it stopped."""
     if not stats:
         return ""
     parts = []
@@ -70,6 +71,8 @@ def describe_stats(stats: dict | None) -> str:
         parts.append(f"{stats['image_tokens']} image tokens")
     if stats.get("time_to_first_token"):
         parts.append(f"first token {stats['time_to_first_token']:.2f} s")
+    if stats.get("ahead_tokens") and stats.get("image_tokens"):
+        parts.append("image read while you typed")
     if stats.get("decode_tokens_per_second"):
         parts.append(f"{stats['decode_tokens_per_second']:.1f} tokens/s")
     parts.append(f"{stats.get('new_tokens', 0)} tokens")

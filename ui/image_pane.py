@@ -1,4 +1,5 @@
-"""The images of a chat: drop, paste or open them, see each one's token cost, see boxes on them.
+"""The images of a chat: drop, paste or open them, see what each one costs (tokens, and the
+seconds this computer takes to read it), see boxes on them.
 
 Images added since the last question are "pending" and go out with the next one; images already
 sent stay listed (the model keeps them in context) but cannot be removed from the conversation.
@@ -25,9 +26,11 @@ from engine.errors import ImageError
 from engine.image import load_image
 from engine.image_formats import file_patterns
 from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
+from ui.waits import about, image_cost
 
 IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
 THUMB = 64
+CELL = QSize(THUMB * 2, THUMB + 40)  # a thumbnail and two lines of text under it
 
 
 @dataclass
@@ -38,6 +41,7 @@ class AttachedImage:
     pixmap: QPixmap
     sent: bool = False
     tokens: int | None = None
+    seconds: float | None = None  # predicted reading time on this computer (None: not measured yet)
     boxes: list[GroundingBox] = field(default_factory=list)
 
 
@@ -113,7 +117,7 @@ class ImagePane(QWidget):
         super().__init__(parent)
         self._attachments_dir = attachments_dir
         self._images: list[AttachedImage] = []
-        self._cost: Callable[[int, int], int] | None = None
+        self._cost: Callable | None = None
         self.setAcceptDrops(True)
 
         self.canvas = ImageCanvas()
@@ -123,7 +127,9 @@ class ImagePane(QWidget):
         self.thumbnails.setFlow(QListWidget.Flow.LeftToRight)
         self.thumbnails.setWrapping(False)
         self.thumbnails.setIconSize(QSize(THUMB, THUMB))
-        self.thumbnails.setFixedHeight(THUMB + 30)
+        self.thumbnails.setGridSize(CELL)
+        self.thumbnails.setWordWrap(True)
+        self.thumbnails.setFixedHeight(CELL.height() + 22)  # room for the scroll bar
         self.thumbnails.setMovement(QListWidget.Movement.Static)
         self.thumbnails.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.thumbnails.currentRowChanged.connect(self._show_row)
@@ -179,15 +185,18 @@ class ImagePane(QWidget):
         row = self.thumbnails.currentRow()
         return self._images[row] if 0 <= row < len(self._images) else None
 
-    def set_cost_function(self, cost: Callable[[int, int], int] | None) -> None:
-        """cost(width, height) -> image tokens; None while no model is loaded. Call it again when
-        the image detail changes: pending images get the new cost, sent ones keep what they cost."""
+    def set_cost_function(self, cost: Callable | None) -> None:
+        """cost(width, height) -> an estimate with .tokens and .seconds (None before this computer's
+        speed is known); None while no model is loaded. Call it again when the image detail
+        changes: pending images get the new cost, sent ones keep what they cost."""
         self._cost = cost
-        for image in self._images:
-            if not image.sent or image.tokens is None:
-                image.tokens = self._tokens_for(image)
-        self._refresh()
+        self._estimate_all()
         self.imagesChanged.emit()
+
+    def refresh_costs(self) -> None:
+        """Predict the pending images' reading time again (the measured speeds were refined);
+        the images themselves did not change, so nothing else is told."""
+        self._estimate_all()
 
     def set_boxes(self, path: Path, boxes: list[GroundingBox]) -> None:
         for row, image in enumerate(self._images):
@@ -293,30 +302,39 @@ class ImagePane(QWidget):
         upright = load_image(path)  # the engine's loader: same checks, same orientation
         pixmap = read_pixmap(path, upright)
         image = AttachedImage(path, upright.width, upright.height, pixmap, sent)
-        image.tokens = self._tokens_for(image)
+        self._estimate(image)
         return image
 
-    def _tokens_for(self, image: AttachedImage) -> int | None:
+    def _estimate_all(self) -> None:
+        for image in self._images:
+            if not image.sent or image.tokens is None:
+                self._estimate(image)
+        self._refresh()
+
+    def _estimate(self, image: AttachedImage) -> None:
+        image.tokens = image.seconds = None
         if self._cost is None:
-            return None
+            return
         try:
-            return self._cost(image.width, image.height)
+            estimate = self._cost(image.width, image.height)
         except ImageError:
-            return None
+            return
+        image.tokens, image.seconds = estimate.tokens, estimate.seconds
 
     def _refresh(self) -> None:
         row = self.thumbnails.currentRow()
         self.thumbnails.blockSignals(True)
         self.thumbnails.clear()
         for image in self._images:
-            tokens = "…" if image.tokens is None else f"{image.tokens} tok"
             item = QListWidgetItem(QIcon(image.pixmap.scaled(
                 THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.SmoothTransformation,
-            )), tokens if image.sent else f"new · {tokens}")
+            )), thumbnail_text(image))
             item.setToolTip(
                 f"{image.path.name}\n{image.width}×{image.height} pixels\n"
                 + (f"{image.tokens} image tokens" if image.tokens is not None else "cost: load a model")
+                + (f", {about(image.seconds)} to read on this computer"
+                   if image.seconds is not None and not image.sent else "")
                 + ("\nAlready in the conversation" if image.sent else "\nSent with your next question")
             )
             self.thumbnails.addItem(item)
@@ -334,6 +352,8 @@ class ImagePane(QWidget):
             self.info.setText("")
         else:
             cost = "" if image.tokens is None else f" · {image.tokens} image tokens"
+            if image.seconds is not None and not image.sent:
+                cost = f" · {image_cost(image.tokens, image.seconds)} to read"
             state = "in the conversation" if image.sent else "will be sent with your next question"
             self.info.setText(f"{image.path.name} · {image.width}×{image.height}{cost} · {state}")
         self.info.setVisible(image is not None)
@@ -341,3 +361,14 @@ class ImagePane(QWidget):
             "Images already sent stay in the model's context; start a new chat to drop them."
             if image is not None and image.sent else "Remove this image before sending"
         )
+
+
+def thumbnail_text(image: AttachedImage) -> str:
+    """Under a thumbnail: its cost, and for a pending image the predicted reading time on a
+    second line ('new · 196 tokens', 'about 8 s')."""
+    if image.tokens is None:
+        return "…" if image.sent else "new · …"
+    if image.sent:
+        return f"{image.tokens} tokens"
+    text = f"new · {image.tokens} tokens"
+    return text if image.seconds is None else f"{text}\n{about(image.seconds)}"

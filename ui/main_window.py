@@ -2,7 +2,8 @@
 
 All model work goes through the EngineController (one worker thread) and the chat's bookkeeping
 lives in ChatSession; the window lays the parts out and reacts to signals, so it stays
-responsive while images are encoded and answers stream in.
+responsive while images are encoded and answers stream in. Each pending image shows what it
+costs and how long this computer takes to read it, from the engine's measured speeds.
 """
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from ui.history import ChatsPanel, HistoryStore
 from ui.image_pane import ImagePane
 from ui.session import STAGE_TEXT, ChatSession
 from ui.settings_dialog import SettingsDialog
-from ui.worker import LOADING, EngineController, EngineInfo, EngineSetup
+from ui.status_line import StatusLine
+from ui.controller import EngineController
+from ui.worker import LOADING, EngineInfo, EngineSetup
+
+MEASURING = "Measuring this computer's speed"
+
 
 def model_title(info: EngineInfo) -> str:
     """'qwen3-vl-4b-instruct · int4': the folder name and the precision from its manifest."""
@@ -31,7 +37,7 @@ class MainWindow(QMainWindow):
     modelLoaded = Signal()
 
     def __init__(self, controller: EngineController, store: HistoryStore, settings_store,
-                 attachments_dir, model_dir: Path):
+                 attachments_dir, model_dir: Path, speed_file: Path | None = None):
         super().__init__()
         self.setWindowTitle("Iris")
         self.resize(1180, 760)
@@ -40,8 +46,8 @@ class MainWindow(QMainWindow):
         self.store = store
         self.settings_store = settings_store
         self.settings = app_settings.load_settings(settings_store)
-        self.speed = app_settings.load_speed(settings_store)
         self.model_dir = Path(model_dir)
+        self.speed_file = speed_file  # None: the data folder's
         self.info: EngineInfo | None = None
 
         self.image_pane = ImagePane(attachments_dir)
@@ -127,20 +133,34 @@ class MainWindow(QMainWindow):
         self.serve_label.setObjectName("serveStatus")
         self.serve_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.serve_label.setVisible(False)
+        self.measure_label = QLabel(MEASURING + "…")  # quiet: the app works as usual meanwhile
+        self.measure_label.setObjectName("measureStatus")
+        self.measure_label.setToolTip("A few seconds, once: so that waits can be predicted. "
+                                      "Anything you do comes first.")
+        self.measure_label.setVisible(False)
         self.statusBar().addWidget(self.busy_bar)
         self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.measure_label)
         self.statusBar().addPermanentWidget(self.serve_label)
+        self.status_line = StatusLine(self.status_label, self.busy_bar, self)
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _connect(self) -> None:
         self.controller.loaded.connect(self._on_loaded)
         self.controller.loadFailed.connect(self._on_load_failed)
         self.controller.servingChanged.connect(self._on_serving_changed)
+        self.controller.measuring.connect(self.measure_label.setVisible)
+        self.controller.measuring.connect(lambda active: active or self._refresh_image_costs())
         self.session.status.connect(self._set_status)
+        self.session.progress.connect(self.status_line.show_progress)
         self.session.error.connect(self.show_error)
         self.session.notice.connect(self.show_notice)
         self.session.noticeCleared.connect(self._hide_notice)
-        self.session.statsMeasured.connect(self._remember_speed)
+        self.session.statsMeasured.connect(self._refresh_image_costs)  # the speeds were refined
+        read_ahead = self.session.read_ahead
+        read_ahead.progress.connect(self._show_read_ahead)
+        read_ahead.ended.connect(self._read_ahead_ended)
+        read_ahead.error.connect(self._read_ahead_failed)
         self.composer.sendRequested.connect(lambda _text: self.banner.hide())
         self.composer.edit.imagePasted.connect(self.image_pane.add_mime)
         self.image_pane.errorOccurred.connect(self.show_error)
@@ -164,16 +184,18 @@ class MainWindow(QMainWindow):
 
     def load_model(self) -> None:
         self.info = None
+        self.session.read_ahead.set_ready(False)
         self.image_pane.set_cost_function(None)
         self.composer.set_can_send(False)
         self._set_status(STAGE_TEXT[LOADING], busy=True)
         self.controller.set_serving(*self.settings.serve_fields())  # starts once the model is loaded
-        self.controller.load(EngineSetup(self.model_dir, self.settings.threads or None))
+        self.controller.load(EngineSetup(self.model_dir, self.settings.threads or None, self.speed_file))
 
     def _on_loaded(self, info: EngineInfo) -> None:
         self.info = info
         self.session.model_name = model_title(info)
         self._show_image_costs()
+        self.session.read_ahead.set_ready(True)  # pending images are read while the question is typed
         self.composer.set_can_send(True)
         self.model_label.setText(self.session.model_name)
         self.model_label.setToolTip(str(info.model_dir))
@@ -193,13 +215,10 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> None:
         current = self.image_pane.current()
-        cost = None
-        if self.info is not None:
-            cost = lambda w, h, detail: self.info.image_tokens(w, h, image_detail=detail)  # noqa: E731
         from ui.paths import default_model_dir
 
         dialog = SettingsDialog(
-            self.settings, (current.width, current.height) if current else None, cost, self.speed,
+            self.settings, (current.width, current.height) if current else None, self._estimate_function(),
             default_model_dir(), self,
         )
         if dialog.exec():
@@ -222,18 +241,42 @@ class MainWindow(QMainWindow):
         if error:
             self.show_error(error)
 
+    def _estimate_function(self):
+        """(width, height, detail) -> ReadEstimate(tokens, seconds or None) from the engine's
+        measured speeds, after what the conversation holds (reading slows as it grows); None
+        while no model is loaded."""
+        info, session = self.info, self.session
+        if info is None:
+            return None
+        return lambda w, h, detail: info.estimate_image(w, h, image_detail=detail, context=session.context_used)
+
     def _show_image_costs(self) -> None:
-        info, detail = self.info, self.settings.image_detail
-        self.image_pane.set_cost_function(lambda w, h: info.image_tokens(w, h, image_detail=detail))
+        estimate, detail = self._estimate_function(), self.settings.image_detail
+        self.image_pane.set_cost_function(lambda w, h: estimate(w, h, detail))
+
+    def _refresh_image_costs(self, *_args) -> None:
+        """This computer's speeds were measured or refined: predict the pending images again."""
+        self.image_pane.refresh_costs()
+
+    def _show_read_ahead(self, text: str, progress) -> None:
+        if progress is None:
+            self.status_line.show(text, busy=True)
+        else:
+            self.status_line.show_progress(text, progress)
+
+    def _read_ahead_ended(self, _result) -> None:
+        self._refresh_image_costs()
+        if not self.session.busy and self.info is not None:  # else the question's own status follows
+            self._set_status("Ready", busy=False)
+
+    def _read_ahead_failed(self, message: str) -> None:
+        if not self.session.busy:  # else the question sent meanwhile reads the images itself, and says
+            self.show_error(message)  # what goes wrong then
 
     def _reload_model(self) -> None:
         self.session.new_chat()
         self.banner.hide()
         self.load_model()
-
-    def _remember_speed(self, stats) -> None:
-        self.speed = app_settings.speed_from_stats(stats, self.speed)
-        app_settings.save_speed(self.speed, self.settings_store)
 
     def run_setup_wizard(self) -> None:
         """The first-run wizard again (download/convert another model); imported only when used."""
@@ -267,8 +310,7 @@ class MainWindow(QMainWindow):
         self.banner.show()
 
     def _set_status(self, text: str, busy: bool) -> None:
-        self.status_label.setText(text + ("…" if busy else ""))
-        self.busy_bar.setVisible(busy)
+        self.status_line.show(text, busy)
 
     def _toggle_history(self, checked: bool) -> None:
         self.chats.setVisible(checked)

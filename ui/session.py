@@ -1,6 +1,7 @@
-"""One chat's life: send a question with its images, stream the answer, stop, regenerate, save,
-reopen and export. The widgets show it and the EngineController does the work; this class keeps
-the bookkeeping between them (what was sent, what is running, what to do once it stops)."""
+"""One chat's life: send a question with its images (read ahead while it is typed), stream the
+answer, stop, regenerate, save, reopen and export. The widgets show it and the EngineController
+does the work; this class keeps the bookkeeping between them (what was sent, what is running,
+what to do once it stops)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,9 @@ from ui.history import (
     export_markdown, stats_to_dict,
 )
 from ui.image_pane import ImagePane
-from ui.worker import LOADING, RESTORING, EngineController, History
+from ui.read_ahead import ImageReadAhead
+from ui.controller import EngineController
+from ui.worker import LOADING, RESTORING, History
 
 STAGE_TEXT = {
     LOADING: "Loading the model",
@@ -41,6 +44,7 @@ class ChatSession(QObject):
     notice = Signal(str)
     noticeCleared = Signal()  # the notice no longer holds (the reopened chat was re-read)
     statsMeasured = Signal(object)  # TurnStats of every finished answer
+    progress = Signal(str, object)  # (text, engine Progress) while the question's images and text are read
     answerFinished = Signal(str, str)  # answer text, error ("" when it worked)
 
     def __init__(self, controller: EngineController, store: HistoryStore, chat: ChatView,
@@ -62,6 +66,11 @@ class ChatSession(QObject):
         self._needs_restore = False  # a reopened chat the engine has not re-read yet
         self._restoring = False  # the running question began with that re-reading
         self._after_turn: Callable | None = None  # what to do once the running answer stopped
+        self._turn_id = 0  # the controller's id of the running question
+        self.context_used = 0  # tokens the engine's conversation holds (after the last answer)
+        self.read_ahead = ImageReadAhead(controller, images, detail,
+                                         lambda: self._history() if self._needs_restore else None, self)
+        controller.reading.connect(self._on_reading)
         controller.status.connect(self._on_status)
         controller.textPiece.connect(self._on_text)
         controller.turnFinished.connect(self._on_finished)
@@ -101,12 +110,16 @@ class ChatSession(QObject):
         self.record.turns.append(self._turn)
         self._start_answer(regenerating=False)
         self._restoring = history is not None
-        self.controller.ask(text, copies, self._sampling(), self._detail(), history)
+        self.read_ahead.sent()  # what was read of the images is the question's now
+        self._turn_id = self.controller.ask(text, copies, self._sampling(), self._detail(), history)
 
     def stop(self) -> None:
+        """Stop the answer, or the images being read ahead (and anything waiting behind them)."""
         if self._busy:
             self.controller.cancel()
             self.status.emit("Stopping", True)
+        elif self.read_ahead.reading:
+            self.controller.cancel()
 
     def regenerate(self) -> None:
         if self._busy or not self.model_name or self._turn is None:
@@ -114,7 +127,8 @@ class ChatSession(QObject):
         self._turn.answer, self._turn.stats, self._turn.error = "", None, ""
         self.chat.remove_last()
         self._start_answer(regenerating=True)
-        self.controller.regenerate(self._sampling())
+        self._turn_id = self.controller.regenerate(self._sampling())
+        self.read_ahead.read_again()
 
     def when_idle(self, action: Callable) -> None:
         """Run `action` now, or stop the answer and run it as soon as the engine is free."""
@@ -142,7 +156,10 @@ class ChatSession(QObject):
         self._turn_started, self._regenerating = False, regenerating
         self._busy = True
         self.composer.set_busy(True)
-        self.status.emit("Waiting for the engine", True)
+        if self.read_ahead.reading:  # its progress goes on showing: the question follows the read
+            self._answer.show_waiting("Reading the image")
+        else:
+            self.status.emit("Waiting for the engine", True)
 
     def _on_status(self, stage: str) -> None:
         if stage == LOADING or not self._busy:
@@ -154,6 +171,10 @@ class ChatSession(QObject):
         if self._answer is not None:
             self._answer.show_waiting(STAGE_TEXT.get(stage, stage))
 
+    def _on_reading(self, request_id: int, stage: str, progress) -> None:
+        if self._busy and request_id == self._turn_id and progress is not None:
+            self.progress.emit(STAGE_TEXT.get(stage, stage), progress)
+
     def _on_text(self, piece: str) -> None:
         if self._answer is not None and self._turn is not None:
             self._answer.append(piece)
@@ -161,6 +182,7 @@ class ChatSession(QObject):
 
     def _on_finished(self, stats) -> None:
         data = stats_to_dict(stats)
+        self.context_used = stats.context_used
         self.statsMeasured.emit(stats)
         if self._turn is not None:
             self._turn.stats = data
@@ -179,8 +201,9 @@ class ChatSession(QObject):
                              "question was sent.")
         self._take_back_question()  # nothing was asked; if not re-read yet, the next send does it
 
-    def _on_restored(self, _stats) -> None:
+    def _on_restored(self, stats) -> None:
         self._needs_restore = False
+        self.context_used = stats.context_used
         self.noticeCleared.emit()
 
     def _on_restore_failed(self, message: str, too_long: bool) -> None:
@@ -243,11 +266,15 @@ class ChatSession(QObject):
         if self._busy:
             self.when_idle(self.new_chat)
             return
+        if self.read_ahead.reading:
+            self.controller.cancel()  # the images of the chat being left
+        self.read_ahead.forget()
         self.chat.clear()
         self.images.clear()
         self.record = self.store.new_record()
         self._turn, self._turn_images = None, []
         self._needs_restore = False
+        self.context_used = 0
         self.controller.new_conversation()
         self.chats.list.clearSelection()
         self.composer.edit.setFocus()

@@ -5,7 +5,7 @@ unreadable value, so a hand-edited or older settings file can never stop the app
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -46,23 +46,6 @@ class AppSettings:
         """The settings that need the engine to be built again when they change (the image detail
         is not one: it goes with each question)."""
         return (self.model_dir, self.threads)
-
-
-@dataclass(frozen=True)
-class SpeedRecord:
-    """The last measured speed, for the 'about N seconds' estimates in the settings dialog."""
-
-    vision_seconds_per_image_token: float = 0.0
-    prefill_tokens_per_second: float = 0.0
-    decode_tokens_per_second: float = 0.0
-
-    def seconds_for_image(self, image_tokens: int) -> float | None:
-        """Encoding plus reading time for an image of `image_tokens`; None before any measurement."""
-        if self.vision_seconds_per_image_token <= 0 or self.prefill_tokens_per_second <= 0:
-            return None
-        return image_tokens * (
-            self.vision_seconds_per_image_token + 1.0 / self.prefill_tokens_per_second
-        )
 
 
 def open_qsettings() -> QSettings:
@@ -108,36 +91,6 @@ def save_settings(settings: AppSettings, store: QSettings | None = None) -> None
     for name, value in asdict(settings).items():
         store.setValue(f"options/{name}", value)
     store.sync()
-
-
-def load_speed(store: QSettings | None = None) -> SpeedRecord:
-    store = open_qsettings() if store is None else store
-    defaults = SpeedRecord()
-    return SpeedRecord(
-        **{
-            f.name: _coerce(store.value(f"speed/{f.name}", getattr(defaults, f.name)), 0.0)
-            for f in fields(SpeedRecord)
-        }
-    )
-
-
-def save_speed(record: SpeedRecord, store: QSettings | None = None) -> None:
-    store = open_qsettings() if store is None else store
-    for name, value in asdict(record).items():
-        store.setValue(f"speed/{name}", float(value))
-    store.sync()
-
-
-def speed_from_stats(stats, previous: SpeedRecord) -> SpeedRecord:
-    """Update the record from a finished turn's TurnStats, keeping fields the turn did not measure."""
-    record = previous
-    if stats.image_tokens > 0 and stats.vision_seconds > 0:
-        record = replace(record, vision_seconds_per_image_token=stats.vision_seconds / stats.image_tokens)
-    if stats.prompt_tokens > 0 and stats.prefill_seconds > 0:
-        record = replace(record, prefill_tokens_per_second=stats.prompt_tokens / stats.prefill_seconds)
-    if stats.decode_tokens_per_second > 0:
-        record = replace(record, decode_tokens_per_second=stats.decode_tokens_per_second)
-    return record
 
 
 def resolve_model_dir(settings: AppSettings) -> Path:

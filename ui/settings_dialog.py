@@ -1,4 +1,5 @@
-"""The Settings dialog: image detail (with what it costs for the current image), sampling,
+"""The Settings dialog: image detail (what each choice costs for the current image, and how long
+this computer takes to read it), sampling,
 threads, the model folder, a full check of the model's files and the local server. It edits an
 AppSettings value; the window stores and applies it."""
 from __future__ import annotations
@@ -18,9 +19,12 @@ from PySide6.QtWidgets import (
 from engine.cpu import cpu_info
 from engine.image import DETAIL_PRESETS
 from ui.file_check import FileCheck
-from ui.settings import IMAGE_DETAILS, AppSettings, SpeedRecord
+from ui.settings import IMAGE_DETAILS, AppSettings
+from ui.waits import about
 
-CostFunction = Callable[[int, int, str], int]  # (width, height, detail) -> image tokens
+# (width, height, detail) -> the engine's ReadEstimate: .tokens, and .seconds on this computer
+# (None until its speed is measured)
+CostFunction = Callable[[int, int, str], object]
 
 
 class SettingsDialog(QDialog):
@@ -29,7 +33,6 @@ class SettingsDialog(QDialog):
         settings: AppSettings,
         current_image: tuple[int, int] | None = None,
         cost: CostFunction | None = None,
-        speed: SpeedRecord = SpeedRecord(),
         default_model_dir: Path | None = None,
         parent: QWidget | None = None,
     ):
@@ -38,7 +41,6 @@ class SettingsDialog(QDialog):
         self.setMinimumWidth(520)
         self._current_image = current_image
         self._cost = cost
-        self._speed = speed
         self._default_model_dir = default_model_dir
 
         self.detail = QComboBox()
@@ -217,7 +219,7 @@ class SettingsDialog(QDialog):
 
     def _update_detail_info(self) -> None:
         self.detail_info.setText(detail_summary(
-            self.detail.currentData(), self._current_image, self._cost, self._speed
+            self.detail.currentData(), self._current_image, self._cost
         ))
 
     def _browse(self) -> None:
@@ -227,25 +229,32 @@ class SettingsDialog(QDialog):
             self.model_dir.setText(folder)
 
 
-def detail_summary(
-    detail: str, image: tuple[int, int] | None, cost: CostFunction | None, speed: SpeedRecord
-) -> str:
-    """'The current image (1600×900) costs 252 image tokens, about 14 s to read.'"""
+def detail_summary(detail: str, image: tuple[int, int] | None, cost: CostFunction | None) -> str:
+    """What each choice costs for the current image, the chosen one first:
+    'The current image (1600×900) at standard detail: 252 image tokens, about 14 s to read on
+    this computer. At high detail: 1000 image tokens, about 55 s.'"""
     if image is None:
         return "Add an image to see what it costs at this detail."
     if cost is None:
         return "The cost of the current image shows once the model is loaded."
     width, height = image
     try:
-        tokens = cost(width, height, detail)
+        estimates = {name: cost(width, height, name) for name in IMAGE_DETAILS}
     except Exception as error:  # an unusable image: the pane already said why
         return f"The current image cannot be used: {error}"
-    text = f"The current image ({width}×{height}) costs {tokens} image tokens"
-    seconds = speed.seconds_for_image(tokens)
-    if seconds is None:
-        return text + "; the time shows after the first answer."
-    shown = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
-    return text + f", about {shown} s to read at the last measured speed."
+
+    def one(name: str, first: bool) -> str:
+        estimate = estimates[name]
+        text = f"{estimate.tokens} image tokens"
+        if estimate.seconds is not None:
+            text += f", {about(estimate.seconds)} to read" + (" on this computer" if first else "")
+        return text
+
+    others = " ".join(f"At {name} detail: {one(name, False)}." for name in IMAGE_DETAILS if name != detail)
+    text = f"The current image ({width}×{height}) at {detail} detail: {one(detail, True)}. {others}"
+    if all(e.seconds is None for e in estimates.values()):
+        text += " The time to read it shows once this computer's speed is measured."
+    return text
 
 
 def serve_url(port: int) -> str:

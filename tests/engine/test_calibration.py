@@ -60,3 +60,24 @@ def test_progress_is_in_seconds_once_calibrated(tiny_fp32):
     conv = engine.new_conversation()
     timed = [e.progress for e in conv.attach([random_image(200, 200, 3)]) if isinstance(e, StatusEvent)]
     assert all(p.timed and p.total_seconds > 0 for p in timed)
+
+
+def test_waiting_for_the_prompt_graph_stops_when_asked(tiny_fp32, monkeypatch):
+    """The optional prompt graph loads in the background for 10-20 s after a start; the app must
+    be able to take the engine back during that wait."""
+    import threading
+    import time
+
+    engine = Engine(tiny_fp32)
+    loading = threading.Event()
+    loader = threading.Thread(target=loading.wait, args=(30,))
+    loader.start()
+    monkeypatch.setattr(engine.decoder, "_prefill_loader", loader)
+    asked = time.perf_counter()
+    try:
+        assert not engine.calibrate(should_stop=lambda: time.perf_counter() - asked > 0.3)
+        assert time.perf_counter() - asked < 2 and not engine.speeds.has_vision()
+    finally:
+        loading.set()
+        loader.join()
+    assert engine.calibrate()  # loaded (here: nothing to load): measured

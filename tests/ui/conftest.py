@@ -78,6 +78,7 @@ def open_window(qtbot, tmp_path, settings_file):
             settings_store=QSettings(str(settings_file), QSettings.Format.IniFormat),
             history_root=tmp_path / "history",
             attachments_dir=lambda: _ensure(tmp_path / "attachments"),
+            speed_file=tmp_path / "speeds.json",  # each test measures this computer afresh
         )
         qtbot.addWidget(window)
         if wait_loaded:

@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 from PySide6.QtCore import QSettings
 
 from engine.sampling import SamplingOptions
 from ui.history import HistoryError, HistoryStore, TurnRecord, describe_stats, export_markdown
-from ui.settings import AppSettings, SpeedRecord, load_settings, load_speed, save_settings, save_speed
+from ui.settings import AppSettings, load_settings, save_settings
 from ui.settings_dialog import SettingsDialog, detail_summary
+
+
+@dataclass(frozen=True)
+class Estimate:  # as engine.estimate_image returns it
+    tokens: int
+    seconds: float | None
 
 
 def test_defaults_follow_the_engine_sampling_defaults(settings_store):
@@ -39,14 +45,22 @@ def test_invalid_settings_are_refused_before_they_are_stored(settings_store):
         save_settings(replace(AppSettings(), top_p=0.0), settings_store)
 
 
-def test_speed_record_and_the_detail_estimate(settings_store):
-    assert load_speed(settings_store).seconds_for_image(256) is None
-    save_speed(SpeedRecord(0.05, 200.0, 9.0), settings_store)
-    speed = load_speed(settings_store)
-    assert speed.seconds_for_image(256) == pytest.approx(256 * (0.05 + 1 / 200))
-    text = detail_summary("high", (2000, 1000), lambda w, h, d: {"standard": 256, "high": 1000}[d], speed)
-    assert "1000 image tokens" in text and "about 55 s" in text
-    assert "once the model is loaded" in detail_summary("high", (20, 10), None, speed)
+def test_the_detail_text_predicts_the_wait_of_each_choice_from_the_engine_estimate():
+    measured = {"standard": Estimate(256, 10.4), "high": Estimate(1000, 55.0)}
+    calls = []
+
+    def estimate(w, h, detail):
+        calls.append((w, h, detail))
+        return measured[detail]
+
+    text = detail_summary("high", (2000, 1000), estimate)
+    assert text == ("The current image (2000×1000) at high detail: 1000 image tokens, about 55 s to read on this "
+                    "computer. At standard detail: 256 image tokens, about 10 s to read.")
+    assert sorted(calls) == [(2000, 1000, "high"), (2000, 1000, "standard")]
+    unmeasured = detail_summary("standard", (2000, 1000), lambda w, h, d: Estimate(measured[d].tokens, None))
+    assert "256 image tokens." in unmeasured and " s to read" not in unmeasured
+    assert unmeasured.endswith("shows once this computer's speed is measured.")
+    assert "once the model is loaded" in detail_summary("high", (20, 10), None)
 
 
 def test_scratch_settings_start_from_the_users_choices_and_leave_them_alone(settings_file, tmp_path):
@@ -57,20 +71,19 @@ def test_scratch_settings_start_from_the_users_choices_and_leave_them_alone(sett
     before = real.read_bytes()
     store = use_scratch_settings(tmp_path / "scratch")
     assert load_settings(store) == replace(AppSettings(), threads=3, image_detail="high")
-    save_speed(SpeedRecord(0.01, 50.0, 8.0), store)
     save_settings(replace(AppSettings(), threads=1), open_qsettings())  # any later store is the copy too
     assert real.read_bytes() == before
-    assert load_speed(store).decode_tokens_per_second == 8.0 and load_settings(store).threads == 1
+    assert load_settings(store).threads == 1
 
 
 def test_dialog_shows_and_returns_settings(qtbot):
     chosen = AppSettings("high", 0.3, 0.9, 0, 0.5, 300, 1, "/x")
-    dialog = SettingsDialog(chosen, (1600, 900), lambda w, h, d: 42 if d == "standard" else 99)
+    dialog = SettingsDialog(chosen, (1600, 900), lambda w, h, d: Estimate(42 if d == "standard" else 99, None))
     qtbot.addWidget(dialog)
     assert dialog.settings() == chosen
-    assert "99 image tokens" in dialog.detail_info.text()
+    assert "at high detail: 99 image tokens" in dialog.detail_info.text()
     dialog.detail.setCurrentIndex(dialog.detail.findData("standard"))
-    assert "42 image tokens" in dialog.detail_info.text()
+    assert "at standard detail: 42 image tokens" in dialog.detail_info.text()
     dialog.temperature.setValue(1.1)
     assert dialog.settings().temperature == pytest.approx(1.1)
     dialog.set_settings(AppSettings())
@@ -185,6 +198,8 @@ def _stats(**overrides) -> dict:
 
 def test_describe_stats():
     assert describe_stats(_stats()) == "256 image tokens · first token 1.60 s · 8.2 tokens/s · 12 tokens"
+    assert describe_stats(_stats(ahead_tokens=270)) == ("256 image tokens · first token 1.60 s · image read while "
+                                                        "you typed · 8.2 tokens/s · 12 tokens")
     assert describe_stats(_stats(image_tokens=0, stop_reason="cancelled")).endswith("12 tokens · stopped")
     assert describe_stats(None) == ""
 

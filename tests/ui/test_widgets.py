@@ -7,6 +7,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
 from tests.ui.conftest import drop_files
+from engine.engine import ReadEstimate
 from ui.composer import Composer
 from ui.grounding import BOX_COLORS, parse_boxes
 from ui.image_pane import ImagePane
@@ -28,8 +29,11 @@ def test_dropped_images_are_listed_with_their_cost(qtbot, tmp_path, make_image):
     assert pane.pending() == [first, second]
     assert [(i.width, i.height) for i in pane.images()] == [(640, 480), (300, 900)]
     assert pane.thumbnails.item(1).text() == "new · …"  # no model yet: cost unknown
-    pane.set_cost_function(lambda w, h: w * h // 1024)
-    assert pane.thumbnails.item(0).text() == f"new · {640 * 480 // 1024} tok"
+    pane.set_cost_function(lambda w, h: ReadEstimate(w * h // 1024, None))  # speed not measured yet
+    assert pane.thumbnails.item(0).text() == f"new · {640 * 480 // 1024} tokens"
+    pane.set_cost_function(lambda w, h: ReadEstimate(w * h // 1024, w * h / 40_000))
+    assert pane.thumbnails.item(0).text() == f"new · {640 * 480 // 1024} tokens\nabout 8 s"
+    assert "263 tokens · about 7 s to read" in pane.info.text()  # the newest, shown: 300×900
     assert pane.canvas.image.path == second  # the newest is shown
 
 

@@ -1,0 +1,310 @@
+"""The pending images are read while the question is typed: the states of the window around a
+read-ahead, on a scripted engine whose read steps wait for the test (tests/ui/scripted_engine.py)."""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from engine.errors import ContextFullError
+from tests.ui.conftest import ask, drop_files
+from tests.ui.scripted_engine import Script, ScriptedEngine
+from ui.history import TurnRecord
+
+WAIT = 10_000
+
+
+@pytest.fixture
+def scripted(qtbot, tmp_path, settings_file):
+    """scripted(script=None) -> (window, script): the real window on a ScriptedEngine."""
+    from ui.app import build_main_window
+
+    def open_(script: Script | None = None):
+        script = script or Script()
+        (tmp_path / "attachments").mkdir(exist_ok=True)
+        window = build_main_window(
+            tmp_path / "scripted-model", engine_factory=lambda setup: ScriptedEngine(script),
+            settings_store=QSettings(str(settings_file), QSettings.Format.IniFormat),
+            history_root=tmp_path / "history", attachments_dir=lambda: tmp_path / "attachments",
+            speed_file=tmp_path / "speeds.json",
+        )
+        qtbot.addWidget(window)
+        with qtbot.waitSignal(window.modelLoaded, timeout=WAIT):
+            window.show()
+        return window, script
+
+    return open_
+
+
+def prepares(script: Script) -> list[tuple]:
+    return [call for call in list(script.calls) if call[0] == "prepare"]
+
+
+def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, make_image):
+    window, script = scripted()
+    assert window.image_pane.images() == [] and prepares(script) == []  # nothing to read yet
+    drop_files(window.chat, [make_image("photo.png")])
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image… 0 %"), timeout=WAIT)
+    assert prepares(script) == [("prepare", ["photo.png"], "standard")]
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 8 s"
+
+    qtbot.keyClicks(window.composer.edit, "What colour")  # typing is never blocked
+    assert window.composer.text() == "What colour"
+    assert window.composer.button.text() == "Send" and window.composer.button.isEnabled()
+
+    # One step of 10 predicted seconds: between events, the display moves on by the time elapsed.
+    start = window.busy_bar.value()
+    qtbot.wait(800)
+    assert window.busy_bar.value() > start and window.busy_bar.maximum() > 0
+    assert re.fullmatch(r"Reading the image… [1-9] % · about (9|10) s left", window.status_label.text())
+
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
+        script.step()
+    assert ended.args[0].images == 1 and not ended.args[0].cancelled
+    assert window.status_label.text() == "Ready" and not window.busy_bar.isVisible()
+
+
+def test_send_during_the_read_lets_it_finish_and_the_answer_follows(qtbot, scripted, make_image):
+    window, script = scripted()
+    drop_files(window.chat, [make_image("photo.png")])
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    finished = []
+    window.controller.turnFinished.connect(finished.append)
+    ask(qtbot, window, "What colour?")
+    qtbot.wait(300)
+    assert script.kinds()[-1] == "prepare"  # the question waits behind the read...
+    assert window.status_label.text().startswith("Reading the image")  # ...which goes on showing
+    assert window.chat.last_answer().body.document().toPlainText() == "Reading the image…"
+    assert window.composer.button.text() == "Stop"
+
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
+        script.step()
+    assert done.args == ["It is blue.", ""]
+    assert [r.cancelled for r in script.results] == [False]  # Send did not stop the read
+    assert script.kinds()[-2:] == ["prepare", "ask"]
+    (stats,) = finished
+    assert stats.ahead_tokens == 100  # the question used what was read (its image is a stored copy)
+    assert window.image_pane.pending() == [] and prepares(script) == [("prepare", ["photo.png"], "standard")]
+
+
+def test_removing_a_pending_image_reads_the_remaining_ones(qtbot, scripted, make_image):
+    window, script = scripted()
+    first, second = make_image("a.png"), make_image("b.png", 320, 200)
+    drop_files(window.chat, [first])
+    qtbot.waitUntil(lambda: len(script.results) == 0 and len(prepares(script)) == 1, timeout=WAIT)
+    drop_files(window.chat, [second])  # the new list starts with the image being read: no stop
+    script.step()
+    qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
+    assert [r.cancelled for r in script.results] == [False]
+    assert prepares(script)[1] == ("prepare", ["a.png", "b.png"], "standard")
+
+    window.image_pane.thumbnails.setCurrentRow(0)  # a.png, while b.png is being read
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        qtbot.mouseClick(window.image_pane.remove_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: len(prepares(script)) == 3, timeout=WAIT)
+        script.step()
+    assert prepares(script)[2] == ("prepare", ["b.png"], "standard")
+    assert [r.cancelled for r in script.results] == [False, True, False]  # [a, b] was stopped for [b]
+    assert window.image_pane.pending() == [second]
+
+    window.image_pane.thumbnails.setCurrentRow(0)
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        window.image_pane.remove_current()
+    assert prepares(script)[-1] == ("prepare", [], "standard")  # nothing pending: rolled back
+
+
+def test_stop_stops_the_read_and_the_question_waiting_behind_it(qtbot, scripted, make_image):
+    window, script = scripted()
+    photo, second = make_image("photo.png"), make_image("second.png", 200, 300)
+    drop_files(window.chat, [photo])
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
+        qtbot.keyClick(window, Qt.Key.Key_Escape)  # Chat › Stop, with no answer running
+    assert ended.args[0].cancelled and window.status_label.text() == "Ready"
+    assert window.image_pane.pending() == [photo]  # nothing lost: it is read at send
+
+    drop_files(window.chat, [second])
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the images"), timeout=WAIT)
+    ask(qtbot, window, "What colour?")
+    with qtbot.waitSignal(window.controller.turnSkipped, timeout=WAIT):
+        qtbot.mouseClick(window.composer.button, Qt.MouseButton.LeftButton)  # Stop
+    qtbot.waitUntil(lambda: window.composer.button.text() == "Send", timeout=WAIT)
+    assert [r.cancelled for r in script.results] == [True, True] and "ask" not in script.kinds()
+    assert window.composer.text() == "What colour?" and window.image_pane.pending() == [photo, second]
+    assert window.session.record.turns == [] and window.chat.messages() == []
+
+
+def test_a_failed_read_ahead_is_shown_once_and_the_question_still_goes(qtbot, scripted, make_image):
+    message = "This conversation is full: the image needs 100 more tokens but only 12 of 4096 are left."
+    window, script = scripted(Script(prepare_error=ContextFullError(message)))
+    errors, session_errors = [], []
+    window.session.read_ahead.error.connect(errors.append)
+    window.session.error.connect(session_errors.append)
+    photo = make_image("photo.png")
+    drop_files(window.chat, [photo])
+    qtbot.waitUntil(window.banner.isVisible, timeout=WAIT)
+    qtbot.wait(200)
+    assert errors == [message] and session_errors == []  # one line, said once
+    assert window.banner.text() == message and window.banner.property("kind") == "error"
+    assert window.image_pane.pending() == [photo] and window.status_label.text() == "Ready"
+
+    window.apply_settings(replace(window.settings, image_detail="high"))  # read again: it fails again
+    qtbot.waitUntil(lambda: len(errors) == 2, timeout=WAIT)
+    assert window.banner.isVisible() and window.banner.text() == message
+
+    script.prepare_error = None  # the question reads the image at send
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
+        ask(qtbot, window, "What colour?")
+    assert done.args == ["It is blue.", ""] and session_errors == []
+    assert script.calls[-1] == ("ask", "What colour?", [window.session.record.turns[0].images[0]])
+
+
+def test_a_read_ahead_that_fails_after_send_leaves_it_to_the_question(qtbot, scripted, make_image):
+    from engine.errors import ImageError
+
+    window, script = scripted(Script(prepare_error=ImageError("photo.png changed on disk"), fail_after_step=True))
+    drop_files(window.chat, [make_image("photo.png")])
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    ask(qtbot, window, "What colour?")
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
+        script.step()  # the read fails; the question reads the image itself (here it works)
+    assert done.args == ["It is blue.", ""] and script.kinds()[-2:] == ["prepare", "ask"]
+    assert not window.banner.isVisible()  # the failed read-ahead was the question's business
+
+
+def test_new_chat_and_a_detail_change(qtbot, scripted, make_image):
+    window, script = scripted()
+    script.open_gate = True
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        window.image_pane.add_files([make_image("photo.png")])
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        window.apply_settings(replace(window.settings, image_detail="high"))
+    assert prepares(script)[-1] == ("prepare", ["photo.png"], "high")
+    assert window.image_pane.thumbnails.item(0).text() == "new · 400 tokens\nabout 8 s"
+
+    count = len(script.calls)
+    window.session.new_chat()
+    qtbot.waitUntil(lambda: script.kinds()[-1] == "new_conversation", timeout=WAIT)
+    qtbot.wait(200)
+    assert script.kinds()[count:] == ["new_conversation"]  # a fresh conversation holds nothing: no roll-back needed
+
+
+def test_a_reopened_chat_is_re_read_before_the_dropped_image(qtbot, scripted, make_image):
+    window, script = scripted()
+    script.open_gate = True
+    store = window.session.store
+    record = store.new_record()
+    record.turns.append(TurnRecord("Earlier question", [], "Earlier answer"))
+    store.save(record)
+    window.session.open_saved_chat(record.id)
+    assert window.banner.isVisible() and "does not remember" in window.banner.text()
+
+    with qtbot.waitSignal(window.controller.restored, timeout=WAIT):
+        with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+            window.image_pane.add_files([make_image("photo.png")])
+    assert script.kinds()[-2:] == ["restore", "prepare"]
+    assert not window.banner.isVisible()  # the session knows the chat was re-read
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        ask(qtbot, window, "And now?")
+    assert script.kinds()[-3:] == ["restore", "prepare", "ask"]  # not re-read a second time
+    assert [t.text for t in store.load(record.id).turns] == ["Earlier question", "And now?"]
+
+
+def test_the_speed_is_measured_while_idle_and_any_request_comes_first(qtbot, scripted, make_image):
+    window, script = scripted(Script(calibration_steps=200, open_gate=True))  # 4 s unless stopped
+    qtbot.waitUntil(window.measure_label.isVisible, timeout=WAIT)  # after the load, nothing waiting
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        window.image_pane.add_files([make_image("photo.png")])
+    assert script.calibrations[0] is False  # stopped by the read-ahead
+    qtbot.waitUntil(lambda: script.calibrations[-1] is True, timeout=WAIT)  # went on once idle again
+    qtbot.waitUntil(lambda: not window.measure_label.isVisible(), timeout=WAIT)
+    window.image_pane.add_files([make_image("second.png", 200, 100)])
+    qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
+    qtbot.wait(200)
+    assert script.calibrations == [False, True]  # measured once, not again
+
+
+def test_a_question_never_waits_behind_the_prompt_graph_loading(qtbot, scripted):
+    """A model with the optional prompt graph loads it in the background after a start; the
+    measurement needs it, and must not hold the engine thread while it loads."""
+    import threading
+
+    script = Script(open_gate=True, prompt_graph=threading.Event())
+    window, script = scripted(script)
+    qtbot.waitUntil(window.measure_label.isVisible, timeout=WAIT)
+    with qtbot.waitSignal(window.answerFinished, timeout=2_000) as done:
+        ask(qtbot, window, "Hi")
+    assert done.args[0] == "It is blue." and True not in script.calibrations  # stopped for the question
+    script.prompt_graph.set()  # loaded: measured now (nothing waits)
+    qtbot.waitUntil(lambda: script.calibrations[-1:] == [True], timeout=WAIT)
+
+
+def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
+    window, script = scripted(Script(seconds=None))
+    script.open_gate = True
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        ask(qtbot, window, "Hi")
+    script.open_gate = False
+    window.image_pane.add_files([make_image("a.png")])
+    qtbot.waitUntil(lambda: len(prepares(script)) == 1, timeout=WAIT)
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens"  # not measured yet
+    assert script.contexts[-1] == 12  # read after what the conversation holds (reading slows as it grows)
+    script.seconds = 30.0  # the read refines the speeds
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        script.step()
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 30 s"
+    script.seconds = 20.0  # and so does an answer
+    script.open_gate = True
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        window.session.regenerate()
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 20 s"
+    # Answering again drops what was read ahead (it came after the answer): it is read again.
+    qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
+    assert script.kinds()[-2:] == ["ask", "prepare"] and script.calls[-2][1] == "again"
+    window.session.new_chat()
+    window.image_pane.add_files([make_image("b.png")])
+    assert script.contexts[-1] == 0  # a new chat holds nothing
+
+
+def test_the_status_line_moves_within_a_step_but_never_past_it():
+    from engine.events import Progress
+    from ui.status_line import describe
+
+    progress = Progress(done_seconds=10.0, total_seconds=40.0, step_seconds=10.0)
+    assert describe("Reading the image", progress, 0.0) == ("Reading the image… 25 % · about 30 s left", 0.25)
+    assert describe("Reading the image", progress, 5.0) == ("Reading the image… 37 % · about 25 s left", 0.375)
+    assert describe("Reading the image", progress, 60.0)[1] == 0.5  # a slow step waits for the engine
+    untimed = Progress(60.0, 240.0, 60.0, timed=False)  # tokens, before this computer is measured
+    assert describe("Reading the image", untimed, 5.0) == ("Reading the image… 25 %", 0.25)
+    assert describe("Reading the prompt", Progress(9.6, 10.0, 0.0), 3.0)[0].endswith("under a second left")
+
+
+def test_the_ledger_stops_only_a_read_that_the_new_images_do_not_extend():
+    from ui.requests import PREPARE, QUESTION, RequestLedger, Running
+
+    class Conversation:
+        cancels = 0
+
+        def cancel(self):
+            self.cancels += 1
+
+    ledger, conversation = RequestLedger(), Conversation()
+    ledger.made(PREPARE, 1, ["a"])
+    assert ledger.wanted.is_set() and ledger.start(Running(conversation, 1, ("a",)))
+    ledger.made(PREPARE, 2, ["a", "b"])  # adds to it: it goes on
+    assert conversation.cancels == 0 and not ledger.skip_prepare(2)
+    ledger.made(PREPARE, 3, ["b"])  # removes "a": stopped, and the queued [a, b] need not start
+    assert conversation.cancels == 1 and ledger.skip_prepare(2)
+    assert not ledger.finished() and not ledger.finished()  # two requests still outstanding
+    assert ledger.finished() and not ledger.wanted.is_set()  # idle again
+    ledger.end()
+
+    ledger.made(PREPARE, 4, ["c"])
+    ledger.start(Running(conversation, 4, ("c",)))
+    ledger.made(QUESTION, 5)  # a question after it uses the read: a later change does not stop it
+    ledger.made(PREPARE, 6, [])
+    assert conversation.cancels == 1 and not ledger.should_stop(Running(conversation, 4, ("c",)))
+    ledger.cancel(6)  # Stop: everything up to the newest request
+    assert conversation.cancels == 2 and ledger.skip_prepare(6) and ledger.cancelled(5)
