@@ -1,12 +1,13 @@
 """Iris: chat about images with Qwen3-VL on your own CPU.
 
-    python main.py                      open the app (the setup wizard first if no model is found)
-    python main.py photo.jpg            open the app with an image attached
-    python main.py --model-dir DIR --smoke IMAGE PROMPT --screenshot OUT.png
-                                        automation: real window, one answer, a screenshot, exit 0;
-                                        a refused question or any error exits 1 with its message,
-                                        and the run's chats and settings are thrown away
+python main.py                      open the app (the setup wizard first if no model is found)
+python main.py photo.jpg            open the app with an image attached
+python main.py --model-dir DIR --smoke IMAGE PROMPT --screenshot OUT.png
+                                    automation: real window, one answer, a screenshot, exit 0;
+                                    a refused question or any error exits 1 with its message,
+                                    and the run's chats and settings are thrown away
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="iris", description="Chat about images, privately.")
     parser.add_argument("images", nargs="*", type=Path, help="images to attach at start")
     parser.add_argument("--model-dir", type=Path, help="exported model folder (default: settings)")
-    parser.add_argument("--smoke", nargs=2, metavar=("IMAGE", "PROMPT"),
-                        help="ask PROMPT about IMAGE in the real window, print the answer, exit")
+    parser.add_argument(
+        "--smoke",
+        nargs=2,
+        metavar=("IMAGE", "PROMPT"),
+        help="ask PROMPT about IMAGE in the real window, print the answer, exit",
+    )
     parser.add_argument("--screenshot", type=Path, help="with --smoke: save the window as a PNG")
-    parser.add_argument("--max-new-tokens", type=int,
-                        help="with --smoke: answer length limit for this run (settings unchanged)")
-    parser.add_argument("--timeout", type=float, default=1800.0,
-                        help="with --smoke: give up after this many seconds (default 1800)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="with --smoke: answer length limit for this run (settings unchanged)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="with --smoke: give up after this many seconds (default 1800)"
+    )
     parser.add_argument("--color-scheme", choices=("system", "light", "dark"), default="system")
     args = parser.parse_args(argv)
     if (args.screenshot or args.max_new_tokens) and not args.smoke:
@@ -43,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     app = create_application(sys.argv[:1], args.color_scheme)
     model_dir = args.model_dir or resolve_model_dir(load_settings())
     if args.smoke:
-        return run_smoke(app, model_dir, Path(args.smoke[0]), args.smoke[1], args.screenshot,
-                         args.timeout, args.max_new_tokens)
+        return run_smoke(
+            app, model_dir, Path(args.smoke[0]), args.smoke[1], args.screenshot, args.timeout, args.max_new_tokens
+        )
     return run_app(app, model_dir, args.images, explicit=args.model_dir is not None)
 
 
@@ -53,8 +61,7 @@ def run_app(app, model_dir: Path, images: list[Path], explicit: bool) -> int:
 
     if not is_valid_artifact_dir(model_dir):
         if explicit:
-            print(f"iris: {model_dir} is not an Iris model folder; opening the setup wizard.",
-                  file=sys.stderr)
+            print(f"iris: {model_dir} is not an Iris model folder; opening the setup wizard.", file=sys.stderr)
         model_dir = run_wizard(model_dir)
         if model_dir is None:
             return 0  # the user closed the wizard: nothing to open
@@ -86,8 +93,15 @@ def open_main_window(app, model_dir: Path, images: list[Path]) -> int:
     return app.exec()
 
 
-def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path | None,
-              timeout: float, max_new_tokens: int | None = None) -> int:
+def run_smoke(
+    app,
+    model_dir: Path,
+    image: Path,
+    prompt: str,
+    screenshot: Path | None,
+    timeout: float,
+    max_new_tokens: int | None = None,
+) -> int:
     """One real question in the real window; exit code 0 only if an answer streamed in."""
     import tempfile
 
@@ -107,8 +121,13 @@ def run_smoke(app, model_dir: Path, image: Path, prompt: str, screenshot: Path |
     # of this run all go to a folder that is deleted at the end.
     scratch = tempfile.TemporaryDirectory(prefix="iris-smoke-")
     settings_store = use_scratch_settings(Path(scratch.name) / "settings")
-    window = build_main_window(model_dir, settings_store=settings_store, history_root=Path(scratch.name) / "chats",
-                               attachments_dir=lambda: Path(scratch.name), speed_file=Path(scratch.name) / "speeds.json")
+    window = build_main_window(
+        model_dir,
+        settings_store=settings_store,
+        history_root=Path(scratch.name) / "chats",
+        attachments_dir=lambda: Path(scratch.name),
+        speed_file=Path(scratch.name) / "speeds.json",
+    )
     if max_new_tokens:
         window.settings = replace(window.settings, max_new_tokens=max_new_tokens)
     outcome: dict[str, str] = {}

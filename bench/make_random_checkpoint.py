@@ -11,6 +11,7 @@ model is never held in memory, and the run is as fast as the disk.
 
     python -m bench.make_random_checkpoint OUT_DIR [--seed N] [--config PATH] [--force]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ SIDE_FILES = (
     "vocab.json",
     "merges.txt",
 )
-MAX_SHARD_BYTES = 5 * 10 ** 9  # the "5GB" shard limit save_pretrained uses for the real checkpoint
+MAX_SHARD_BYTES = 5 * 10**9  # the "5GB" shard limit save_pretrained uses for the real checkpoint
 BF16_BYTES = 2
 CHUNK_ELEMENTS = 4 * 1024 * 1024  # 8 MB per write call
 DISK_MARGIN_BYTES = 200 * 1024 * 1024
@@ -85,7 +86,7 @@ def make_pool(magnitude: Magnitude, rng: np.random.Generator) -> np.ndarray:
     for start in range(0, magnitude.pool_elements, step):
         n = min(step, magnitude.pool_elements - start)
         z = rng.standard_normal(n, dtype=np.float32)
-        pool[start:start + n] = bf16_bits(magnitude.mean + magnitude.std * z)
+        pool[start : start + n] = bf16_bits(magnitude.mean + magnitude.std * z)
     return pool
 
 
@@ -157,7 +158,7 @@ class RandomWeights:
         while remaining:
             n = min(remaining, CHUNK_ELEMENTS, len(pool))
             start = int(self.rng.integers(0, len(pool) - n + 1))
-            fh.write(memoryview(pool[start:start + n]).cast("B"))
+            fh.write(memoryview(pool[start : start + n]).cast("B"))
             remaining -= n
 
 
@@ -193,8 +194,11 @@ def prepare_folder(out_dir: Path, force: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not force:
             raise FileExistsError(f"{out_dir} is not empty; pass --force to overwrite it")
-        for old in [*out_dir.glob("*.safetensors"), *out_dir.glob("*.safetensors.partial"),
-                    *out_dir.glob("model.safetensors.index.json")]:
+        for old in [
+            *out_dir.glob("*.safetensors"),
+            *out_dir.glob("*.safetensors.partial"),
+            *out_dir.glob("model.safetensors.index.json"),
+        ]:
             old.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -202,8 +206,9 @@ def prepare_folder(out_dir: Path, force: bool) -> None:
 def check_free_space(out_dir: Path, needed: int) -> None:
     free = shutil.disk_usage(out_dir).free
     if free < needed + DISK_MARGIN_BYTES:
-        raise OSError(f"{out_dir} has {free / 1e9:.2f} GB free; the checkpoint needs "
-                      f"{(needed + DISK_MARGIN_BYTES) / 1e9:.2f} GB")
+        raise OSError(
+            f"{out_dir} has {free / 1e9:.2f} GB free; the checkpoint needs {(needed + DISK_MARGIN_BYTES) / 1e9:.2f} GB"
+        )
 
 
 def copy_side_files(out_dir: Path, config_path: Path, data_dir: Path) -> None:
@@ -221,9 +226,16 @@ class GenerationResult:
     seconds: float
 
 
-def make_random_checkpoint(out_dir: Path, *, seed: int = 0, config_path: Path = DATA / "config.json",
-                           force: bool = False, max_shard_bytes: int = MAX_SHARD_BYTES,
-                           data_dir: Path = DATA, log=print) -> GenerationResult:
+def make_random_checkpoint(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    config_path: Path = DATA / "config.json",
+    force: bool = False,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+    data_dir: Path = DATA,
+    log=print,
+) -> GenerationResult:
     """Write the checkpoint described by `config_path` with random weights into `out_dir`."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -239,8 +251,10 @@ def make_random_checkpoint(out_dir: Path, *, seed: int = 0, config_path: Path = 
     for i, shard in enumerate(shards, 1):
         write_shard(out_dir, shard, weights)
         done += shard.nbytes
-        log(f"  [{i}/{len(shards)}] {shard.file_name}: {shard.nbytes / 1e9:.2f} GB, "
-            f"{len(shard.tensors)} tensors ({done / total:.0%}, {time.perf_counter() - start:.1f} s)")
+        log(
+            f"  [{i}/{len(shards)}] {shard.file_name}: {shard.nbytes / 1e9:.2f} GB, "
+            f"{len(shard.tensors)} tensors ({done / total:.0%}, {time.perf_counter() - start:.1f} s)"
+        )
     write_index(out_dir, shards)
     seconds = time.perf_counter() - start
     log(f"done: {total / 1e9:.2f} GB ({total} bytes) in {seconds:.1f} s")
@@ -251,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.make_random_checkpoint", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--config", type=Path, default=DATA / "config.json",
-                        help="config.json to follow (default: the real Qwen3-VL-4B-Instruct one)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DATA / "config.json",
+        help="config.json to follow (default: the real Qwen3-VL-4B-Instruct one)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty folder")
     args = parser.parse_args(argv)
     try:

@@ -9,6 +9,7 @@ as a fraction of its largest value. The AVX2 column emulates VPMADDUBSW (saturat
 sums), the instruction onnxruntime's u8 x s8 GEMM uses where the CPU has neither VNNI nor AMX,
 on a sample of output columns: it shows what such a CPU would compute, whatever CPU runs this.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def int8_full_range(w: np.ndarray, threads: int):
     n, k = w.shape
     scale = (np.abs(w).max(1) / 127).astype(np.float32)
     q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    inits = [numpy_helper.from_array(np.ascontiguousarray(q.T), "b"), numpy_helper.from_array(scale, "s"),
-             numpy_helper.from_array(np.zeros(n, np.int8), "z")]
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(q.T), "b"),
+        numpy_helper.from_array(scale, "s"),
+        numpy_helper.from_array(np.zeros(n, np.int8), "z"),
+    ]
     node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
     return single_node_session(node, inits, k, n, threads), (q, scale)
 
@@ -56,8 +60,11 @@ def uint8_zero_point(w: np.ndarray, threads: int):
     scale = ((hi - lo) / 255).astype(np.float32)
     zp = np.clip(np.rint(-lo / scale), 0, 255).astype(np.uint8)
     q = np.clip(np.rint(w / scale[:, None]) + zp[:, None], 0, 255).astype(np.uint8)
-    inits = [numpy_helper.from_array(np.ascontiguousarray(q.T), "b"), numpy_helper.from_array(scale, "s"),
-             numpy_helper.from_array(zp, "z")]
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(q.T), "b"),
+        numpy_helper.from_array(scale, "s"),
+        numpy_helper.from_array(zp, "z"),
+    ]
     node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
     return single_node_session(node, inits, k, n, threads), None
 
@@ -66,6 +73,7 @@ def nbits(bits: int, block: int) -> Callable:
     def build(w: np.ndarray, threads: int):
         n, k = w.shape
         return single_node_session(*nbits_matmul(w, bits, block), k, n, threads), None
+
     return build
 
 
@@ -123,9 +131,14 @@ def measure(m: int, k: int, n: int, threads: int, repeats: int = 7) -> list[dict
         session, int8 = build(w, threads)
         y = session.run(None, {"x": x})[0]
         seconds = best_seconds(session, x, repeats)
-        row = {"format": name, "error": float(np.abs(y - exact).max() / top),
-               "error_sample": float(np.abs(y[:SAMPLE_ROWS] - exact[:SAMPLE_ROWS]).max() / top), "ms": seconds * 1e3,
-               "gops": 2 * m * k * n / seconds / 1e9, "weight_bytes_per_param": _bytes_per_param(name)}
+        row = {
+            "format": name,
+            "error": float(np.abs(y - exact).max() / top),
+            "error_sample": float(np.abs(y[:SAMPLE_ROWS] - exact[:SAMPLE_ROWS]).max() / top),
+            "ms": seconds * 1e3,
+            "gops": 2 * m * k * n / seconds / 1e9,
+            "weight_bytes_per_param": _bytes_per_param(name),
+        }
         if int8 is not None:
             avx2 = avx2_emulated(x, SAMPLE_ROWS, *int8)
             row["avx2_error_sample"] = float(np.abs(avx2 - exact[:SAMPLE_ROWS]).max() / top)
@@ -147,21 +160,34 @@ def _bytes_per_param(name: str) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.matmul_formats")
-    ap.add_argument("--shape", nargs=3, type=int, action="append", metavar=("M", "K", "N"),
-                    help="rows, inner and output size (default: a 448x448 vision MLP and a 256-token prompt chunk)")
+    ap.add_argument(
+        "--shape",
+        nargs=3,
+        type=int,
+        action="append",
+        metavar=("M", "K", "N"),
+        help="rows, inner and output size (default: a 448x448 vision MLP and a 256-token prompt chunk)",
+    )
     ap.add_argument("--threads", type=int, default=cpu_info().physical_cores)
     args = ap.parse_args(argv)
     shapes = args.shape or [(784, 1024, 4096), (256, 2560, 9728)]
-    print(f"CPU: {cpu_info().summary()} (class {cpu_info().cpu_class}); onnxruntime {ort.__version__}, "
-          f"threads={args.threads}\n")
+    print(
+        f"CPU: {cpu_info().summary()} (class {cpu_info().cpu_class}); onnxruntime {ort.__version__}, "
+        f"threads={args.threads}\n"
+    )
     for m, k, n in shapes:
-        print(f"{m} x {k} x {n}\n\n| format | error (of scale) | first {SAMPLE_ROWS} rows: this CPU / AVX2 "
-              "emulated | ms | GOP/s | bytes/weight |")
+        print(
+            f"{m} x {k} x {n}\n\n| format | error (of scale) | first {SAMPLE_ROWS} rows: this CPU / AVX2 "
+            "emulated | ms | GOP/s | bytes/weight |"
+        )
         print("|---|---|---|---|---|---|")
         for r in measure(m, k, n, args.threads):
             avx2 = f"{r['avx2_error_sample']:.3f}" if "avx2_error_sample" in r else "not emulated"
-            print(f"| {r['format']} | {r['error']:.3f} | {r['error_sample']:.3f} / {avx2} | {r['ms']:.1f} | "
-                  f"{r['gops']:.0f} | {r['weight_bytes_per_param']:.2f} |", flush=True)
+            print(
+                f"| {r['format']} | {r['error']:.3f} | {r['error_sample']:.3f} / {avx2} | {r['ms']:.1f} | "
+                f"{r['gops']:.0f} | {r['weight_bytes_per_param']:.2f} |",
+                flush=True,
+            )
         print()
     return 0
 

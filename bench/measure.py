@@ -5,6 +5,7 @@ an image + question, decode speed over 128 tokens (EOS ignored), a follow-up que
 first token, text prefill speed, and the peak RSS while filling a 4k context (the phase's own peak,
 from the kernel's VmHWM, and the whole run's, which includes encoding an 896x896 image).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,12 @@ def main(argv=None) -> int:
         out[f"prompt_tokens_{side}"] = stats.prompt_tokens
 
     conv = engine.new_conversation()
-    first = turn(conv, "Describe this image in detail.", [photo(448, 1)],
-                 SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=args.decode_tokens))
+    first = turn(
+        conv,
+        "Describe this image in detail.",
+        [photo(448, 1)],
+        SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=args.decode_tokens),
+    )
     out["decode_tokens"] = first.new_tokens
     out["decode_tok_s"] = first.decode_tokens_per_second
     follow = turn(conv, "What colours stand out?", (), greedy)
@@ -115,7 +120,12 @@ def main(argv=None) -> int:
     peak_before = peak_rss_mb()  # the reset below also clears the process's ru_maxrss
     phase_peak = reset_peak_rss()
     conv = engine.new_conversation()
-    stats = turn(conv, long_prompt(engine, args.context), (), SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=17))
+    stats = turn(
+        conv,
+        long_prompt(engine, args.context),
+        (),
+        SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=17),
+    )
     out["long_prompt_tokens"] = stats.prompt_tokens
     out["prefill_tok_s"] = stats.prompt_tokens / stats.prefill_seconds
     out["decode_tok_s_long_context"] = stats.decode_tokens_per_second

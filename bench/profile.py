@@ -9,6 +9,7 @@ decode steps (S = 1); the tables give each operator's and each component's share
 node time (nodes are named by where they sit in the model, e.g. /decoder/layers.3/attn/qkv_proj/...),
 and how time spreads over the layers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,13 @@ from bench.measure import long_prompt, photo, turn
 from engine.engine import Engine, EngineOptions
 from engine.sampling import SamplingOptions
 
-
 _LAYER = re.compile(r"(?:layers|blocks)\.(\d+)")
 
 
 @dataclass
 class RunGroup:
     """Node time by operator, by component and by layer over a set of runs of one session."""
+
     runs: int = 0
     wall_us: int = 0
     by_op: Counter = field(default_factory=Counter)
@@ -101,8 +102,10 @@ def markdown(title: str, groups: dict[str, RunGroup], top: int = 8) -> str:
         if g.by_layer:
             per_layer = [us / 1e3 / g.runs for us in g.by_layer.values()]
             slowest = max(g.by_layer, key=g.by_layer.get)
-            lines.append(f"{len(per_layer)} layers: {sum(per_layer) / len(per_layer):.2f} ms each on average, "
-                         f"slowest layers.{slowest} at {max(per_layer):.2f} ms")
+            lines.append(
+                f"{len(per_layer)} layers: {sum(per_layer) / len(per_layer):.2f} ms each on average, "
+                f"slowest layers.{slowest} at {max(per_layer):.2f} ms"
+            )
             lines.append("")
     return "\n".join(lines)
 
@@ -117,11 +120,11 @@ def _merge(into: dict[str, RunGroup], more: dict[str, RunGroup]) -> None:
         mine.by_layer.update(g.by_layer)
 
 
-def profile_scenario(model_dir: Path, work: Path, name: str, scenario, threads: int | None,
-                     context: int) -> dict[str, RunGroup]:
+def profile_scenario(
+    model_dir: Path, work: Path, name: str, scenario, threads: int | None, context: int
+) -> dict[str, RunGroup]:
     prefix = str(work / f"{name}-")
-    engine = Engine(model_dir, EngineOptions(threads=threads, max_context=context, verify=False,
-                                             profile_prefix=prefix))
+    engine = Engine(model_dir, EngineOptions(threads=threads, max_context=context, verify=False, profile_prefix=prefix))
     engine.decoder.wait_for_prefill_graph()
     engine.eos_ids = frozenset()
     scenario(engine)
@@ -148,9 +151,11 @@ def main(argv=None) -> int:
     def long_text(e: Engine):
         turn(e.new_conversation(), long_prompt(e, args.context), (), greedy(16))
 
-    scenarios = [("448x448 image, 16 tokens", "img448", image(448, "standard", 16)),
-                 ("896x896 image, first token", "img896", image(896, "high", 1)),
-                 (f"text prompt filling {args.context} tokens, 16 tokens", "long", long_text)]
+    scenarios = [
+        ("448x448 image, 16 tokens", "img448", image(448, "standard", 16)),
+        ("896x896 image, first token", "img896", image(896, "high", 1)),
+        (f"text prompt filling {args.context} tokens, 16 tokens", "long", long_text),
+    ]
     parts = []
     with tempfile.TemporaryDirectory(prefix="iris-profile-") as tmp:
         for title, name, scenario in scenarios:

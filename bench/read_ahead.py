@@ -15,6 +15,7 @@ Calibration is part of what is measured: it runs first, on a fresh speed file un
 scikit-image's astronaut when scikit-image is installed (it is not a dependency of Iris), else a
 synthetic image, which the output says; either is resized to each size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,11 @@ def load_photo(path: str | None) -> Photo:
     try:
         import skimage.data
     except ImportError:
-        return Photo(synthetic_photo(512, 0), "synthetic gradient with noise",
-                     "scikit-image is not installed (pip install scikit-image for a real photo)")
+        return Photo(
+            synthetic_photo(512, 0),
+            "synthetic gradient with noise",
+            "scikit-image is not installed (pip install scikit-image for a real photo)",
+        )
     return Photo(Image.fromarray(skimage.data.astronaut()), "scikit-image astronaut")
 
 
@@ -79,11 +83,16 @@ def ask(conv, text: str, image: Image.Image, detail: str, sent_at: float) -> dic
         elif isinstance(event, TurnStats):
             stats = event
     first = first_text if first_text is not None else read_end
-    return {"wait_s": first - sent_at, "ask_wait_s": first - asked_at,
-            "until": "text" if first_text is not None else "prompt read",
-            "prompt_tokens": stats.prompt_tokens, "ahead_tokens": stats.ahead_tokens,
-            "left_tokens": stats.prompt_tokens - stats.ahead_tokens, "predicted_wait_s": stats.predicted_wait,
-            "prediction_error": _error(stats.predicted_wait, first - asked_at)}
+    return {
+        "wait_s": first - sent_at,
+        "ask_wait_s": first - asked_at,
+        "until": "text" if first_text is not None else "prompt read",
+        "prompt_tokens": stats.prompt_tokens,
+        "ahead_tokens": stats.ahead_tokens,
+        "left_tokens": stats.prompt_tokens - stats.ahead_tokens,
+        "predicted_wait_s": stats.predicted_wait,
+        "prediction_error": _error(stats.predicted_wait, first - asked_at),
+    }
 
 
 def cold(engine: Engine, text: str, image: Image.Image, detail: str) -> dict:
@@ -117,8 +126,13 @@ def attached_before(engine: Engine, text: str, image: Image.Image, detail: str, 
     row = {"after_s": after, "still_reading_s": time.perf_counter() - sent_at}
     row.update(ask(conv, text, image, detail, sent_at))
     read_s = ahead.vision_seconds + ahead.prefill_seconds
-    row.update(read_tokens=ahead.tokens_read, read_s=read_s, estimate_tokens=estimate.tokens,
-               estimate_s=estimate.seconds, estimate_error=_error(estimate.seconds, read_s))
+    row.update(
+        read_tokens=ahead.tokens_read,
+        read_s=read_s,
+        estimate_tokens=estimate.tokens,
+        estimate_s=estimate.seconds,
+        estimate_error=_error(estimate.seconds, read_s),
+    )
     return row
 
 
@@ -133,8 +147,13 @@ def measure(engine: Engine, picture: Photo, sizes: list[int], afters: list[float
     for side in sizes:
         image, detail = picture.image.resize((side, side), Image.BICUBIC), detail_for(side)
         print(f"{side}x{side}: cold ask ...", file=sys.stderr, flush=True)
-        entry = {"side": side, "detail": detail, "image_tokens": engine.image_tokens(side, side, detail),
-                 "cold": cold(engine, QUESTION, image, detail), "attached": []}
+        entry = {
+            "side": side,
+            "detail": detail,
+            "image_tokens": engine.image_tokens(side, side, detail),
+            "cold": cold(engine, QUESTION, image, detail),
+            "attached": [],
+        }
         for after in afters:
             print(f"{side}x{side}: attached {after:g} s before the send ...", file=sys.stderr, flush=True)
             entry["attached"].append(attached_before(engine, QUESTION, image, detail, after))
@@ -151,26 +170,38 @@ def _seconds(value: float | None) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [machine_line(result["machine"], result["threads"], result["date"]), "",
-             f"Calibration: {result['calibration_s']:.2f} s on "
-             + (f"the speed file {result['speed_file']}" if result["speed_file"] else "a fresh speed file")
-             + ("" if result["calibrated"] else " (stopped before it could predict every read)") + ".",
-             f"Photo: {result['photo']['source']}" + (f" ({result['photo']['note']})" if result['photo']['note'] else "")
-             + f", resized to each size. Question: {result['question']['tokens']} tokens, one answer token.", ""]
+    lines = [
+        machine_line(result["machine"], result["threads"], result["date"]),
+        "",
+        f"Calibration: {result['calibration_s']:.2f} s on "
+        + (f"the speed file {result['speed_file']}" if result["speed_file"] else "a fresh speed file")
+        + ("" if result["calibrated"] else " (stopped before it could predict every read)")
+        + ".",
+        f"Photo: {result['photo']['source']}"
+        + (f" ({result['photo']['note']})" if result["photo"]["note"] else "")
+        + f", resized to each size. Question: {result['question']['tokens']} tokens, one answer token.",
+        "",
+    ]
     for size in result["sizes"]:
         side, c = size["side"], size["cold"]
-        lines += [f"### {side}x{side} ({size['detail']} detail, {size['image_tokens']} image tokens)", "",
-                  "| image attached | wait after Send | of which the read still running | tokens read ahead / left for the ask "
-                  "| predicted at the ask (error) | attach read: estimated / measured (error) |",
-                  "|---|---|---|---|---|---|",
-                  f"| not attached (cold) | {c['wait_s']:.2f} s | - | 0 / {c['left_tokens']} | "
-                  f"{_seconds(c['predicted_wait_s'])} ({_percent(c['prediction_error'])}) | - |"]
+        lines += [
+            f"### {side}x{side} ({size['detail']} detail, {size['image_tokens']} image tokens)",
+            "",
+            "| image attached | wait after Send | of which the read still running "
+            "| tokens read ahead / left for the ask "
+            "| predicted at the ask (error) | attach read: estimated / measured (error) |",
+            "|---|---|---|---|---|---|",
+            f"| not attached (cold) | {c['wait_s']:.2f} s | - | 0 / {c['left_tokens']} | "
+            f"{_seconds(c['predicted_wait_s'])} ({_percent(c['prediction_error'])}) | - |",
+        ]
         for r in size["attached"]:
             estimate = _seconds(r["estimate_s"])
-            lines.append(f"| {r['after_s']:g} s before | {r['wait_s']:.2f} s | {r['still_reading_s']:.2f} s | "
-                         f"{r['ahead_tokens']} / {r['left_tokens']} | {_seconds(r['predicted_wait_s'])} "
-                         f"({_percent(r['prediction_error'])}) | {estimate} / {r['read_s']:.2f} s "
-                         f"({_percent(r['estimate_error'])}) |")
+            lines.append(
+                f"| {r['after_s']:g} s before | {r['wait_s']:.2f} s | {r['still_reading_s']:.2f} s | "
+                f"{r['ahead_tokens']} / {r['left_tokens']} | {_seconds(r['predicted_wait_s'])} "
+                f"({_percent(r['prediction_error'])}) | {estimate} / {r['read_s']:.2f} s "
+                f"({_percent(r['estimate_error'])}) |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -184,6 +215,7 @@ def _numbers(kind, rule: str):
         if not values or any(not math.isfinite(v) or v < 0 or (kind is int and v < 1) for v in values):
             raise argparse.ArgumentTypeError(f"must be {rule} (got {text})")
         return values
+
     return parse
 
 
@@ -192,8 +224,12 @@ def main(argv=None) -> int:
     ap.add_argument("model_dir")
     ap.add_argument("--image", help="a photo to use instead of scikit-image's astronaut")
     ap.add_argument("--sizes", type=_numbers(int, "sides in pixels, at least 1"), default=[448, 896])
-    ap.add_argument("--after", type=_numbers(float, "seconds, 0 or more"), default=[0.0, 5.0, 10.0, 20.0],
-                    help="seconds between the attach and the send")
+    ap.add_argument(
+        "--after",
+        type=_numbers(float, "seconds, 0 or more"),
+        default=[0.0, 5.0, 10.0, 20.0],
+        help="seconds between the attach and the send",
+    )
     ap.add_argument("--speed-file", help="use and refine these stored speeds (default: a fresh file per run)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
@@ -219,10 +255,17 @@ def run(args) -> dict:
         calibrated = engine.calibrate()
         calibration_s = time.perf_counter() - t0
         sizes = measure(engine, picture, args.sizes, args.after)
-    return {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": machine(),
-            "speed_file": args.speed_file, "calibration_s": calibration_s, "calibrated": calibrated,
-            "photo": {"source": picture.source, "synthetic": bool(picture.note), "note": picture.note},
-            "question": {"text": QUESTION, "tokens": len(engine.prompts.encode(QUESTION))}, "sizes": sizes}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
+        "machine": machine(),
+        "speed_file": args.speed_file,
+        "calibration_s": calibration_s,
+        "calibrated": calibrated,
+        "photo": {"source": picture.source, "synthetic": bool(picture.note), "note": picture.note},
+        "question": {"text": QUESTION, "tokens": len(engine.prompts.encode(QUESTION))},
+        "sizes": sizes,
+    }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Each step runs in its own process so each peak RSS is that step's own. Not part of the test
 suite (CI only smoke-tests this script on the tiny checkpoint).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_child(args: list[str]) -> tuple[str, float, float]:
     """stdout, wall seconds and peak RSS (MB) of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
     # ru_maxrss of the children waited for so far; children run one at a time, so it is this one's
@@ -55,19 +58,29 @@ def machine() -> dict:
     import onnxruntime
 
     from engine.cpu import cpu_info
+
     cpu = cpu_info()
-    return {"cpu": cpu.model, "cpu_class": cpu.cpu_class, "cpu_summary": cpu.summary(),
-            "cpu_features": sorted(cpu.features), "logical_cpus": cpu.logical_cores,
-            "physical_cores": cpu.physical_cores, "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
+    return {
+        "cpu": cpu.model,
+        "cpu_class": cpu.cpu_class,
+        "cpu_summary": cpu.summary(),
+        "cpu_features": sorted(cpu.features),
+        "logical_cpus": cpu.logical_cores,
+        "physical_cores": cpu.physical_cores,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def machine_line(m: dict, threads: int | None, date: str) -> str:
     """One line naming the processor and software a result was measured with (speed depends on them)."""
-    return (f"Machine: {m['cpu']} (class {m.get('cpu_class', 'unknown')}: {m.get('cpu_summary', '')}), "
-            f"{m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
-            f"threads={threads or m['physical_cores']}; Python {m['python']}, onnxruntime "
-            f"{m['onnxruntime']}, numpy {m['numpy']}; {date}.")
+    return (
+        f"Machine: {m['cpu']} (class {m.get('cpu_class', 'unknown')}: {m.get('cpu_summary', '')}), "
+        f"{m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
+        f"threads={threads or m['physical_cores']}; Python {m['python']}, onnxruntime "
+        f"{m['onnxruntime']}, numpy {m['numpy']}; {date}."
+    )
 
 
 def markdown(result: dict) -> str:
@@ -75,22 +88,40 @@ def markdown(result: dict) -> str:
     rows = [
         ("export (int4) time / peak RSS", f"{x['seconds']:.0f} s / {x['peak_rss_mb'] / 1024:.2f} GB"),
         ("artifact size", f"{x['bytes'] / 1e9:.2f} GB"),
-        ("load time: first start after export / next start",
-         (f"{e['first_load_s']:.1f} s / " if "first_load_s" in e else "") + f"{e['load_s']:.1f} s"),
-        ("RSS after load", f"{e['rss_after_load_mb'] / 1024:.2f} GB"
-         + (f" (int8 prompt graph ready after {e['prompt_graph_ready_s']:.1f} s)" if "prompt_graph_ready_s" in e else "")),
+        (
+            "load time: first start after export / next start",
+            (f"{e['first_load_s']:.1f} s / " if "first_load_s" in e else "") + f"{e['load_s']:.1f} s",
+        ),
+        (
+            "RSS after load",
+            f"{e['rss_after_load_mb'] / 1024:.2f} GB"
+            + (
+                f" (int8 prompt graph ready after {e['prompt_graph_ready_s']:.1f} s)"
+                if "prompt_graph_ready_s" in e
+                else ""
+            ),
+        ),
         ("vision encode 448x448 / 896x896", f"{e['vision_448_s']:.2f} s / {e['vision_896_s']:.2f} s"),
-        ("time to first token, 448x448 image + question",
-         f"{e['ttft_448_s']:.2f} s ({e['prompt_tokens_448']} prompt tokens)"),
-        ("time to first token, 896x896 image + question",
-         f"{e['ttft_896_s']:.2f} s ({e['prompt_tokens_896']} prompt tokens)"),
+        (
+            "time to first token, 448x448 image + question",
+            f"{e['ttft_448_s']:.2f} s ({e['prompt_tokens_448']} prompt tokens)",
+        ),
+        (
+            "time to first token, 896x896 image + question",
+            f"{e['ttft_896_s']:.2f} s ({e['prompt_tokens_896']} prompt tokens)",
+        ),
         ("decode speed", f"{e['decode_tok_s']:.2f} tok/s over {e['decode_tokens']} tokens"),
         ("decode speed with a 4k context", f"{e['decode_tok_s_long_context']:.2f} tok/s"),
-        ("follow-up question, time to first token", f"{e['followup_ttft_s']:.2f} s ({e['followup_prompt_tokens']} new tokens)"),
+        (
+            "follow-up question, time to first token",
+            f"{e['followup_ttft_s']:.2f} s ({e['followup_prompt_tokens']} new tokens)",
+        ),
         ("text prefill", f"{e['prefill_tok_s']:.1f} tok/s ({e['long_prompt_tokens']} tokens)"),
-        ("peak RSS while filling a 4k context", (f"{e['peak_rss_long_context_mb'] / 1024:.2f} GB"
-                                                 if "peak_rss_long_context_mb" in e else "n/a")
-         + f" ({e['context_used']} tokens)"),
+        (
+            "peak RSS while filling a 4k context",
+            (f"{e['peak_rss_long_context_mb'] / 1024:.2f} GB" if "peak_rss_long_context_mb" in e else "n/a")
+            + f" ({e['context_used']} tokens)",
+        ),
         ("peak RSS of the whole run (includes the 896x896 image)", f"{e['peak_rss_mb'] / 1024:.2f} GB"),
     ]
     head = machine_line(m, result["threads"], result["date"]) + "\n\n"
@@ -128,8 +159,14 @@ def main(argv=None) -> int:
     engine = json.loads(out)
     engine["first_load_s"] = first["load_s"]
     engine["peak_rss_mb"] = max(engine["peak_rss_mb"], rss)
-    result = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": machine(),
-              "export": export, "engine": engine, "export_args": args.export_args}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
+        "machine": machine(),
+        "export": export,
+        "engine": engine,
+        "export_args": args.export_args,
+    }
     (work / "result.json").write_text(json.dumps(result, indent=2))
     table = markdown(result)
     (work / "result.md").write_text(table)

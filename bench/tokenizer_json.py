@@ -7,6 +7,7 @@ and the app loads tokenizer.json with `tokenizers`, so we rebuild it here withou
 The pipeline is Qwen2's: NFC, a regex split, byte-level BPE, byte-level decoding, plus the
 added tokens with the exact ids tokenizer_config.json gives them.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,15 +52,23 @@ def build_qwen2_tokenizer(folder: Path) -> Tokenizer:
         raise TokenizerBuildError(f"{folder} lacks {', '.join(missing)}; cannot rebuild tokenizer.json")
     config = json.loads(paths["tokenizer_config.json"].read_text(encoding="utf-8"))
 
-    bpe = models.BPE.from_file(str(paths["vocab.json"]), str(paths["merges.txt"]),
-                               unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
-                               fuse_unk=False, byte_fallback=False)
+    bpe = models.BPE.from_file(
+        str(paths["vocab.json"]),
+        str(paths["merges.txt"]),
+        unk_token=None,
+        continuing_subword_prefix="",
+        end_of_word_suffix="",
+        fuse_unk=False,
+        byte_fallback=False,
+    )
     tok = Tokenizer(bpe)
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
 
     for token_id, token in _added_tokens(config):
@@ -72,7 +81,8 @@ def build_qwen2_tokenizer(folder: Path) -> Tokenizer:
         if got != token_id:
             raise TokenizerBuildError(
                 f"added token {token.content!r} got id {got}, tokenizer_config.json says {token_id}; "
-                "the added ids do not follow the vocab contiguously")
+                "the added ids do not follow the vocab contiguously"
+            )
     return tok
 
 

@@ -8,6 +8,7 @@ engine's own preprocessing, and reports the largest deviation of the image embed
 DeepStack level from the fp32 graph, as a fraction of the fp32 values' scale, with the encode time.
 scikit-image is needed for the photos (pip install scikit-image); it is not a dependency of Iris.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.vision_formats")
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "out" / "vision_formats")
-    ap.add_argument("--formats", nargs="+", default=["fp32", "int8"],
-                    help="the first is the reference: fp32, int8, int8-block (MatMulNBits 8-bit), int4")
+    ap.add_argument(
+        "--formats",
+        nargs="+",
+        default=["fp32", "int8"],
+        help="the first is the reference: fp32, int8, int8-block (MatMulNBits 8-bit), int4",
+    )
     ap.add_argument("--detail", choices=sorted(DETAIL_PRESETS), default="standard")
     ap.add_argument("--photos", nargs="+", choices=PHOTOS, default=list(PHOTOS))
     ap.add_argument("--image", type=Path, action="append", help="your own photo instead (repeatable)")
@@ -70,12 +75,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     side = read_side_files(args.checkpoint)
     config = ImageProcessorConfig.from_preprocessor_json(side.preprocessor)
-    runners = {kind: VisionRunner(build_vision_graph(args.checkpoint, args.workdir / kind, kind), args.threads)
-               for kind in args.formats}
+    runners = {
+        kind: VisionRunner(build_vision_graph(args.checkpoint, args.workdir / kind, kind), args.threads)
+        for kind in args.formats
+    }
     print(f"CPU: {cpu_info().summary()} (class {cpu_info().cpu_class})\n")
     print("| photo | format | embeds error | DeepStack errors | encode s |\n|---|---|---|---|---|")
-    pictures = ({p.name: load_image(p) for p in args.image} if args.image else
-                {name: Image.fromarray(array).convert("RGB") for name, array in photos(args.photos).items()})
+    pictures = (
+        {p.name: load_image(p) for p in args.image}
+        if args.image
+        else {name: Image.fromarray(array).convert("RGB") for name, array in photos(args.photos).items()}
+    )
     for name, picture in pictures.items():
         image = preprocess(picture, config, DETAIL_PRESETS[args.detail])
         outputs, seconds = {}, {}
@@ -88,8 +98,11 @@ def main(argv=None) -> int:
         for kind in args.formats:
             embeds, deepstack = outputs[kind]
             levels = ", ".join(f"{rel_err(deepstack[i], ref[1][i]):.4f}" for i in range(len(deepstack)))
-            print(f"| {name} {image.resized_size[0]}x{image.resized_size[1]} | {kind} | "
-                  f"{rel_err(embeds, ref[0]):.4f} | {levels} | {seconds[kind]:.2f} |", flush=True)
+            print(
+                f"| {name} {image.resized_size[0]}x{image.resized_size[1]} | {kind} | "
+                f"{rel_err(embeds, ref[0]):.4f} | {levels} | {seconds[kind]:.2f} |",
+                flush=True,
+            )
     return 0
 
 

@@ -12,6 +12,7 @@ its prompt tokens were read ahead and how many were left when it was sent. With 
 one entry per question; a conversation that fails still prints the questions answered before it,
 plus an "error" field.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,9 @@ from .image import DETAIL_PRESETS
 from .script import ScriptTurn, read_script
 
 
-
 def _number(kind, check, rule: str):
     """An argparse type: `kind(text)` that `check` accepts, else argparse's own one-line error."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -40,6 +41,7 @@ def _number(kind, check, rule: str):
         if not check(value):
             raise argparse.ArgumentTypeError(f"must be {rule} (got {text})")
         return value
+
     return parse
 
 
@@ -62,10 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("model_dir")
     ap.add_argument("--image", action="append", help="an image file (repeat for several)")
     ap.add_argument("--prompt")
-    ap.add_argument("--conversation", help="JSON list of user turns: {\"text\": ..., \"images\": [paths]}; "
-                                           "a turn with images and no text attaches them to the next question "
-                                           "and reads them at once; relative image paths are taken from the "
-                                           "file's folder")
+    ap.add_argument(
+        "--conversation",
+        help='JSON list of user turns: {"text": ..., "images": [paths]}; '
+        "a turn with images and no text attaches them to the next question "
+        "and reads them at once; relative image paths are taken from the "
+        "file's folder",
+    )
     ap.add_argument("--max-new-tokens", type=_AT_LEAST_ONE)
     ap.add_argument("--greedy", action="store_true")
     ap.add_argument("--temperature", type=_TEMPERATURE, help="0 means greedy, as --greedy")
@@ -77,17 +82,32 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-context", type=_CONTEXT, default=EngineOptions.max_context)
     ap.add_argument("--detail", choices=sorted(DETAIL_PRESETS), default="standard")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    ap.add_argument("--speed-file", help="keep this machine's measured speeds here between runs, so each "
-                                         "question's wait is predicted (the app keeps its own)")
-    ap.add_argument("--calibrate", action="store_true", help="measure this machine first where the speed file "
-                                                             "has nothing yet (a few seconds)")
+    ap.add_argument(
+        "--speed-file",
+        help="keep this machine's measured speeds here between runs, so each "
+        "question's wait is predicted (the app keeps its own)",
+    )
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure this machine first where the speed file has nothing yet (a few seconds)",
+    )
     return ap
 
 
 def _sampling(engine: Engine, args):
-    overrides = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("top_k", args.top_k),
-                                   ("presence_penalty", args.presence_penalty), ("seed", args.seed),
-                                   ("max_new_tokens", args.max_new_tokens)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("temperature", args.temperature),
+            ("top_p", args.top_p),
+            ("top_k", args.top_k),
+            ("presence_penalty", args.presence_penalty),
+            ("seed", args.seed),
+            ("max_new_tokens", args.max_new_tokens),
+        )
+        if v is not None
+    }
     if args.greedy or args.temperature == 0:  # plain argmax decoding: no penalties unless asked for
         overrides.update(greedy=True, repetition_penalty=1.0)
         overrides.setdefault("presence_penalty", 0.0)
@@ -131,8 +151,11 @@ def _attach(conv, turn: ScriptTurn, args) -> ReadAhead:
             ahead = event
     if not args.json:
         names = ", ".join(p.name for p in turn.images)
-        print(f"[turn {turn.number}: read {names} ahead of the next question: {ahead.tokens_read} tokens in "
-              f"{ahead.vision_seconds + ahead.prefill_seconds:.2f} s]", file=sys.stderr)
+        print(
+            f"[turn {turn.number}: read {names} ahead of the next question: {ahead.tokens_read} tokens in "
+            f"{ahead.vision_seconds + ahead.prefill_seconds:.2f} s]",
+            file=sys.stderr,
+        )
     return ahead
 
 
@@ -149,13 +172,21 @@ def _ask(conv, text: str, images: list[Path], sampling, args, read_ahead: list[d
     stats_dict = dataclasses.asdict(stats)
     stats_dict["left_tokens"] = stats.prompt_tokens - stats.ahead_tokens  # what was still to read at send
     if not args.json:
-        ahead = (f"{stats.ahead_tokens} of {stats.prompt_tokens} prompt tokens read ahead, "
-                 if stats.ahead_tokens else "")
+        ahead = (
+            f"{stats.ahead_tokens} of {stats.prompt_tokens} prompt tokens read ahead, " if stats.ahead_tokens else ""
+        )
         predicted = f" (predicted {stats.predicted_wait:.2f} s)" if stats.predicted_wait is not None else ""
-        print(f"\n[{stats.new_tokens} tokens, {ahead}first after {stats.time_to_first_token:.2f} s{predicted}, "
-              f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]", file=sys.stderr)
-    return {"text": "".join(pieces), "token_ids": stats_dict.pop("token_ids"), "stats": stats_dict,
-            "read_ahead": read_ahead}
+        print(
+            f"\n[{stats.new_tokens} tokens, {ahead}first after {stats.time_to_first_token:.2f} s{predicted}, "
+            f"{stats.decode_tokens_per_second:.1f} tok/s, {stats.stop_reason}]",
+            file=sys.stderr,
+        )
+    return {
+        "text": "".join(pieces),
+        "token_ids": stats_dict.pop("token_ids"),
+        "stats": stats_dict,
+        "read_ahead": read_ahead,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         turns = _turns(args)
         speed_file = Path(args.speed_file) if args.speed_file else None
-        engine = Engine(Path(args.model_dir), EngineOptions(threads=args.threads, max_context=args.max_context,
-                                                            image_detail=args.detail, speed_file=speed_file))
+        engine = Engine(
+            Path(args.model_dir),
+            EngineOptions(
+                threads=args.threads, max_context=args.max_context, image_detail=args.detail, speed_file=speed_file
+            ),
+        )
         for warning in engine.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.calibrate:

@@ -13,11 +13,12 @@ which cannot be set back the way the modification time can, and a copied or repl
 new inode; so only damage that bypasses the file system (a failing disk) outside the sampled blocks
 goes unseen, and `check_model_files` (Settings › Check the model files) hashes everything on demand.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import ArtifactError
 from .file_stamps import VERIFIED_NAME, file_stamp, sha256_file, write_verified
@@ -31,8 +32,10 @@ def listed_files(manifest: Manifest, folder: Path) -> dict[str, FileRecord]:
     reads (a file it does not list could not be checked)."""
     unlisted = sorted(manifest.graph_files(folder) - manifest.files.keys())
     if unlisted:
-        raise ArtifactError(f"The model's {MANIFEST_NAME} is damaged: it does not list {', '.join(unlisted)}, "
-                            f"so they cannot be checked. {_REDO}")
+        raise ArtifactError(
+            f"The model's {MANIFEST_NAME} is damaged: it does not list {', '.join(unlisted)}, "
+            f"so they cannot be checked. {_REDO}"
+        )
     return manifest.files
 
 
@@ -43,8 +46,10 @@ def _check_sizes(folder: Path, files: dict[str, FileRecord]) -> None:
             raise ArtifactError(f"The model folder {folder} is incomplete: {name} is missing. {_REDO}")
         size = path.stat().st_size
         if size != record.size:
-            raise ArtifactError(f"The model file {name} has {size:,} bytes instead of {record.size:,}: "
-                                f"it is damaged or was not written completely. {_REDO}")
+            raise ArtifactError(
+                f"The model file {name} has {size:,} bytes instead of {record.size:,}: "
+                f"it is damaged or was not written completely. {_REDO}"
+            )
 
 
 def _damaged(folder: Path, name: str) -> ArtifactError:
@@ -89,8 +94,11 @@ def verify_artifacts(model_dir: Path, full_hash: bool | None = None) -> Manifest
     return manifest
 
 
-def check_model_files(model_dir: Path, progress: Callable[[str, int, int], None] | None = None,
-                      should_stop: Callable[[], bool] = lambda: False) -> int | None:
+def check_model_files(
+    model_dir: Path,
+    progress: Callable[[str, int, int], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int | None:
     """Hash every file of the folder against its manifest, whatever the stamps say (the user's
     "Check the model files"). Returns how many files are intact, or None if `should_stop()` said
     so; ArtifactError names the first damaged file and what to do. `progress(name, index, count)`

@@ -5,6 +5,7 @@ the vision attention on its own: its cost grows with the square of the patches, 
 size alone cannot tell how a larger image will take. Each step is skipped once samples exist
 (they are stored per model and CPU), and a caller that needs the engine stops it between steps.
 """
+
 from __future__ import annotations
 
 import time
@@ -82,8 +83,14 @@ def _attention_seconds_per_patch2(engine) -> float:
     vision = engine.manifest.model["vision"]
     hidden, heads, depth = int(vision["hidden_size"]), int(vision["num_heads"]), int(vision["depth"])
     names = ("q", "k", "v")
-    node = helper.make_node("MultiHeadAttention", list(names), ["y"], domain="com.microsoft", num_heads=heads,
-                            scale=float((hidden // heads) ** -0.5))
+    node = helper.make_node(
+        "MultiHeadAttention",
+        list(names),
+        ["y"],
+        domain="com.microsoft",
+        num_heads=heads,
+        scale=float((hidden // heads) ** -0.5),
+    )
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, None, hidden]) for n in names]
     output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None, hidden])
     session = probe_session(helper.make_graph([node], "attention", inputs, [output]), engine.options.threads)
@@ -93,4 +100,4 @@ def _attention_seconds_per_patch2(engine) -> float:
         t0 = time.perf_counter()
         session.run(None, {"q": x, "k": x, "v": x})
         best = min(best, time.perf_counter() - t0)
-    return depth * best / PROBE_PATCHES ** 2
+    return depth * best / PROBE_PATCHES**2

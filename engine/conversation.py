@@ -6,6 +6,7 @@ is refused with ContextFullError (the conversation is left as it was, so the use
 chat or ask something shorter); an answer that reaches the end of the cache stops with
 stop_reason "context_full".
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,6 +40,7 @@ class Turn:
 @dataclass
 class _Rewind:
     """What regenerate() needs to answer the last question again without re-reading it."""
+
     before: Before
     cache_length: int
     positions: PositionState
@@ -55,6 +57,7 @@ def _holding_engine(method):
     """Run a generator method with the engine to itself, on this conversation's own KV cache.
 
     Another caller (the local server) may be generating: say so, and wait, unless cancelled."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         self._cancel.clear()  # every call starts afresh: a stale Stop never ends a later question
@@ -68,6 +71,7 @@ def _holding_engine(method):
             return (yield from method(self, *args, **kwargs))
         finally:
             self.engine.lock.release()
+
     return wrapper
 
 
@@ -126,8 +130,12 @@ class Conversation:
         max_pixels = eng.options.max_pixels(detail)
         known = self._ahead.images if self._ahead else []
         inputs = prepare_inputs(images, eng, max_pixels, known)
-        marks = segment_marks(eng.prompts, self._messages, self._ahead.base.pending if self._ahead else self._pending,
-                              [item.image.num_tokens for item in inputs])
+        marks = segment_marks(
+            eng.prompts,
+            self._messages,
+            self._ahead.base.pending if self._ahead else self._pending,
+            [item.image.num_tokens for item in inputs],
+        )
         if marks is None:  # the template does not show where the text goes: read at send time
             self._drop_ahead()
             self._next_images = list(images)
@@ -140,33 +148,40 @@ class Conversation:
         plan = self._plan_segments(ahead, inputs, segments)
         vision = prefill = 0.0
         for count, ids in segments:
-            new_ids = ids[len(ahead.ids):]
+            new_ids = ids[len(ahead.ids) :]
             if eng.decoder.length + len(new_ids) + 2 > eng.context_limit:
                 eng.decoder.reset(ahead.cut(snapshot))
                 raise ContextFullError(
                     f"This conversation is full: the image needs {len(new_ids)} more tokens but only "
                     f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
-                    f"Start a new chat to go on (or use a smaller image).")
-            read = yield from self._reader.read(new_ids, inputs[len(ahead.images):count], ahead.positions, plan)
+                    f"Start a new chat to go on (or use a smaller image)."
+                )
+            read = yield from self._reader.read(new_ids, inputs[len(ahead.images) : count], ahead.positions, plan)
             if read is None:
                 eng.decoder.reset(ahead.cut(snapshot))
                 yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
                 return
-            ahead.add(inputs[len(ahead.images):count], new_ids, read.positions)
+            ahead.add(inputs[len(ahead.images) : count], new_ids, read.positions)
             vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
         if not ahead.images:
             self._drop_ahead()
         self._next_images = list(images)
-        yield ReadAhead(self._images_read(), max(eng.decoder.length - before_length, 0), self._ahead_tokens(),
-                        vision, prefill)
+        yield ReadAhead(
+            self._images_read(), max(eng.decoder.length - before_length, 0), self._ahead_tokens(), vision, prefill
+        )
 
     def attach(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
         """Add `images` to the next question's and read them now: prepare(attached + images)."""
         return self.prepare([*self.attached, *images], detail)
 
     @_holding_engine
-    def ask(self, text: str, images: Sequence | None = None, sampling: SamplingOptions | None = None,
-            detail: str | None = None) -> Iterator[Event]:
+    def ask(
+        self,
+        text: str,
+        images: Sequence | None = None,
+        sampling: SamplingOptions | None = None,
+        detail: str | None = None,
+    ) -> Iterator[Event]:
         """Answer `text` about `images` (paths, bytes or PIL images), streaming events.
 
         `images` are all of the question's images; None means the ones attached (read ahead).
@@ -182,14 +197,18 @@ class Conversation:
             self._drop_ahead()  # read at another detail: those tokens are not this question's
         inputs = prepare_inputs(images, eng, max_pixels, self._ahead.images if self._ahead else [])
         message = user_message(text, len(inputs))
-        base = self._ahead.base if self._ahead else Before(eng.decoder.length, self._positions, list(self._pending),
-                                                            len(self._messages), len(self.turns))
+        base = (
+            self._ahead.base
+            if self._ahead
+            else Before(eng.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns))
+        )
         all_ids = base.pending + eng.prompts.encode_turn(self._messages, message, [i.image.num_tokens for i in inputs])
         if base.cache_length + len(all_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
             raise ContextFullError(
                 f"This conversation is full: the question needs {len(all_ids)} more tokens but only "
                 f"{max(eng.context_limit - base.cache_length - 2, 0)} of {eng.context_limit} are left. "
-                f"Start a new chat to go on (or ask with a smaller image).")
+                f"Start a new chat to go on (or ask with a smaller image)."
+            )
         ahead = self._ahead_or_new(max_pixels)
         kept = self._keep(ahead, inputs, all_ids)
         ahead_tokens = len(ahead.ids)
@@ -208,9 +227,18 @@ class Conversation:
         self._positions, self._pending = after, []
         self._messages.append(message)
         self.turns.append(Turn(text, list(images)))
-        self._rewind = _Rewind(base, eng.decoder.length, after, logits, len(all_ids),
-                               sum(i.image.num_tokens for i in inputs), read.vision_seconds, read.prefill_seconds,
-                               ahead_tokens, plan.seconds if plan.timed else None)
+        self._rewind = _Rewind(
+            base,
+            eng.decoder.length,
+            after,
+            logits,
+            len(all_ids),
+            sum(i.image.num_tokens for i in inputs),
+            read.vision_seconds,
+            read.prefill_seconds,
+            ahead_tokens,
+            plan.seconds if plan.timed else None,
+        )
         yield from self._answer_or_undo(start, sampling)
 
     @_holding_engine
@@ -231,23 +259,34 @@ class Conversation:
             these = prepare_inputs(images, eng, max_pixels)
             inputs += these
             messages += [user_message(question, len(these)), assistant_message(answer)]
-        ids = eng.prompts.encode_conversation(messages, [i.image.num_tokens for i in inputs],
-                                              add_generation_prompt=False)
+        ids = eng.prompts.encode_conversation(
+            messages, [i.image.num_tokens for i in inputs], add_generation_prompt=False
+        )
         cut = len(ids) - ids[::-1].index(eng.prompts.end_of_turn_id) if messages else 0
-        ids, pending = ids[:cut - 1], [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
+        ids, pending = ids[: cut - 1], [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
         if len(ids) + len(pending) + 2 > eng.context_limit:
-            raise ContextFullError(f"This saved conversation needs {len(ids)} tokens, more than the "
-                                   f"{eng.context_limit} the model is set up for. Start a new chat.")
+            raise ContextFullError(
+                f"This saved conversation needs {len(ids)} tokens, more than the "
+                f"{eng.context_limit} the model is set up for. Start a new chat."
+            )
         read = yield from self._reader.read(ids, inputs, self._positions)
         if read is None:
             yield self._nothing_answered(len(ids))
             return
         self._positions, self._pending, self._messages = read.positions, pending, messages
         self.turns = [Turn(q, list(images), answer) for q, images, answer in turns]
-        yield TurnStats(image_tokens=sum(i.image.num_tokens for i in inputs), prompt_tokens=len(ids), new_tokens=0,
-                        vision_seconds=read.vision_seconds, prefill_seconds=read.prefill_seconds,
-                        time_to_first_token=0.0, decode_tokens_per_second=0.0, stop_reason="restored",
-                        context_used=self.context_used, context_limit=eng.context_limit)
+        yield TurnStats(
+            image_tokens=sum(i.image.num_tokens for i in inputs),
+            prompt_tokens=len(ids),
+            new_tokens=0,
+            vision_seconds=read.vision_seconds,
+            prefill_seconds=read.prefill_seconds,
+            time_to_first_token=0.0,
+            decode_tokens_per_second=0.0,
+            stop_reason="restored",
+            context_used=self.context_used,
+            context_limit=eng.context_limit,
+        )
 
     @_holding_engine
     def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
@@ -265,8 +304,9 @@ class Conversation:
         yield from self._answer_or_undo(time.perf_counter(), sampling, regenerated=True)
 
     # -- steps ---------------------------------------------------------------------------------
-    def _answer_or_undo(self, start: float, sampling: SamplingOptions | None,
-                        regenerated: bool = False) -> Iterator[Event]:
+    def _answer_or_undo(
+        self, start: float, sampling: SamplingOptions | None, regenerated: bool = False
+    ) -> Iterator[Event]:
         """_answer, or, if it fails or its caller abandons it half-way, the conversation as it was
         before the question: never a question without its answer, nor a cache ahead of the history."""
         finished = False
@@ -282,16 +322,25 @@ class Conversation:
             b = self._rewind.before
             self.engine.decoder.reset(b.cache_length)
             self._positions, self._pending = b.positions, b.pending
-            del self._messages[b.messages:], self.turns[b.turns:]
+            del self._messages[b.messages :], self.turns[b.turns :]
             self._rewind, self._ahead, self._next_images = None, None, []
             raise
 
     def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
         """Stats of a question cancelled before its answer began; the conversation is unchanged."""
-        return TurnStats(image_tokens=0, prompt_tokens=prompt_tokens, new_tokens=0, vision_seconds=0.0,
-                         prefill_seconds=0.0, time_to_first_token=0.0, decode_tokens_per_second=0.0,
-                         stop_reason="cancelled", context_used=self.context_used,
-                         context_limit=self.engine.context_limit, asked=False)
+        return TurnStats(
+            image_tokens=0,
+            prompt_tokens=prompt_tokens,
+            new_tokens=0,
+            vision_seconds=0.0,
+            prefill_seconds=0.0,
+            time_to_first_token=0.0,
+            decode_tokens_per_second=0.0,
+            stop_reason="cancelled",
+            context_used=self.context_used,
+            context_limit=self.engine.context_limit,
+            asked=False,
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -310,8 +359,16 @@ class Conversation:
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:
             self._drop_ahead()
         if self._ahead is None:
-            self._ahead = Ahead(Before(self.engine.decoder.length, self._positions, list(self._pending),
-                                         len(self._messages), len(self.turns)), max_pixels)
+            self._ahead = Ahead(
+                Before(
+                    self.engine.decoder.length,
+                    self._positions,
+                    list(self._pending),
+                    len(self._messages),
+                    len(self.turns),
+                ),
+                max_pixels,
+            )
         return self._ahead
 
     def _keep(self, ahead: Ahead, inputs: list[ImageInput], target: list[int]) -> int:
@@ -334,9 +391,17 @@ class Conversation:
         eng = self.engine
         options = sampling or eng.default_sampling()
         yield StatusEvent(Stage.ANSWERING)
-        decoding = Decoding(eng.decoder, Sampler(options), self._rewind.logits, self._positions, eng.eos_ids,
-                            options.max_new_tokens, eng.context_limit, reserve=2,  # the next token, the end of turn
-                            should_stop=self._cancel.is_set)
+        decoding = Decoding(
+            eng.decoder,
+            Sampler(options),
+            self._rewind.logits,
+            self._positions,
+            eng.eos_ids,
+            options.max_new_tokens,
+            eng.context_limit,
+            reserve=2,  # the next token, the end of turn
+            should_stop=self._cancel.is_set,
+        )
         stream = TextStream(eng.tokenizer)
         for token in decoding:
             piece = stream.push(token)
@@ -355,7 +420,7 @@ class Conversation:
         # The next turn feeds what the cache lacks: the last token unless a cancel came after it
         # was fed, then the end of turn (an EOS is replaced by the template's end-of-turn token,
         # which is what the history renders). The cache then holds exactly the visible answer.
-        self._pending = [t for t in generated[decoding.fed:] if t not in eng.eos_ids] + [eng.prompts.end_of_turn_id]
+        self._pending = [t for t in generated[decoding.fed :] if t not in eng.eos_ids] + [eng.prompts.end_of_turn_id]
         turn.answer = eng.prompts.decode([t for t in generated if t not in eng.eos_ids])
         turn.token_ids = generated
         self._messages.append(assistant_message(turn.answer))

@@ -5,6 +5,7 @@ int8 prompt graph pays) depend on them, so the app, the engine's statistics and 
 name them. Read from what the OS offers: /proc/cpuinfo on Linux, sysctl on macOS, the Win32 API on
 Windows; an unknown system gives an honest "unknown" rather than a guess.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,26 +16,43 @@ from dataclasses import asdict, dataclass, field
 
 # Linux /proc/cpuinfo flag -> our name (x86 "flags", ARM64 "Features").
 _X86_FLAGS = {
-    "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx_vnni": "avx_vnni",
-    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512_vnni": "avx512_vnni",
-    "avx512_bf16": "avx512_bf16", "amx_tile": "amx_tile", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx_vnni": "avx_vnni",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512_vnni": "avx512_vnni",
+    "avx512_bf16": "avx512_bf16",
+    "amx_tile": "amx_tile",
+    "amx_int8": "amx_int8",
+    "amx_bf16": "amx_bf16",
 }
 _ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve"}
 # macOS sysctl keys (Apple Silicon) -> our name.
-_MAC_ARM_KEYS = {"hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
-                 "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_SVE": "sve"}
-_MAC_X86_KEYS = {"hw.optional.avx2_0": "avx2", "hw.optional.fma": "fma", "hw.optional.f16c": "f16c",
-                 "hw.optional.avx512f": "avx512f", "hw.optional.avx512bw": "avx512bw",
-                 "hw.optional.avx512vnni": "avx512_vnni"}
+_MAC_ARM_KEYS = {
+    "hw.optional.neon": "neon",
+    "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_I8MM": "i8mm",
+    "hw.optional.arm.FEAT_SVE": "sve",
+}
+_MAC_X86_KEYS = {
+    "hw.optional.avx2_0": "avx2",
+    "hw.optional.fma": "fma",
+    "hw.optional.f16c": "f16c",
+    "hw.optional.avx512f": "avx512f",
+    "hw.optional.avx512bw": "avx512bw",
+    "hw.optional.avx512vnni": "avx512_vnni",
+}
 # IsProcessorFeaturePresent ids (winnt.h).
 _WIN_FEATURES = {40: "avx2", 41: "avx512f", 43: "dotprod"}
 
 
 @dataclass(frozen=True)
 class CpuInfo:
-    vendor: str            # "AMD", "Intel", "Apple", "ARM", ... or "unknown"
-    model: str             # the marketing name the OS reports
-    arch: str              # "x86_64" or "arm64"
+    vendor: str  # "AMD", "Intel", "Apple", "ARM", ... or "unknown"
+    model: str  # the marketing name the OS reports
+    arch: str  # "x86_64" or "arm64"
     features: frozenset[str] = field(default_factory=frozenset)
     physical_cores: int = 1
     logical_cores: int = 1
@@ -105,8 +123,14 @@ def cpu_info() -> CpuInfo:
     except (OSError, ValueError, subprocess.SubprocessError):
         pass
     logical = os.cpu_count() or 1
-    return CpuInfo("unknown", platform.processor() or "unknown processor", _arch(platform.machine()),
-                   frozenset(), max(1, logical // 2), logical)
+    return CpuInfo(
+        "unknown",
+        platform.processor() or "unknown processor",
+        _arch(platform.machine()),
+        frozenset(),
+        max(1, logical // 2),
+        logical,
+    )
 
 
 def _arch(machine: str) -> str:
@@ -120,8 +144,13 @@ def _arch(machine: str) -> str:
 
 def _vendor(vendor_id: str, model: str) -> str:
     text = f"{vendor_id} {model}".lower()
-    for needle, name in (("amd", "AMD"), ("intel", "Intel"), ("apple", "Apple"), ("qualcomm", "Qualcomm"),
-                         ("ampere", "Ampere")):
+    for needle, name in (
+        ("amd", "AMD"),
+        ("intel", "Intel"),
+        ("apple", "Apple"),
+        ("qualcomm", "Qualcomm"),
+        ("ampere", "Ampere"),
+    ):
         if needle in text:
             return name
     return "ARM" if "0x41" in text else (vendor_id or "unknown")
@@ -183,5 +212,6 @@ def _windows() -> CpuInfo:
         features.add("neon")
     model = platform.processor() or "unknown processor"
     logical = os.cpu_count() or 1
-    return CpuInfo(_vendor("", model), model, arch, frozenset(features), max(1, logical // 2), logical,
-                   int8_known=arch == "arm64")
+    return CpuInfo(
+        _vendor("", model), model, arch, frozenset(features), max(1, logical // 2), logical, int8_known=arch == "arm64"
+    )

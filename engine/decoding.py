@@ -1,5 +1,6 @@
 """The decode loop: sample a token, feed it to the cache, repeat. One loop for the app's
 conversations and the local server, so a fix to stopping or feeding lands in both."""
+
 from __future__ import annotations
 
 import time
@@ -20,9 +21,18 @@ class Decoding:
     ("eos", "max_new_tokens", "context_full", "cancelled", or "stopped" by the caller),
     `positions` (after the fed tokens) and `first_token_at`."""
 
-    def __init__(self, decoder, sampler: Sampler, logits: np.ndarray, positions: PositionState,
-                 eos_ids: frozenset[int], max_new_tokens: int, context_limit: int, reserve: int,
-                 should_stop: Callable[[], bool]):
+    def __init__(
+        self,
+        decoder,
+        sampler: Sampler,
+        logits: np.ndarray,
+        positions: PositionState,
+        eos_ids: frozenset[int],
+        max_new_tokens: int,
+        context_limit: int,
+        reserve: int,
+        should_stop: Callable[[], bool],
+    ):
         """`reserve`: cache slots that must stay free after a token is fed (the caller may
         still need them, e.g. for the end-of-turn token)."""
         self.decoder, self.sampler, self.logits = decoder, sampler, logits

@@ -1,4 +1,5 @@
 """The engine: one loaded model (both graphs, tokenizer, settings) and the conversations on it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,6 @@ from .runtime import DecoderRunner, DecoderShape, VisionRunner
 from .sampling import SamplingOptions
 from .speeds import SpeedModel
 
-
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
 IMAGE_TEMPLATE_TOKENS = 2  # the markers around an image's tokens, where the template does not say
 
@@ -41,14 +41,14 @@ def speed_key(manifest: Manifest, cpu: CpuInfo, threads: int | None) -> str:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    threads: int | None = None          # None: one per physical core
-    max_context: int = 8192             # KV-cache slots; a conversation cannot grow past this
-    image_detail: str = "standard"      # a key of DETAIL_PRESETS
-    verify: bool | None = None          # hash check: None = only files changed since last check
-    prefill_chunk: int = 256            # prompts are read in chunks: attention scratch is chunk x max_len
-    use_prefill_graph: bool = True      # use the model's prompt decoder when it was exported with one
-    profile_prefix: str | None = None   # write onnxruntime traces (per-node times) with this path prefix
-    speed_file: Path | None = None      # where this machine's measured speeds are kept (None: memory only)
+    threads: int | None = None  # None: one per physical core
+    max_context: int = 8192  # KV-cache slots; a conversation cannot grow past this
+    image_detail: str = "standard"  # a key of DETAIL_PRESETS
+    verify: bool | None = None  # hash check: None = only files changed since last check
+    prefill_chunk: int = 256  # prompts are read in chunks: attention scratch is chunk x max_len
+    use_prefill_graph: bool = True  # use the model's prompt decoder when it was exported with one
+    profile_prefix: str | None = None  # write onnxruntime traces (per-node times) with this path prefix
+    speed_file: Path | None = None  # where this machine's measured speeds are kept (None: memory only)
 
     def __post_init__(self):
         if self.max_context < MIN_CONTEXT:
@@ -71,11 +71,18 @@ def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
     without VNNI or AMX (their int8 kernel saturates); say so instead of degrading silently."""
     weights = manifest.weights or {}
     uses_int8 = (weights.get("vision") or {}).get("kind") == "int8" or manifest.decoder.prefill_weights == "int8"
-    if (not uses_int8 or weights.get("int8_weight_max", 127) <= 63 or cpu.arch != "x86_64" or cpu.int8_units
-            or not cpu.int8_known):  # (where the OS cannot tell, a warning could be wrong either way)
+    if (
+        not uses_int8
+        or weights.get("int8_weight_max", 127) <= 63
+        or cpu.arch != "x86_64"
+        or cpu.int8_units
+        or not cpu.int8_known
+    ):  # (where the OS cannot tell, a warning could be wrong either way)
         return None
-    return ("This model was converted by an earlier version of Iris: its int8 weights lose accuracy on this "
-            f"processor ({cpu.summary()}). Convert the model again for exact results.")
+    return (
+        "This model was converted by an earlier version of Iris: its int8 weights lose accuracy on this "
+        f"processor ({cpu.summary()}). Convert the model again for exact results."
+    )
 
 
 class Engine:
@@ -90,20 +97,33 @@ class Engine:
         m = self.manifest
         try:
             self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            self.prompts = PromptBuilder(self.tokenizer, m.chat_template, image_pad=self._token(m.tokens.image),
-                                         end_of_turn=self._token(m.tokens.im_end))
+            self.prompts = PromptBuilder(
+                self.tokenizer,
+                m.chat_template,
+                image_pad=self._token(m.tokens.image),
+                end_of_turn=self._token(m.tokens.im_end),
+            )
             self.image_config = ImageProcessorConfig.from_preprocessor_json(m.image_processor)
             d = m.decoder
-            self.shape = DecoderShape(d.num_layers, d.kv_heads, d.head_dim, d.hidden_size, d.vocab_size,
-                                      d.deepstack_levels)
+            self.shape = DecoderShape(
+                d.num_layers, d.kv_heads, d.head_dim, d.hidden_size, d.vocab_size, d.deepstack_levels
+            )
             self.context_limit = min(options.max_context, int(m.context_limit))
-            self.vision = VisionRunner(self.model_dir / m.vision.file, options.threads,
-                                       channels=int(m.model["vision"].get("in_channels", 3)),
-                                       profile_prefix=options.profile_prefix)
+            self.vision = VisionRunner(
+                self.model_dir / m.vision.file,
+                options.threads,
+                channels=int(m.model["vision"].get("in_channels", 3)),
+                profile_prefix=options.profile_prefix,
+            )
             prefill = d.prefill_file if options.use_prefill_graph else None
-            self.decoder = DecoderRunner(self.model_dir / d.file, self.shape, self.context_limit, options.threads,
-                                         self.model_dir / prefill if prefill else None,
-                                         profile_prefix=options.profile_prefix)
+            self.decoder = DecoderRunner(
+                self.model_dir / d.file,
+                self.shape,
+                self.context_limit,
+                options.threads,
+                self.model_dir / prefill if prefill else None,
+                profile_prefix=options.profile_prefix,
+            )
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"The model's manifest lacks {exc}; convert the model again.") from None
         except EngineError:
@@ -127,8 +147,9 @@ class Engine:
         """The text of a special token the manifest names, as the tokenizer spells it."""
         token = self.tokenizer.id_to_token(token_id)
         if token is None:
-            raise ArtifactError(f"The tokenizer has no token {token_id}, which the model's manifest names. "
-                                "Convert the model again.")
+            raise ArtifactError(
+                f"The tokenizer has no token {token_id}, which the model's manifest names. Convert the model again."
+            )
         return token
 
     def hold(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
@@ -146,15 +167,17 @@ class Engine:
     def image_tokens(self, width: int, height: int, image_detail: str | None = None) -> int:
         return tokens_for(width, height, self.image_config, self.options.max_pixels(image_detail))
 
-    def estimate_image(self, width: int, height: int, image_detail: str | None = None,
-                       context: int = 0) -> ReadEstimate:
+    def estimate_image(
+        self, width: int, height: int, image_detail: str | None = None, context: int = 0
+    ) -> ReadEstimate:
         """Tokens of an image and the seconds this machine takes to read it (encode it, then its
         tokens after `context` cached ones), from the speeds measured here; no seconds before
         any. Pure arithmetic on immutable config and the thread-safe speed model: any thread."""
         tokens = self.image_tokens(width, height, image_detail)
-        vision = self.speeds.vision_seconds(tokens * self.merge_size ** 2)
-        prompt = self.speeds.prompt_seconds(self.decoder.graph_for, tokens + self._image_template_tokens, context,
-                                            self.options.prefill_chunk)
+        vision = self.speeds.vision_seconds(tokens * self.merge_size**2)
+        prompt = self.speeds.prompt_seconds(
+            self.decoder.graph_for, tokens + self._image_template_tokens, context, self.options.prefill_chunk
+        )
         return ReadEstimate(tokens, None if vision is None or prompt is None else vision + prompt)
 
     def calibrate(self, should_stop: Callable[[], bool] = lambda: False) -> bool:

@@ -1,5 +1,6 @@
 """What a conversation yields, in order: status changes, then text pieces and one TurnStats for a
 question, or one ReadAhead for images read before their question."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class Progress:
     predicted length of the step starting now (one image can take a minute: a display can move
     on between events). Before this machine's speeds are known (`timed` False) the same fields
     count work in tokens, and there are no seconds to show."""
+
     done_seconds: float
     total_seconds: float
     step_seconds: float = 0.0
@@ -43,6 +45,7 @@ class StatusEvent:
 @dataclass(frozen=True)
 class TextEvent:
     """A piece of the answer; always whole UTF-8 characters."""
+
     text: str
 
 
@@ -67,6 +70,7 @@ class TurnStats:
 @dataclass(frozen=True)
 class ReadAhead:
     """The end of attach()/prepare(): the next question's images, read into the cache ahead of it."""
+
     images: int  # images the next question has in the cache now
     tokens_read: int  # tokens this call read (vision embeddings of earlier calls are reused)
     ahead_tokens: int  # tokens the cache holds ahead of the next question

@@ -1,5 +1,6 @@
 """Whether an artifact file is still what the manifest says: its sha256, and a cheap stamp that
 lets a later load trust it without hashing it all again (see engine/artifacts.py)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ rescale rounded to float32, and the same merge-window patch order. Loading is st
 transformers (EXIF orientation, 16-bit grey, animated files, readable errors) because the app
 takes whatever file a user drops on it.
 """
+
 from __future__ import annotations
 
 import io
@@ -223,9 +224,7 @@ def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
 # Resizing and patches
 
 
-def smart_resize(
-    height: int, width: int, factor: int, min_pixels: int, max_pixels: int
-) -> tuple[int, int]:
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """(height, width) rounded to multiples of `factor` within the pixel budget, as transformers."""
     if height < 1 or width < 1:
         raise ImageError(f"The image is empty ({width}x{height} pixels).")
@@ -250,23 +249,17 @@ def smart_resize(
 def _budget(cfg: ImageProcessorConfig, max_pixels: int | None) -> int:
     budget = cfg.max_pixels if max_pixels is None else int(max_pixels)
     if budget < cfg.min_pixels:
-        raise ValueError(
-            f"max_pixels={budget} is below the model's minimum of {cfg.min_pixels} pixels"
-        )
+        raise ValueError(f"max_pixels={budget} is below the model's minimum of {cfg.min_pixels} pixels")
     return budget
 
 
-def tokens_for(
-    width: int, height: int, cfg: ImageProcessorConfig, max_pixels: int | None = None
-) -> int:
+def tokens_for(width: int, height: int, cfg: ImageProcessorConfig, max_pixels: int | None = None) -> int:
     """LLM tokens an image of this size will cost, without touching its pixels."""
     h_bar, w_bar = smart_resize(height, width, cfg.factor, cfg.min_pixels, _budget(cfg, max_pixels))
     return (h_bar // cfg.factor) * (w_bar // cfg.factor)
 
 
-def preprocess(
-    image: Image.Image, cfg: ImageProcessorConfig, max_pixels: int | None = None
-) -> PreparedImage:
+def preprocess(image: Image.Image, cfg: ImageProcessorConfig, max_pixels: int | None = None) -> PreparedImage:
     """Resize, normalise and cut an RGB image into flattened patches (one frame, t = 1)."""
     rgb = image if image.mode == "RGB" else to_rgb(image)
     width, height = rgb.size

@@ -5,6 +5,7 @@ build), so error messages and the app's open dialog never promise a format this 
 A file Pillow does not recognise is sniffed for the common reasons (empty, a HEIC photo from a
 phone, an SVG drawing) so the user learns what to do instead of "not supported".
 """
+
 from __future__ import annotations
 
 import gzip
@@ -60,16 +61,21 @@ def explain_unreadable(name: str, head: bytes, path: Path | None = None) -> str:
         return f"{name} is empty (0 bytes)."
     brands = _ftyp_brands(head)
     if brands & _HEIC_BRANDS and not brands & _AVIF_BRANDS:
-        return (f"{name} is a HEIC photo, which Iris cannot read yet; convert it to JPEG or PNG "
-                "(most photo apps can export or share it as JPEG) and try again.")
+        return (
+            f"{name} is a HEIC photo, which Iris cannot read yet; convert it to JPEG or PNG "
+            "(most photo apps can export or share it as JPEG) and try again."
+        )
     if brands & _AVIF_BRANDS:
-        return (f"{name} is an AVIF picture, which this copy of Iris cannot read (it was built "
-                "without AVIF support); convert it to JPEG or PNG and try again.")
+        return (
+            f"{name} is an AVIF picture, which this copy of Iris cannot read (it was built "
+            "without AVIF support); convert it to JPEG or PNG and try again."
+        )
     if _is_svg(head, path):
-        return (f"{name} is a vector drawing (SVG), which Iris cannot read; export it as a PNG "
-                "picture and try again.")
-    return (f"{name} is not an image Iris can read (the file is not a {format_names()} picture, "
-            "or its format is not supported).")
+        return f"{name} is a vector drawing (SVG), which Iris cannot read; export it as a PNG picture and try again."
+    return (
+        f"{name} is not an image Iris can read (the file is not a {format_names()} picture, "
+        "or its format is not supported)."
+    )
 
 
 def read_head(path: Path) -> bytes:
@@ -87,7 +93,7 @@ def _ftyp_brands(head: bytes) -> set[bytes]:
         return set()
     size = min(int.from_bytes(head[0:4], "big"), len(head))
     brands = {head[8:12]}
-    brands.update(head[i:i + 4] for i in range(16, size - 3, 4))
+    brands.update(head[i : i + 4] for i in range(16, size - 3, 4))
     return brands
 
 

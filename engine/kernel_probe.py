@@ -6,6 +6,7 @@ little or nothing on AVX2-only or AVX-512 VNNI machines. So the setup wizard off
 measurement on the user's own CPU, not from a guess; the result is cached per processor and
 onnxruntime version, because neither the hardware nor the kernels change between runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ INT4_BLOCK = 128
 # an AMX Xeon the kernels differ 7.5x and prompts were read 2.5x faster (41 -> 101 tok/s); the rest
 # (attention, activation quantization, int4 lm_head) does not change.
 PROMPT_GAIN_SHARE = 0.7
-OFFER_AT = 1.3    # prompt reading at least this much faster: offered
+OFFER_AT = 1.3  # prompt reading at least this much faster: offered
 SUGGEST_AT = 2.0  # ... and ticked by default
 _CACHE_VERSION = 1
 
@@ -57,23 +58,33 @@ class PromptGraphAdvice:
 
     def hint(self) -> str:
         if self.offered:
-            return (f"Measured on this computer: questions about an image are read about "
-                    f"{self.prompt_speedup:.1f}x faster; needs ~4 GB more disk and memory.")
-        return (f"Not offered: measured on this computer ({self.cpu_summary}), it would read questions only "
-                f"{self.prompt_speedup:.1f}x faster, not worth ~4 GB more disk and memory.")
+            return (
+                f"Measured on this computer: questions about an image are read about "
+                f"{self.prompt_speedup:.1f}x faster; needs ~4 GB more disk and memory."
+            )
+        return (
+            f"Not offered: measured on this computer ({self.cpu_summary}), it would read questions only "
+            f"{self.prompt_speedup:.1f}x faster, not worth ~4 GB more disk and memory."
+        )
 
 
 def single_node_session(node, inits: list, k: int, n: int, threads: int | None = None) -> ort.InferenceSession:
     """A one-node graph x [M, k] -> y [M, n] (for timing one kernel on its own)."""
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])], inits)
+    graph = helper.make_graph(
+        [node],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+        inits,
+    )
     return probe_session(graph, threads)
 
 
 def probe_session(graph, threads: int | None = None) -> ort.InferenceSession:
     """A session for a small probe graph (standard and Microsoft ops), run as the engine runs."""
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
-                                                    helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
     model.ir_version = 10
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or cpu_info().physical_cores
@@ -89,10 +100,22 @@ def nbits_matmul(w_nk: np.ndarray, bits: int, block: int, accuracy_level: int = 
 
     n, k = w_nk.shape
     q = quantize_int4(w_nk, block) if bits == 4 else quantize_int8_blocks(w_nk, block)
-    inits = [numpy_helper.from_array(q.packed, "b"), numpy_helper.from_array(q.scales, "s"),
-             numpy_helper.from_array(q.zero_points, "z")]
-    node = helper.make_node("MatMulNBits", ["x", "b", "s", "z"], ["y"], domain="com.microsoft", K=k, N=n, bits=bits,
-                            block_size=q.block_size, accuracy_level=accuracy_level)
+    inits = [
+        numpy_helper.from_array(q.packed, "b"),
+        numpy_helper.from_array(q.scales, "s"),
+        numpy_helper.from_array(q.zero_points, "z"),
+    ]
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "b", "s", "z"],
+        ["y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=bits,
+        block_size=q.block_size,
+        accuracy_level=accuracy_level,
+    )
     return node, inits
 
 
@@ -101,8 +124,11 @@ def int8_matmul(w_nk: np.ndarray):
     from exporter.quantize import quantize_int8
 
     q = quantize_int8(w_nk)
-    inits = [numpy_helper.from_array(q.q_kn, "b"), numpy_helper.from_array(q.scales, "s"),
-             numpy_helper.from_array(np.zeros(len(q.scales), np.int8), "z")]
+    inits = [
+        numpy_helper.from_array(q.q_kn, "b"),
+        numpy_helper.from_array(q.scales, "s"),
+        numpy_helper.from_array(np.zeros(len(q.scales), np.int8), "z"),
+    ]
     return helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain="com.microsoft"), inits
 
 
@@ -125,8 +151,10 @@ def measure_prompt_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((PROBE_N, PROBE_K)) * 0.02).astype(np.float32)
     x = rng.standard_normal((PROBE_ROWS, PROBE_K)).astype(np.float32)
-    sessions = [single_node_session(*nbits_matmul(w, 4, INT4_BLOCK), PROBE_K, PROBE_N),
-                single_node_session(*int8_matmul(w), PROBE_K, PROBE_N)]
+    sessions = [
+        single_node_session(*nbits_matmul(w, 4, INT4_BLOCK), PROBE_K, PROBE_N),
+        single_node_session(*int8_matmul(w), PROBE_K, PROBE_N),
+    ]
     int4, int8 = _best_gops(sessions, x, seconds)
     return PromptGraphAdvice((cpu or cpu_info()).summary(), round(int4, 1), round(int8, 1))
 

@@ -6,6 +6,7 @@ chat template, generation defaults, graph shapes, and each file's size and sha25
 here. `Manifest.write` and `Manifest.load` are the only ways in and out, so a field added on
 one side is known to the other (as a checkpoint's config class serves both saving and loading).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ class FileRecord:
 @dataclass(frozen=True)
 class DecoderSection:
     """The decoder graph(s) and the shapes their KV cache is allocated with."""
+
     file: str
     num_layers: int
     kv_heads: int
@@ -56,6 +58,7 @@ class VisionSection:
 @dataclass(frozen=True)
 class TokenIds:
     """The special tokens the engine acts on, as the checkpoint numbers them."""
+
     image: int
     im_start: int
     im_end: int  # the chat template's end of turn
@@ -90,8 +93,9 @@ class Manifest:
         return asdict(self)
 
     def write(self, folder: Path) -> None:
-        (Path(folder) / MANIFEST_NAME).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False),
-                                                  encoding="utf-8")
+        (Path(folder) / MANIFEST_NAME).write_text(
+            json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
@@ -101,8 +105,10 @@ class Manifest:
         if not folder.is_dir():
             raise ArtifactError(f"The model folder {folder} does not exist. {_REDO}")
         if not path.is_file():
-            raise ArtifactError(f"{folder} is not a converted Iris model (no {MANIFEST_NAME}); "
-                                f"the conversion may not have finished. {_REDO}")
+            raise ArtifactError(
+                f"{folder} is not a converted Iris model (no {MANIFEST_NAME}); "
+                f"the conversion may not have finished. {_REDO}"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -111,9 +117,11 @@ class Manifest:
             raise ArtifactError(f"{path} is not an Iris model manifest. {_REDO}")
         version = data.get("manifest_version")
         if version != MANIFEST_VERSION:
-            raise ArtifactError(f"The model in {folder} was converted by an incompatible version of Iris "
-                                f"(manifest version {version}, this app reads {MANIFEST_VERSION}). "
-                                f"Convert it again with this version.")
+            raise ArtifactError(
+                f"The model in {folder} was converted by an incompatible version of Iris "
+                f"(manifest version {version}, this app reads {MANIFEST_VERSION}). "
+                f"Convert it again with this version."
+            )
         return cls.from_dict(data)
 
     @classmethod
@@ -174,7 +182,12 @@ def _files(data) -> dict[str, FileRecord]:
     if not isinstance(data, dict) or not data:
         raise ArtifactError(f"{damaged}: it lists no files to check. {_REDO}")
     for name, record in data.items():
-        if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
-                and isinstance(record.get("sha256"), str) and _SHA256.fullmatch(record["sha256"])):
+        if not (
+            isinstance(record, dict)
+            and type(record.get("size")) is int
+            and record["size"] >= 0
+            and isinstance(record.get("sha256"), str)
+            and _SHA256.fullmatch(record["sha256"])
+        ):
             raise ArtifactError(f"{damaged}: its record of {name} is not a size and a sha256. {_REDO}")
     return {name: FileRecord(record["size"], record["sha256"]) for name, record in data.items()}

@@ -3,6 +3,7 @@
 Two onnxruntime-adjacent habits would otherwise cost gigabytes: huge pages on the KV cache, and
 an arena that keeps the high-water mark of every image encode for the life of the session.
 """
+
 from __future__ import annotations
 
 import mmap

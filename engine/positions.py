@@ -7,6 +7,7 @@ of the next token is not its index in the sequence; `PositionState` carries it b
 (prefill of a turn, then one decode step at a time, then the next turn) so the KV cache of
 earlier turns stays valid. Matches transformers' Qwen3VLModel.get_rope_index.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -75,11 +76,9 @@ def chunk_positions(
             raise EngineError(f"Image tokens at index {i} but only {len(grids)} image(s) were given.")
         grid = grids[used]
         count = image_token_count(grid, spatial_merge_size)
-        if i + count > length or not np.all(ids[i:i + count] == image_token_id):
-            raise EngineError(
-                f"Image {used + 1} (grid {tuple(grid)}) needs {count} image tokens at index {i}."
-            )
-        out[:, i:i + count] = image_positions(cur, grid, spatial_merge_size)
+        if i + count > length or not np.all(ids[i : i + count] == image_token_id):
+            raise EngineError(f"Image {used + 1} (grid {tuple(grid)}) needs {count} image tokens at index {i}.")
+        out[:, i : i + count] = image_positions(cur, grid, spatial_merge_size)
         cur += max(int(grid[1]), int(grid[2])) // spatial_merge_size
         i += count
         used += 1
@@ -102,7 +101,5 @@ def get_rope_index(
     spatial_merge_size: int = 2,
 ) -> tuple[np.ndarray, int]:
     """Whole-sequence positions [3, L] and rope_delta, like transformers for batch size 1."""
-    positions, state = chunk_positions(
-        token_ids, image_grids, image_token_id, PositionState(), spatial_merge_size
-    )
+    positions, state = chunk_positions(token_ids, image_grids, image_token_id, PositionState(), spatial_merge_size)
     return positions, state.rope_delta

@@ -6,6 +6,7 @@ The checkpoint's own jinja chat template is rendered with the Environment transf
 only the *continuation* of a conversation, so the engine can keep the KV cache of earlier turns
 and prefill just the new tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,9 +63,7 @@ def _raise_exception(message):
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     # transformers replaces jinja's tojson, which would HTML-escape.
-    return json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -178,9 +177,7 @@ class PromptBuilder:
             raise EngineError(f"The conversation so far has no {self.end_of_turn} to continue from.")
         cut += len(self.end_of_turn)
         if not full.startswith(before[:cut]):
-            raise EngineError(
-                "The chat template renders earlier turns differently once a turn is added."
-            )
+            raise EngineError("The chat template renders earlier turns differently once a turn is added.")
         return full[cut:]
 
     # --- tokens ----------------------------------------------------------------------------
@@ -243,9 +240,7 @@ class PromptBuilder:
     def _expand_image_pads(self, ids: list[int], image_tokens: Sequence[int]) -> list[int]:
         slots = ids.count(self.image_token_id)
         if slots != len(image_tokens):
-            raise EngineError(
-                f"The prompt has {slots} image slot(s) but {len(image_tokens)} image(s) were given."
-            )
+            raise EngineError(f"The prompt has {slots} image slot(s) but {len(image_tokens)} image(s) were given.")
         if not slots:
             return ids
         counts = iter(image_tokens)
@@ -277,7 +272,7 @@ class PromptBuilder:
         newline = self._newline_ids
         piece_ids = encode("\n" + piece)
         if piece_ids[: len(newline)] == newline:
-            return piece_ids[len(newline):]
+            return piece_ids[len(newline) :]
         return encode(piece)
 
     def _encode_plain(self, text: str) -> list[int]:
@@ -314,9 +309,7 @@ class PromptBuilder:
     def _template_literal_text(self) -> str:
         ast = self._env.parse(self.chat_template)
         literals = {node.data for node in ast.find_all(jinja2.nodes.TemplateData)}
-        literals |= {
-            node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)
-        }
+        literals |= {node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)}
         return "\0".join(literals)
 
 

@@ -4,6 +4,7 @@ in the cache, where it can be cut back to, and what the template writes before t
 The conversation (engine/conversation.py) does the reading; this module only decides what to
 read and what to keep, so the rules live in one place.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from .reading import ImageInput
 @dataclass(frozen=True)
 class Before:
     """The conversation as it was before a question: where a failed answer returns it to."""
+
     cache_length: int
     positions: PositionState
     pending: list[int]
@@ -27,6 +29,7 @@ class Before:
 @dataclass(frozen=True)
 class Mark:
     """A point the read-ahead can be cut back to: after `images` images and `tokens` tokens."""
+
     images: int
     tokens: int
     positions: PositionState
@@ -35,6 +38,7 @@ class Mark:
 @dataclass
 class Ahead:
     """The next question's images, read before its text: what the cache holds after `base`."""
+
     base: Before
     max_pixels: int
     images: list[ImageInput] = field(default_factory=list)
@@ -62,16 +66,17 @@ class Ahead:
         `target` starts with; returns (cache length to cut back to, images kept)."""
         keep = 0
         for index, mark in enumerate(self.marks, start=1):
-            same_images = [item.key for item in self.images[:mark.images]] == list(keys[:mark.images])
-            if not (same_images and self.ids[:mark.tokens] == list(target[:mark.tokens])):
+            same_images = [item.key for item in self.images[: mark.images]] == list(keys[: mark.images])
+            if not (same_images and self.ids[: mark.tokens] == list(target[: mark.tokens])):
                 break
             keep = index
         length = self.cut(keep)
         return length, self.marks[-1].images if self.marks else 0
 
 
-def segment_marks(prompts: PromptBuilder, history: Sequence[Message], pending: Sequence[int],
-                  image_tokens: Sequence[int]) -> list[tuple[int, list[int]]] | None:
+def segment_marks(
+    prompts: PromptBuilder, history: Sequence[Message], pending: Sequence[int], image_tokens: Sequence[int]
+) -> list[tuple[int, list[int]]] | None:
     """(images, ids to read from the base) for each segment of a read-ahead: one per image where
     the template's prefixes nest (each image's run just adds to the last), else one for all;
     None if the template does not show where the question's text goes."""
@@ -81,7 +86,7 @@ def segment_marks(prompts: PromptBuilder, history: Sequence[Message], pending: S
         if prefix is None:
             return None
         ids = [*pending, *prefix]
-        if marks and ids[:len(marks[-1][1])] != marks[-1][1]:
+        if marks and ids[: len(marks[-1][1])] != marks[-1][1]:
             whole = prompts.encode_turn_prefix(history, image_tokens)
             return None if whole is None else [(len(image_tokens), [*pending, *whole])]
         marks.append((n, ids))

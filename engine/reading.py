@@ -4,6 +4,7 @@ Every step reports how far the whole read is in seconds of work predicted for th
 (engine/speeds.py), and every step's measured time refines those predictions. Shared by the
 questions of a conversation and by the images read ahead of them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,6 +28,7 @@ Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack fe
 class ImageInput:
     """One image of a question: where it came from, a key for its content at its detail, its
     processor output, and its encoding once the vision encoder has run."""
+
     source: object
     key: str
     image: PreparedImage
@@ -41,6 +43,7 @@ class ImageInput:
 @dataclass
 class ReadResult:
     """What a read left: positions after it, the last row's logits, and the time it took."""
+
     positions: PositionState
     logits: np.ndarray | None
     vision_seconds: float
@@ -86,6 +89,7 @@ def prepare_inputs(sources: Sequence, engine, max_pixels: int, known: Sequence[I
 class Plan:
     """The steps of a read (each image to encode, then each prompt chunk) and their predicted
     seconds, or their tokens while this machine is not measured yet (`timed` False)."""
+
     steps: list[float]
     timed: bool = True
     done: int = 0
@@ -105,7 +109,7 @@ class Plan:
         self.done += 1
 
     def status(self, stage: Stage) -> StatusEvent:
-        done = sum(self.steps[:self.done])
+        done = sum(self.steps[: self.done])
         upcoming = self.steps[self.done] if self.done < len(self.steps) else 0.0
         return StatusEvent(stage, Progress(done, sum(self.steps), upcoming, self.timed))
 
@@ -127,13 +131,14 @@ class Reader:
             chunks.append(speeds.chunk_seconds(eng.decoder.graph_for(size), size, context))
             context += size
         if any(v is None for v in vision) or any(c is None for c in chunks):  # not measured yet: count tokens
-            vision = [item.patches / eng.merge_size ** 2 for item in images if item.encoded is None]
+            vision = [item.patches / eng.merge_size**2 for item in images if item.encoded is None]
             chunks = [float(size) for size in chunk_sizes(tokens, eng.options.prefill_chunk)]
             return Plan(vision + chunks, timed=False)
         return Plan(vision + chunks)
 
-    def read(self, ids: Sequence[int], images: Sequence[ImageInput], positions: PositionState,
-             plan: Plan | None = None) -> Generator[StatusEvent, None, ReadResult | None]:
+    def read(
+        self, ids: Sequence[int], images: Sequence[ImageInput], positions: PositionState, plan: Plan | None = None
+    ) -> Generator[StatusEvent, None, ReadResult | None]:
         """Encode the images that are not yet, then prefill `ids` (which hold every image's token
         run) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
         this read's own) is what progress is reported against: a caller reading in several
@@ -155,14 +160,20 @@ class Reader:
             plan.step_done()
         if self.should_stop():
             return None
-        positions_ids, after = chunk_positions(ids, [item.image.grid_thw for item in images], eng.image_token_id,
-                                               positions, eng.merge_size)
+        positions_ids, after = chunk_positions(
+            ids, [item.image.grid_thw for item in images], eng.image_token_id, positions, eng.merge_size
+        )
         yield plan.status(Stage.READING_PROMPT)
         t0 = time.perf_counter()
         logits = None
         if len(ids):
-            reading = eng.decoder.prefill_steps(np.asarray(ids), positions_ids, *self._visual(ids, images),
-                                                chunk=eng.options.prefill_chunk, should_stop=self.should_stop)
+            reading = eng.decoder.prefill_steps(
+                np.asarray(ids),
+                positions_ids,
+                *self._visual(ids, images),
+                chunk=eng.options.prefill_chunk,
+                should_stop=self.should_stop,
+            )
             while True:
                 try:
                     chunk = next(reading)
@@ -182,6 +193,8 @@ class Reader:
         if not images:
             return ()
         pos = np.flatnonzero(np.asarray(ids) == self.engine.image_token_id)
-        return (np.concatenate([item.encoded[0] for item in images], 0), pos,
-                np.concatenate([item.encoded[1] for item in images], 1))
-
+        return (
+            np.concatenate([item.encoded[0] for item in images], 0),
+            pos,
+            np.concatenate([item.encoded[1] for item in images], 1),
+        )

@@ -3,6 +3,7 @@
 The decoder's past and present for each layer are bound to the same OrtValue, so
 GroupQueryAttention appends the new keys/values into the buffer and nothing is copied per token.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,6 +34,7 @@ class DecoderShape:
 class ChunkRead:
     """One prompt chunk read into the cache: by which graph, how many tokens after how many, in
     how long, and how far the whole prompt is."""
+
     graph: str
     tokens: int
     context: int
@@ -67,8 +69,7 @@ def cache_type(session: ort.InferenceSession) -> np.dtype:
 
 
 class VisionRunner:
-    def __init__(self, path: Path, threads: int | None = None, channels: int = 3,
-                 profile_prefix: str | None = None):
+    def __init__(self, path: Path, threads: int | None = None, channels: int = 3, profile_prefix: str | None = None):
         options = session_options(threads, profile_prefix + "vision" if profile_prefix else None)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.channels = channels
@@ -84,14 +85,20 @@ class VisionRunner:
         if isinstance(self.input_width, int) and width != self.input_width:
             frames, rest = divmod(width, self.input_width)
             if rest or frames < 2:
-                raise ArtifactError(f"The vision graph takes {self.input_width} values per patch but the "
-                                    f"image processor made {width}: the model folder is inconsistent. "
-                                    "Convert the model again.")
+                raise ArtifactError(
+                    f"The vision graph takes {self.input_width} values per patch but the "
+                    f"image processor made {width}: the model folder is inconsistent. "
+                    "Convert the model again."
+                )
             pixels = pixels.reshape(len(pixels), self.channels, frames, -1)[:, :, 0]
-        embeds, deepstack = self.session.run(None, {
-            "pixel_values": np.ascontiguousarray(pixels.reshape(len(pixels), -1)),
-            "grid_thw": np.asarray([grid_thw], dtype=np.int64),
-        }, releasing_run_options())
+        embeds, deepstack = self.session.run(
+            None,
+            {
+                "pixel_values": np.ascontiguousarray(pixels.reshape(len(pixels), -1)),
+                "grid_thw": np.asarray([grid_thw], dtype=np.int64),
+            },
+            releasing_run_options(),
+        )
         return embeds, deepstack
 
 
@@ -121,13 +128,21 @@ class DecoderRunner:
 
     PREFILL_MIN_TOKENS = 32  # below this a chunk is decode-like: the int4 graph reads fewer bytes
 
-    def __init__(self, path: Path, shape: DecoderShape, max_len: int, threads: int | None = None,
-                 prefill_path: Path | None = None, profile_prefix: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        shape: DecoderShape,
+        max_len: int,
+        threads: int | None = None,
+        prefill_path: Path | None = None,
+        profile_prefix: str | None = None,
+    ):
         self.shape = shape
         self.max_len = max_len
         self._profile_prefix = profile_prefix
-        self.session = ort.InferenceSession(str(path), session_options(threads, self._profiled("decoder")),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(path), session_options(threads, self._profiled("decoder")), providers=["CPUExecutionProvider"]
+        )
         # Optional graph for prompt chunks (other weights, same inputs and outputs); both graphs
         # write into the same cache buffers, so they can take turns freely. It loads in the
         # background (prepacking its int8 weights takes several seconds); until it is ready,
@@ -139,8 +154,9 @@ class DecoderRunner:
         self.prefill_error: Exception | None = None
         self._prefill_loader = None
         if prefill_path is not None:
-            self._prefill_loader = threading.Thread(target=self._load_prefill, args=(prefill_path, threads),
-                                                    name="iris-prefill-graph-loader", daemon=False)
+            self._prefill_loader = threading.Thread(
+                target=self._load_prefill, args=(prefill_path, threads), name="iris-prefill-graph-loader", daemon=False
+            )
             self._prefill_loader.start()
         self.kv_type = cache_type(self.session)
         self.default_cache = self.new_cache()
@@ -151,8 +167,10 @@ class DecoderRunner:
             options = session_options(threads, self._profiled("prompt"))
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             if cache_type(session) != self.kv_type:
-                raise ArtifactError(f"{path.name} keeps its cache as {cache_type(session)}, the decoder as "
-                                    f"{self.kv_type}; they cannot share it")
+                raise ArtifactError(
+                    f"{path.name} keeps its cache as {cache_type(session)}, the decoder as "
+                    f"{self.kv_type}; they cannot share it"
+                )
             self.prefill_session = session
         except Exception as exc:  # a damaged optional graph must not take the engine down
             self.prefill_error = exc
@@ -196,9 +214,16 @@ class DecoderRunner:
         """Which session reads a chunk of `tokens`: "prompt" (the prompt graph) or "decoder"."""
         return "prompt" if self.prefill_session is not None and tokens >= self.PREFILL_MIN_TOKENS else "decoder"
 
-    def prefill(self, input_ids: np.ndarray, position_ids: np.ndarray, visual_embeds: np.ndarray | None = None,
-                visual_pos: np.ndarray | None = None, deepstack: np.ndarray | None = None,
-                chunk: int = 256, should_stop=lambda: False) -> np.ndarray | None:
+    def prefill(
+        self,
+        input_ids: np.ndarray,
+        position_ids: np.ndarray,
+        visual_embeds: np.ndarray | None = None,
+        visual_pos: np.ndarray | None = None,
+        deepstack: np.ndarray | None = None,
+        chunk: int = 256,
+        should_stop=lambda: False,
+    ) -> np.ndarray | None:
         """prefill_steps() run to the end: the last row's logits, or None if stopped."""
         steps = self.prefill_steps(input_ids, position_ids, visual_embeds, visual_pos, deepstack, chunk, should_stop)
         while True:
@@ -207,10 +232,16 @@ class DecoderRunner:
             except StopIteration as done:
                 return done.value
 
-    def prefill_steps(self, input_ids: np.ndarray, position_ids: np.ndarray,
-                      visual_embeds: np.ndarray | None = None, visual_pos: np.ndarray | None = None,
-                      deepstack: np.ndarray | None = None, chunk: int = 256, should_stop=lambda: False
-                      ) -> Generator[ChunkRead, None, np.ndarray | None]:
+    def prefill_steps(
+        self,
+        input_ids: np.ndarray,
+        position_ids: np.ndarray,
+        visual_embeds: np.ndarray | None = None,
+        visual_pos: np.ndarray | None = None,
+        deepstack: np.ndarray | None = None,
+        chunk: int = 256,
+        should_stop=lambda: False,
+    ) -> Generator[ChunkRead, None, np.ndarray | None]:
         """forward() in chunks of at most `chunk` tokens, yielding a ChunkRead after each: bounds
         the attention scratch memory (scores are chunk x context per head) on long prompts, lets
         a cancel land between chunks, and tells the caller how far it is and how fast this machine
@@ -228,8 +259,11 @@ class DecoderRunner:
                 vis = {}
                 if visual_embeds is not None and len(visual_pos):
                     rows = np.flatnonzero((visual_pos >= start) & (visual_pos < stop))
-                    vis = dict(visual_embeds=visual_embeds[rows], visual_pos=visual_pos[rows] - start,
-                               deepstack=deepstack[:, rows])
+                    vis = dict(
+                        visual_embeds=visual_embeds[rows],
+                        visual_pos=visual_pos[rows] - start,
+                        deepstack=deepstack[:, rows],
+                    )
                 context, graph, t0 = self.length, self.graph_for(stop - start), time.perf_counter()
                 logits = self.forward(ids[start:stop], position_ids[:, start:stop], **vis)
                 yield ChunkRead(graph, stop - start, context, time.perf_counter() - t0, stop, len(ids))
@@ -238,9 +272,15 @@ class DecoderRunner:
             raise
         return logits
 
-    def forward(self, input_ids: np.ndarray, position_ids: np.ndarray,
-                visual_embeds: np.ndarray | None = None, visual_pos: np.ndarray | None = None,
-                deepstack: np.ndarray | None = None, logits_pos: np.ndarray | None = None) -> np.ndarray:
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        position_ids: np.ndarray,
+        visual_embeds: np.ndarray | None = None,
+        visual_pos: np.ndarray | None = None,
+        deepstack: np.ndarray | None = None,
+        logits_pos: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Append `input_ids` [S] at positions [3, S]; returns logits [P, vocab] (P=1: last row)."""
         s = int(input_ids.shape[-1])
         if self.length + s > self.max_len:

@@ -7,6 +7,7 @@ refers to) subtracts a constant once per distinct token, and frequency penalty (
 constant per occurrence. All look at the token ids the caller passes, normally the tokens
 generated so far in this answer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,7 +56,10 @@ class SamplingOptions:
 
 
 def apply_penalties(
-    logits: np.ndarray, seen_ids: Sequence[int], repetition_penalty: float, presence_penalty: float,
+    logits: np.ndarray,
+    seen_ids: Sequence[int],
+    repetition_penalty: float,
+    presence_penalty: float,
     frequency_penalty: float = 0.0,
 ) -> np.ndarray:
     """A penalised float32 copy of `logits`; ids outside the vocabulary are ignored."""
@@ -120,8 +124,10 @@ class Sampler:
         candidates = np.flatnonzero(np.isfinite(scores))
         if candidates.size == 0 or np.isposinf(scores).any():
             o = self.options
-            raise EngineError(f"The sampling settings (temperature {o.temperature}, repetition penalty "
-                              f"{o.repetition_penalty}) push the scores out of range; use greedy decoding.")
+            raise EngineError(
+                f"The sampling settings (temperature {o.temperature}, repetition penalty "
+                f"{o.repetition_penalty}) push the scores out of range; use greedy decoding."
+            )
         values = scores[candidates].astype(np.float64)
         probs = np.exp(values - values.max())
         probs /= probs.sum()
@@ -134,5 +140,7 @@ def _check_finite(logits: np.ndarray) -> None:
     if np.isfinite(logits).all():
         return
     if np.isnan(logits).any() or np.isposinf(logits).any() or not np.isfinite(logits).any():
-        raise EngineError("The model produced invalid numbers (NaN or infinite scores) instead of an "
-                          "answer; the model files may be damaged: convert it again.")
+        raise EngineError(
+            "The model produced invalid numbers (NaN or infinite scores) instead of an "
+            "answer; the model files may be damaged: convert it again."
+        )

@@ -6,6 +6,7 @@ words left to read. The whole file is checked before the model loads (a mistake 
 not cost a model load and four answers), and relative image paths are taken from the file's own
 folder, so a script and its pictures can be moved or run from anywhere together.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ FORMAT = 'a JSON list of {"text": "...", "images": ["path", ...]}'
 @dataclass(frozen=True)
 class ScriptTurn:
     """A question (`text`) about `images`, or, with `text` None, images attached to the next question."""
+
     text: str | None
     images: list[Path] = field(default_factory=list)
     number: int = 0  # its place in the file (1-based), for messages; 0 when not from a file
@@ -38,8 +40,10 @@ def read_script(path: Path) -> list[ScriptTurn]:
     try:
         data = json.loads(raw.decode("utf-8-sig"))  # Windows editors may start UTF-8 with a BOM
     except UnicodeDecodeError as exc:
-        raise EngineError(f"the conversation file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} "
-                          f"at position {exc.start}); save it as UTF-8") from None
+        raise EngineError(
+            f"the conversation file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+            f"at position {exc.start}); save it as UTF-8"
+        ) from None
     except json.JSONDecodeError as exc:
         raise EngineError(f"the conversation file '{path}' is not valid JSON: {exc}") from None
     if not isinstance(data, list) or not data:
@@ -77,8 +81,9 @@ def _check_attachments_are_asked(turns: list[ScriptTurn]) -> None:
         trailing.append(turn)
     if trailing:
         first = trailing[-1].number
-        raise EngineError(f'turn {first}: its images are attached to the next question, but no turn with '
-                          f'"text" follows')
+        raise EngineError(
+            f'turn {first}: its images are attached to the next question, but no turn with "text" follows'
+        )
 
 
 def _resolve(number: int, given: str, base: Path) -> Path:

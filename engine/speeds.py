@@ -13,6 +13,7 @@ Samples come from a short calibration at first load (engine/calibration.py) and 
 image and chunk actually read, so predictions follow the machine. They are stored per model, CPU
 and thread count in one small JSON file; no file means they are kept in memory only.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,9 +122,11 @@ class SpeedModel:
         if self.path is None:
             return
         with self._lock:
-            entry = {"vision": [[s.patches, s.seconds] for s in self._vision],
-                     "chunks": [[s.graph, s.tokens, s.context, s.seconds] for s in self._chunks],
-                     "attention_per_patch2": self._attention_per_patch2}
+            entry = {
+                "vision": [[s.patches, s.seconds] for s in self._vision],
+                "chunks": [[s.graph, s.tokens, s.context, s.seconds] for s in self._chunks],
+                "attention_per_patch2": self._attention_per_patch2,
+            }
         try:
             data = _read_file(self.path)
             data["entries"][self.key] = entry
@@ -141,7 +144,8 @@ class SpeedModel:
         try:
             self._vision = [VisionSample(int(n), float(s)) for n, s in entry.get("vision", [])][-KEEP:]
             self._chunks = self._newest_per_graph(
-                [ChunkSample(str(g), int(c), int(ctx), float(s)) for g, c, ctx, s in entry.get("chunks", [])])
+                [ChunkSample(str(g), int(c), int(ctx), float(s)) for g, c, ctx, s in entry.get("chunks", [])]
+            )
             probe = entry.get("attention_per_patch2")
             self._attention_per_patch2 = float(probe) if probe is not None else None
         except (TypeError, ValueError):  # a damaged entry: start afresh

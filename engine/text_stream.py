@@ -5,6 +5,7 @@ each token alone would show replacement characters. `tokenizers`' DecodeStream h
 back until the character is complete; this adds `flush()` for whatever is still held when the
 answer ends, so the pieces always add up to the full decode.
 """
+
 from __future__ import annotations
 
 from tokenizers import Tokenizer

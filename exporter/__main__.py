@@ -1,4 +1,5 @@
 """Command line: python -m exporter SOURCE OUT_DIR [--precision int4|fp32]."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,18 @@ import time
 from pathlib import Path
 
 from .errors import ExportError
-from .export import (DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, DEFAULT_EMBED_BLOCK_SIZE, KV_CACHE_FORMATS, PRECISIONS,
-                     PREFILL_FORMATS, VISION_FORMATS, ExportOptions, ExportProgress, export_model)
+from .export import (
+    DEFAULT_ACCURACY_LEVEL,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_EMBED_BLOCK_SIZE,
+    KV_CACHE_FORMATS,
+    PRECISIONS,
+    PREFILL_FORMATS,
+    VISION_FORMATS,
+    ExportOptions,
+    ExportProgress,
+    export_model,
+)
 from .source import resolve_source
 
 
@@ -20,33 +31,52 @@ def _printer():
         if p.stage != last["stage"] or p.done == p.total or now - last["t"] > 2:
             print(f"[{p.stage}] {p.done}/{p.total}", flush=True)
             last.update(stage=p.stage, t=now)
+
     return show
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m exporter",
-                                 description="Convert a Qwen3-VL checkpoint into Iris' ONNX artifacts.")
+    ap = argparse.ArgumentParser(
+        prog="python -m exporter", description="Convert a Qwen3-VL checkpoint into Iris' ONNX artifacts."
+    )
     ap.add_argument("source", help="a local checkpoint folder or a Hugging Face model id (repo[@revision])")
     ap.add_argument("out_dir", help="artifact folder to create")
     ap.add_argument("--precision", choices=PRECISIONS, default="int4")
     ap.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, choices=(16, 32, 64, 128))
     ap.add_argument("--embed-block-size", type=int, default=DEFAULT_EMBED_BLOCK_SIZE, choices=(16, 32, 64, 128))
     ap.add_argument("--accuracy-level", type=int, default=DEFAULT_ACCURACY_LEVEL, choices=(0, 1, 2, 3, 4))
-    ap.add_argument("--vision", choices=VISION_FORMATS,
-                    help="vision weights (default: int8, fp32 with --precision fp32; int8-block quantizes "
-                         "weights and activations per block of 32: closer to fp32, speed depends on the CPU)")
-    ap.add_argument("--prefill-graph", choices=PREFILL_FORMATS,
-                    help="also write a decoder for prompts with these weights (int8: 2-3x faster time to "
-                         "first token, ~4 GB more disk and memory)")
-    ap.add_argument("--kv-cache", choices=KV_CACHE_FORMATS,
-                    help="KV cache type (default: fp16, fp32 with --precision fp32; fp32 decodes 23-30%% "
-                         "faster at a 4k context and needs twice the memory per token)")
+    ap.add_argument(
+        "--vision",
+        choices=VISION_FORMATS,
+        help="vision weights (default: int8, fp32 with --precision fp32; int8-block quantizes "
+        "weights and activations per block of 32: closer to fp32, speed depends on the CPU)",
+    )
+    ap.add_argument(
+        "--prefill-graph",
+        choices=PREFILL_FORMATS,
+        help="also write a decoder for prompts with these weights (int8: 2-3x faster time to "
+        "first token, ~4 GB more disk and memory)",
+    )
+    ap.add_argument(
+        "--kv-cache",
+        choices=KV_CACHE_FORMATS,
+        help="KV cache type (default: fp16, fp32 with --precision fp32; fp32 decodes 23-30%% "
+        "faster at a 4k context and needs twice the memory per token)",
+    )
     ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
     args = ap.parse_args(argv)
     try:
         source, info = resolve_source(args.source)
-        options = ExportOptions(args.precision, args.block_size, args.accuracy_level, args.overwrite,
-                                args.embed_block_size, args.vision, args.prefill_graph, args.kv_cache)
+        options = ExportOptions(
+            args.precision,
+            args.block_size,
+            args.accuracy_level,
+            args.overwrite,
+            args.embed_block_size,
+            args.vision,
+            args.prefill_graph,
+            args.kv_cache,
+        )
         result = export_model(source, Path(args.out_dir), options, progress=_printer(), source_info=info)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

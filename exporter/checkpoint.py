@@ -5,6 +5,7 @@ count against the process for the whole export) and widened to float32 only when
 so the exporter never holds more than the tensor it is converting. bf16 is widened exactly by a
 16-bit shift (numpy has no bfloat16).
 """
+
 from __future__ import annotations
 
 import json
@@ -104,13 +105,14 @@ def _check_finite(name: str, values: np.ndarray) -> None:
     per GB of float32, about 1 s of a 100 s export of the 4B model."""
     flat = values.reshape(-1)
     for begin in range(0, flat.size, _FINITE_BLOCK):
-        finite = np.isfinite(flat[begin:begin + _FINITE_BLOCK])
+        finite = np.isfinite(flat[begin : begin + _FINITE_BLOCK])
         if not finite.all():
             first = np.unravel_index(begin + int(np.argmin(finite)), values.shape)
             bad = int(flat.size - np.isfinite(flat).sum())
             raise CheckpointError(
                 f"tensor '{name}' holds {bad} NaN or infinite value{'s' if bad > 1 else ''} (the first at "
-                f"{[int(i) for i in first]}): the checkpoint is damaged. Download or save it again.")
+                f"{[int(i) for i in first]}): the checkpoint is damaged. Download or save it again."
+            )
 
 
 class Checkpoint:
@@ -143,12 +145,14 @@ class Checkpoint:
         unexpected = sorted(set(self.entries) - set(expected) - set(optional))
         if unexpected:
             more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-            raise CheckpointError(f"checkpoint has unexpected tensor '{unexpected[0]}'{more}; "
-                                  "is it really this architecture?")
+            raise CheckpointError(
+                f"checkpoint has unexpected tensor '{unexpected[0]}'{more}; is it really this architecture?"
+            )
         for name, shape in {**expected, **{k: v for k, v in optional.items() if k in self.entries}}.items():
             if self.entries[name].shape != shape:
-                raise CheckpointError(f"tensor '{name}' has shape {list(self.entries[name].shape)}, "
-                                      f"config.json implies {list(shape)}")
+                raise CheckpointError(
+                    f"tensor '{name}' has shape {list(self.entries[name].shape)}, config.json implies {list(shape)}"
+                )
 
     @property
     def total_bytes(self) -> int:
@@ -159,8 +163,9 @@ class Checkpoint:
         np_dtype = _DTYPES[entry.dtype][0]
         try:
             with open(entry.file, "rb") as fh:
-                raw = np.fromfile(fh, dtype=np_dtype, count=entry.nbytes // np.dtype(np_dtype).itemsize,
-                                  offset=entry.start)
+                raw = np.fromfile(
+                    fh, dtype=np_dtype, count=entry.nbytes // np.dtype(np_dtype).itemsize, offset=entry.start
+                )
                 if self.forget_after_read:
                     _forget_cached(fh.fileno(), entry.start, entry.nbytes)
         except OSError as exc:

@@ -1,4 +1,5 @@
 """Qwen3-VL config.json parsing: the legacy Hub keys and the transformers-5 style both."""
+
 from __future__ import annotations
 
 import json
@@ -36,21 +37,21 @@ class VisionConfig:
     @property
     def patch_dim(self) -> int:
         """Width of one flattened patch row of pixel_values (C * T * P * P)."""
-        return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
+        return self.in_channels * self.temporal_patch_size * self.patch_size**2
 
     @property
     def frame_patch_dim(self) -> int:
         """Width of one patch of a single frame (C * P * P): what the vision graph takes."""
-        return self.in_channels * self.patch_size ** 2
+        return self.in_channels * self.patch_size**2
 
     @property
     def merge_unit(self) -> int:
-        return self.spatial_merge_size ** 2
+        return self.spatial_merge_size**2
 
     @property
     def grid_side(self) -> int:
         """Side of the square learned position-embedding table."""
-        return int(round(self.num_position_embeddings ** 0.5))
+        return int(round(self.num_position_embeddings**0.5))
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def parse_config(raw: dict) -> ModelConfig:
         raise UnsupportedModelError(
             f"This checkpoint is {_describe_model(model_type, archs)}; Iris converts Qwen3-VL (dense) "
             f"checkpoints only (model_type 'qwen3_vl', {SUPPORTED_ARCHITECTURES[0]}), "
-            "such as Qwen/Qwen3-VL-4B-Instruct")
+            "such as Qwen/Qwen3-VL-4B-Instruct"
+        )
     text = _require(raw, "text_config", "top level")
     vision = _require(raw, "vision_config", "top level")
     if text.get("model_type", "qwen3_vl_text") not in TEXT_MODEL_TYPES:
@@ -167,7 +169,7 @@ def parse_config(raw: dict) -> ModelConfig:
         hidden_act=vision.get("hidden_act", "gelu_pytorch_tanh"),
         rope_theta=float(vparams.get("rope_theta", 10000.0)),
     )
-    if vcfg.grid_side ** 2 != vcfg.num_position_embeddings:
+    if vcfg.grid_side**2 != vcfg.num_position_embeddings:
         raise CheckpointError("config.json: vision num_position_embeddings is not a square grid")
     if vcfg.out_hidden_size != tcfg.hidden_size:
         raise CheckpointError("config.json: vision out_hidden_size differs from the text hidden_size")

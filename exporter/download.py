@@ -10,6 +10,7 @@ its own downloads, so the result is an ordinary HF cache snapshot, and files alr
 transformers or the `hf` CLI) are never fetched again. Xet storage is not used: plain HTTP is what
 makes byte-exact resume possible.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,12 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.file_download import hf_hub_url, repo_folder_name
 from huggingface_hub.utils import (
-    WeakFileLock, build_hf_headers, filter_repo_objects, hf_raise_for_status, http_stream_backoff, validate_repo_id,
+    WeakFileLock,
+    build_hf_headers,
+    filter_repo_objects,
+    hf_raise_for_status,
+    http_stream_backoff,
+    validate_repo_id,
 )
 
 from . import EXPORTER_VERSION
@@ -40,9 +46,17 @@ from .units import human_bytes
 
 # What the exporter reads. Weights only as safetensors: never remote code or pickled/other formats.
 REQUIRED_PATTERNS = (
-    "config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
-    "generation_config.json", "chat_template.json", "chat_template.jinja", "tokenizer.json",
-    "tokenizer_config.json", "vocab.json", "merges.txt",
+    "config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
 )
 NEVER_PATTERNS = ("*.py", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.gguf", "*.onnx", "*.h5", "*.msgpack")
 
@@ -142,8 +156,9 @@ def _is_repo_id_syntax(text: str) -> bool:
 def select_files(filenames: list[str]) -> list[str]:
     """The repo files the exporter needs: top-level files matching REQUIRED_PATTERNS, never NEVER_PATTERNS."""
     top_level = [name for name in filenames if "/" not in name]
-    return sorted(filter_repo_objects(top_level, allow_patterns=list(REQUIRED_PATTERNS),
-                                      ignore_patterns=list(NEVER_PATTERNS)))
+    return sorted(
+        filter_repo_objects(top_level, allow_patterns=list(REQUIRED_PATTERNS), ignore_patterns=list(NEVER_PATTERNS))
+    )
 
 
 def plan_download(
@@ -233,7 +248,10 @@ def _partial_path(blob: Path) -> Path:
 
 
 def _fetch_blob(
-    plan: DownloadPlan, planned: PlannedFile, headers: dict[str, str], meter: "_ProgressMeter",
+    plan: DownloadPlan,
+    planned: PlannedFile,
+    headers: dict[str, str],
+    meter: _ProgressMeter,
     cancel: threading.Event | None,
 ) -> None:
     blob = plan.storage_dir / "blobs" / planned.etag
@@ -274,7 +292,10 @@ def _fetch_blob(
 
 
 def _hash_existing(
-    partial: Path, planned: PlannedFile, checksum: "_Checksum", meter: "_ProgressMeter",
+    partial: Path,
+    planned: PlannedFile,
+    checksum: _Checksum,
+    meter: _ProgressMeter,
     cancel: threading.Event | None,
 ) -> int:
     """Feed the bytes of an interrupted download to the checksum; they count as present already."""
@@ -292,16 +313,26 @@ def _hash_existing(
 
 
 def _stream(
-    url: str, headers: dict[str, str], partial: Path, offset: int, planned: PlannedFile,
-    checksum: "_Checksum", meter: "_ProgressMeter", cancel: threading.Event | None,
+    url: str,
+    headers: dict[str, str],
+    partial: Path,
+    offset: int,
+    planned: PlannedFile,
+    checksum: _Checksum,
+    meter: _ProgressMeter,
+    cancel: threading.Event | None,
 ) -> int:
     """Append bytes from `offset` on to `partial` until the response ends; return the new length."""
     request_headers = dict(headers)
     if offset:
         request_headers["Range"] = f"bytes={offset}-"
     with http_stream_backoff(
-        "GET", url, headers=request_headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
-        retry_on_exceptions=(), retry_on_status_codes=(408, 429),
+        "GET",
+        url,
+        headers=request_headers,
+        timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+        retry_on_exceptions=(),
+        retry_on_status_codes=(408, 429),
     ) as response:
         hf_raise_for_status(response)
         with open(partial, "ab") as out:

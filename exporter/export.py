@@ -4,15 +4,16 @@ Everything is written into a temporary folder beside the target and renamed at t
 interrupted or failed export never leaves a folder that looks complete, and a re-run just works
 (exporter.target: the folder's checks, its lock against a second export, leftovers of killed ones).
 """
+
 from __future__ import annotations
 
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +39,7 @@ PRECISIONS = ("int4", "fp32")
 VISION_FORMATS = ("int8", "int8-block", "fp32")
 PREFILL_FORMATS = ("int8", "fp32")
 KV_CACHE_FORMATS = ("fp32", "fp16")
-DEFAULT_BLOCK_SIZE = 128       # decoder linear layers (see README: measured choice)
+DEFAULT_BLOCK_SIZE = 128  # decoder linear layers (see README: measured choice)
 DEFAULT_EMBED_BLOCK_SIZE = 32  # the tied embedding / lm_head: finer blocks for logits and inputs
 DEFAULT_ACCURACY_LEVEL = 4
 
@@ -131,12 +132,18 @@ def _check_space(target_parent: Path, needed: int) -> None:
     if free < free_space_needed(needed):
         raise DiskSpaceError(
             f"Not enough free disk space in {target_parent}: the converted model needs about "
-            f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder.")
+            f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder."
+        )
 
 
-def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOptions(),
-                 progress: Callable[[ExportProgress], None] | None = None,
-                 cancel: threading.Event | None = None, source_info: dict | None = None) -> ExportResult:
+def export_model(
+    source: Path,
+    out_dir: Path,
+    options: ExportOptions = ExportOptions(),
+    progress: Callable[[ExportProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    source_info: dict | None = None,
+) -> ExportResult:
     """Convert the checkpoint in `source` into an artifact folder at `out_dir`."""
     start = time.perf_counter()
     source, out_dir = Path(source), Path(out_dir).absolute()
@@ -147,6 +154,7 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled("conversion cancelled")
             report(ExportProgress(stage, done, total))
+
         return cb
 
     tick("checking")(0, 1)
@@ -168,8 +176,17 @@ def export_model(source: Path, out_dir: Path, options: ExportOptions = ExportOpt
     return ExportResult(out_dir, time.perf_counter() - start, sizes)
 
 
-def _write(ckpt: Checkpoint, cfg: ModelConfig, side, options: ExportOptions, source: Path,
-           source_info: dict | None, out_dir: Path, tick, start: float) -> dict[str, FileRecord]:
+def _write(
+    ckpt: Checkpoint,
+    cfg: ModelConfig,
+    side,
+    options: ExportOptions,
+    source: Path,
+    source_info: dict | None,
+    out_dir: Path,
+    tick,
+    start: float,
+) -> dict[str, FileRecord]:
     """Write every artifact into the hidden partial folder, then swap it in; on any failure remove it."""
     tmp = partial_dir(out_dir)
     tmp.mkdir()
@@ -210,46 +227,92 @@ def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -
 
 
 def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
-    build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), options.decoder_format(), progress,
-                  embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache_format())
+    build_decoder(
+        g,
+        ckpt,
+        cfg.text,
+        len(cfg.vision.deepstack_visual_indexes),
+        options.decoder_format(),
+        progress,
+        embed_fmt=options.embedding_format(),
+        kv_dtype=options.kv_cache_format(),
+    )
 
 
 def _build_prefill_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     """The same decoder with other layer weights, used for multi-token chunks (same KV cache)."""
-    build_decoder(g, ckpt, cfg.text, len(cfg.vision.deepstack_visual_indexes), WeightFormat(options.prefill),
-                  progress, embed_fmt=options.embedding_format(), kv_dtype=options.kv_cache_format())
+    build_decoder(
+        g,
+        ckpt,
+        cfg.text,
+        len(cfg.vision.deepstack_visual_indexes),
+        WeightFormat(options.prefill),
+        progress,
+        embed_fmt=options.embedding_format(),
+        kv_dtype=options.kv_cache_format(),
+    )
 
 
-def _manifest(cfg: ModelConfig, side, options: ExportOptions, source: Path, source_info: dict | None,
-              files: dict[str, FileRecord], seconds: float) -> Manifest:
+def _manifest(
+    cfg: ModelConfig,
+    side,
+    options: ExportOptions,
+    source: Path,
+    source_info: dict | None,
+    files: dict[str, FileRecord],
+    seconds: float,
+) -> Manifest:
     t, v = cfg.text, cfg.vision
     special = side.special_tokens
     eos = side.generation.get("eos_token_id", cfg.eos_token_id)
     eos = [eos] if isinstance(eos, int) else list(eos or [])
-    tokens = TokenIds(image=cfg.image_token_id, im_start=special.get("<|im_start|>"), im_end=special.get("<|im_end|>"),
-                      eos=tuple(eos), video=cfg.video_token_id, vision_start=cfg.vision_start_token_id,
-                      vision_end=cfg.vision_end_token_id, pad=side.generation.get("pad_token_id", cfg.bos_token_id))
+    tokens = TokenIds(
+        image=cfg.image_token_id,
+        im_start=special.get("<|im_start|>"),
+        im_end=special.get("<|im_end|>"),
+        eos=tuple(eos),
+        video=cfg.video_token_id,
+        vision_start=cfg.vision_start_token_id,
+        vision_end=cfg.vision_end_token_id,
+        pad=side.generation.get("pad_token_id", cfg.bos_token_id),
+    )
     return Manifest(
         exporter_version=EXPORTER_VERSION,
         source=source_info or {"kind": "folder", "path": str(source.absolute())},
         precision=options.precision,
-        weights={"decoder": asdict(options.decoder_format()), "embedding": asdict(options.embedding_format()),
-                 "vision": asdict(options.vision_format()), "int8_weight_max": INT8_WEIGHT_MAX},
+        weights={
+            "decoder": asdict(options.decoder_format()),
+            "embedding": asdict(options.embedding_format()),
+            "vision": asdict(options.vision_format()),
+            "int8_weight_max": INT8_WEIGHT_MAX,
+        },
         model={"text": asdict(t), "vision": asdict(v)},
-        decoder=DecoderSection(file="decoder.onnx", num_layers=t.num_hidden_layers, kv_heads=t.num_key_value_heads,
-                               head_dim=t.head_dim, hidden_size=t.hidden_size, vocab_size=t.vocab_size,
-                               deepstack_levels=len(v.deepstack_visual_indexes), kv_dtype=options.kv_cache_format(),
-                               prefill_file="decoder_prefill.onnx" if options.prefill else None,
-                               prefill_weights=options.prefill),
-        vision=VisionSection(file="vision.onnx", patch_dim=v.patch_dim, input_patch_dim=v.frame_patch_dim,
-                             merge_size=v.spatial_merge_size, patch_size=v.patch_size,
-                             temporal_patch_size=v.temporal_patch_size),
+        decoder=DecoderSection(
+            file="decoder.onnx",
+            num_layers=t.num_hidden_layers,
+            kv_heads=t.num_key_value_heads,
+            head_dim=t.head_dim,
+            hidden_size=t.hidden_size,
+            vocab_size=t.vocab_size,
+            deepstack_levels=len(v.deepstack_visual_indexes),
+            kv_dtype=options.kv_cache_format(),
+            prefill_file="decoder_prefill.onnx" if options.prefill else None,
+            prefill_weights=options.prefill,
+        ),
+        vision=VisionSection(
+            file="vision.onnx",
+            patch_dim=v.patch_dim,
+            input_patch_dim=v.frame_patch_dim,
+            merge_size=v.spatial_merge_size,
+            patch_size=v.patch_size,
+            temporal_patch_size=v.temporal_patch_size,
+        ),
         tokens=tokens,
         image_processor=side.preprocessor,
         chat_template=side.chat_template,
         generation=side.generation,
         context_limit=t.max_position_embeddings,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         export_seconds=round(seconds, 2),
         files=files,
     )

@@ -5,6 +5,7 @@ the process ends, however it ends, so a killed export never leaves its folder lo
 removed on release while still locked, so nothing stays behind; whoever opened it just before then
 finds, after locking, that the path no longer names their file, and starts over.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,7 +64,7 @@ class FileLock:
             except OSError:
                 pass  # another process opened it meanwhile; it removes it in turn
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """Hub and disk failures during a download, turned into messages a person can act on."""
+
 from __future__ import annotations
 
 import errno
@@ -9,7 +10,11 @@ from pathlib import Path
 import httpx2
 from huggingface_hub import constants
 from huggingface_hub.errors import (
-    GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 
@@ -17,9 +22,7 @@ from .errors import DiskSpaceError, DownloadError, ExportError
 
 
 @contextmanager
-def hub_errors(
-    repo_id: str, revision: str, filename: str | None = None, folder: Path | None = None
-) -> Iterator[None]:
+def hub_errors(repo_id: str, revision: str, filename: str | None = None, folder: Path | None = None) -> Iterator[None]:
     """Re-raise what goes wrong inside as a DownloadError (or DiskSpaceError) with a clear message."""
     try:
         yield
@@ -39,40 +42,54 @@ def explain_hub_error(
     response = getattr(error, "response", None) if isinstance(error, HfHubHTTPError) else None
     status = response.status_code if response is not None else 0
     if isinstance(error, GatedRepoError):
-        message = (f"{repo_id} is a gated model: open {page}, log in and accept its license, then sign in "
-                   "here with an access token of that account (or run `hf auth login`).")
+        message = (
+            f"{repo_id} is a gated model: open {page}, log in and accept its license, then sign in "
+            "here with an access token of that account (or run `hf auth login`)."
+        )
     elif isinstance(error, RepositoryNotFoundError):
-        message = (f"No model named '{repo_id}' on the Hugging Face Hub. Check the spelling; if it is private, "
-                   "sign in with an access token that can read it.")
+        message = (
+            f"No model named '{repo_id}' on the Hugging Face Hub. Check the spelling; if it is private, "
+            "sign in with an access token that can read it."
+        )
     elif isinstance(error, RevisionNotFoundError):
         message = f"{repo_id} has no revision '{revision}'. Use 'main' or an existing branch, tag or commit."
     elif status == 401:
-        message = (f"The Hub refused access to {what} (401 Unauthorized): your access token is missing, invalid "
-                   f"or expired. If the model is gated, accept its license on {page} and sign in with a valid token.")
+        message = (
+            f"The Hub refused access to {what} (401 Unauthorized): your access token is missing, invalid "
+            f"or expired. If the model is gated, accept its license on {page} and sign in with a valid token."
+        )
     elif status == 403:
-        message = (f"Access to {what} is forbidden (403). The model may be gated or private: accept its license "
-                   f"on {page} with your account, and make sure your token has read access.")
+        message = (
+            f"Access to {what} is forbidden (403). The model may be gated or private: accept its license "
+            f"on {page} with your account, and make sure your token has read access."
+        )
     elif status == 404:
         message = f"Not found on the Hub (404): {what} at revision {revision}."
     elif status == 429:
         message = "The Hub is rate-limiting this computer (429 Too Many Requests). Wait a while and try again."
     elif status >= 500:
-        message = (f"The Hugging Face Hub had a server error ({status}) while sending {what}. "
-                   "This is usually temporary: try again in a few minutes.")
+        message = (
+            f"The Hugging Face Hub had a server error ({status}) while sending {what}. "
+            "This is usually temporary: try again in a few minutes."
+        )
     elif status:
         message = f"The Hub answered HTTP {status} for {what}: {error}"
     elif isinstance(error, OfflineModeIsEnabled):
         message = "Downloads are disabled because HF_HUB_OFFLINE is set. Unset it to download the model."
     elif isinstance(error, (httpx2.ConnectError, httpx2.ConnectTimeout, LocalEntryNotFoundError)):
-        message = (f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}). Check your internet connection "
-                   "and proxy settings, then try again.")
+        message = (
+            f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}). Check your internet connection "
+            "and proxy settings, then try again."
+        )
     elif isinstance(error, httpx2.TimeoutException):
         message = f"The Hugging Face Hub did not answer in time for {what}. Try again later."
     elif isinstance(error, httpx2.TransportError):
         message = f"The connection to the Hugging Face Hub failed for {what} ({error}). Try again."
     elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskSpaceError(f"The disk is full: cannot write {what} into {folder}. Free up space and try "
-                              "again; what was downloaded so far is kept.")
+        return DiskSpaceError(
+            f"The disk is full: cannot write {what} into {folder}. Free up space and try "
+            "again; what was downloaded so far is kept."
+        )
     elif isinstance(error, OSError):
         message = f"Cannot write the download of {what} into {folder}: {error.strerror or error}."
     else:

@@ -7,6 +7,7 @@ Layout (per output row n of a [N, K] weight, blocks along K):
 The packing itself is onnxruntime's own C++ routine (the one its MatMulNBitsQuantizer uses).
 Rows are processed in chunks so a 151936 x 2560 embedding never needs a full transposed copy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The checkpoint's non-weight files: chat template, processor and generation settings, tokenizer."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 
 A missing folder is named as such: a typo in a path must not turn into a message about the Hub.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,14 +20,17 @@ def resolve_source(text: str) -> tuple[Path, dict]:
     if path.is_dir():
         return path, {"kind": "folder", "path": str(path.absolute())}
     if path.exists():
-        raise ExportError(f"{text} is a file; SOURCE is a checkpoint folder or a Hugging Face model id "
-                          f"such as {HUB_EXAMPLE}")
+        raise ExportError(
+            f"{text} is a file; SOURCE is a checkpoint folder or a Hugging Face model id such as {HUB_EXAMPLE}"
+        )
     hub = split_hub_id(text)
     if hub is None:
         if "/" in text or "\\" in text or text.startswith(("~", ".")):
             raise ExportError(f"There is no folder {path.absolute()}. Check the path of the checkpoint folder.")
-        raise ExportError(f"'{text}' is neither a folder nor a Hugging Face model id "
-                          f"(organisation/model[@revision], such as {HUB_EXAMPLE})")
+        raise ExportError(
+            f"'{text}' is neither a folder nor a Hugging Face model id "
+            f"(organisation/model[@revision], such as {HUB_EXAMPLE})"
+        )
     repo, revision = hub
     print(f"Downloading {repo}{'' if revision == 'main' else '@' + revision} from Hugging Face ...", flush=True)
     try:

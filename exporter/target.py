@@ -5,6 +5,7 @@ the end; while it runs it holds the OS lock `.NAME.export-lock`, so a second exp
 refused instead of deleting the first one's work. A killed export leaves its partial folder behind:
 any later export into the same parent folder removes such leftovers once their process is gone.
 """
+
 from __future__ import annotations
 
 import errno
@@ -48,8 +49,10 @@ def locked_target(out_dir: Path) -> Iterator[FileLock]:
     """Hold the target's lock for the block; TargetBusyError if another conversion holds it."""
     lock = try_lock(lock_path(out_dir))
     if lock is None:
-        raise TargetBusyError(f"{out_dir} is being written by another conversion right now. Wait until it "
-                              "has finished, or choose another folder.")
+        raise TargetBusyError(
+            f"{out_dir} is being written by another conversion right now. Wait until it "
+            "has finished, or choose another folder."
+        )
     with lock:
         yield lock
 
@@ -138,8 +141,10 @@ def explain_write_error(error: OSError, out_dir: Path) -> ExportError:
     """One line for a failed write into the target's folder (nothing of the export is kept)."""
     where = out_dir.parent
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskSpaceError(f"The disk holding {where} is full: the conversion stopped and what it had "
-                              "written was removed. Free some space or choose another folder.")
+        return DiskSpaceError(
+            f"The disk holding {where} is full: the conversion stopped and what it had "
+            "written was removed. Free some space or choose another folder."
+        )
     if error.errno == errno.EROFS:
         return TargetFolderError(f"Cannot write into {where}: it is on a read-only disk. Choose another folder.")
     if error.errno in (errno.EACCES, errno.EPERM):

@@ -1,4 +1,5 @@
 """Byte counts for people: the unit that fits, so a small model is not '0.0 GB'."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ memory-map them) and only a TensorProto that points at them stays in memory. Two
 point at the same bytes with different shapes: that is how the tied embedding is stored once and
 used both by the embedding lookup and by the lm_head.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,7 +77,7 @@ class ExternalDataWriter:
             finally:  # a failed flush (disk full) still closes the file, so its folder can be removed
                 self._fh.close()
 
-    def __enter__(self) -> "ExternalDataWriter":
+    def __enter__(self) -> ExternalDataWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -3,6 +3,7 @@
 PyInstaller runs an entry script as a plain `__main__`, so `engine/serve/__main__.py` (which uses
 relative imports) cannot be the script itself.
 """
+
 import sys
 
 from engine.serve.__main__ import main

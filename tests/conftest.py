@@ -1,4 +1,5 @@
 """Session-wide fixtures: tiny random checkpoints (made by transformers) and their exports."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Running the transformers reference and our exported graphs side by side (tests only)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """A smooth random image (gradients + noise), so resizing has real content to work on."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([(x * 255 // max(width - 1, 1)), (y * 255 // max(height - 1, 1)),
-                     ((x + y) * 127 // max(width + height - 2, 1))], -1)
+    base = np.stack(
+        [
+            (x * 255 // max(width - 1, 1)),
+            (y * 255 // max(height - 1, 1)),
+            ((x + y) * 127 // max(width + height - 2, 1)),
+        ],
+        -1,
+    )
     noise = rng.integers(-40, 40, (height, width, 3))
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
@@ -36,7 +43,7 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
 class Prompt:
     ids: list[int]
     pixel_values: object  # torch tensor [N, 1536] or None
-    grid_thw: object      # torch tensor [1, 3] or None
+    grid_thw: object  # torch tensor [1, 3] or None
 
 
 def image_prompt(image: Image.Image | None, text_ids=(74785, 419, 2168, 13), max_pixels=None) -> Prompt:
@@ -47,8 +54,9 @@ def image_prompt(image: Image.Image | None, text_ids=(74785, 419, 2168, 13), max
         return Prompt(head + tail, None, None)
     out = image_processor(max_pixels)(images=[image], return_tensors="pt")
     n = int(out["image_grid_thw"].prod()) // 4
-    return Prompt(head + [VISION_START] + [IMAGE_PAD] * n + [VISION_END] + tail,
-                  out["pixel_values"], out["image_grid_thw"])
+    return Prompt(
+        head + [VISION_START] + [IMAGE_PAD] * n + [VISION_END] + tail, out["pixel_values"], out["image_grid_thw"]
+    )
 
 
 def reference_rope(model, prompt: Prompt):
@@ -66,8 +74,9 @@ def _model_inputs(prompt: Prompt) -> dict:
     ids = torch.tensor([prompt.ids])
     inputs = {"input_ids": ids}
     if prompt.pixel_values is not None:
-        inputs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.grid_thw,
-                      mm_token_type_ids=(ids == IMAGE_PAD).int())
+        inputs.update(
+            pixel_values=prompt.pixel_values, image_grid_thw=prompt.grid_thw, mm_token_type_ids=(ids == IMAGE_PAD).int()
+        )
     return inputs
 
 
@@ -82,9 +91,10 @@ def reference_greedy(model, prompt: Prompt, steps: int) -> list[int]:
     import torch
 
     with torch.no_grad():
-        out = model.generate(**_model_inputs(prompt), max_new_tokens=steps, do_sample=False, eos_token_id=None,
-                             pad_token_id=151643)
-    return out[0, len(prompt.ids):].tolist()
+        out = model.generate(
+            **_model_inputs(prompt), max_new_tokens=steps, do_sample=False, eos_token_id=None, pad_token_id=151643
+        )
+    return out[0, len(prompt.ids) :].tolist()
 
 
 class ExportedModel:

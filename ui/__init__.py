@@ -9,6 +9,7 @@ measures the leak; only if there is one, the object gets a reference count no se
 which is what Python 3.12 does for every such singleton ("immortal" objects). A correct PySide6,
 or Python 3.12+, is left alone.
 """
+
 from __future__ import annotations
 
 import ctypes

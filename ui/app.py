@@ -1,20 +1,21 @@
 """Application set-up: names (which decide the data folder and settings file), icon, theme."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from ui import paths
+from ui.controller import EngineController
 from ui.gc_guard import install_gc_guard
 from ui.history import HistoryStore
 from ui.main_window import MainWindow
 from ui.settings import open_qsettings
-from ui.controller import EngineController
 
 COLOR_SCHEMES = ("system", "light", "dark")
 

@@ -4,6 +4,7 @@ Each message is its own auto-sized QTextBrowser so it can carry its own Copy but
 line. Streaming re-renders at most every RENDER_INTERVAL_MS: setMarkdown on every token would
 cost quadratic time on long answers.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,25 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QColor, QGuiApplication, QIcon, QPalette, QPixmap, QTextBlockFormat, QTextCursor, QTextDocument,
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QPalette,
+    QPixmap,
+    QTextBlockFormat,
+    QTextCursor,
+    QTextDocument,
     QTextOption,
 )
 from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -126,9 +141,11 @@ class MessageWidget(QFrame):
             except ImageError:
                 pixmap = QPixmap()
             if not pixmap.isNull():
-                thumb.setPixmap(pixmap.scaled(
-                    64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-                ))
+                thumb.setPixmap(
+                    pixmap.scaled(
+                        64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+                    )
+                )
             thumb.setToolTip(Path(path).name)
             self.images_row.addWidget(thumb)
         self.images_row.addStretch(1)
@@ -197,8 +214,10 @@ class ChatView(QScrollArea):
 
     def set_has_images(self, has_images: bool) -> None:
         """The empty-chat hint says what to do next."""
-        first = "Ask about the image on the left: type below and press Enter." if has_images else (
-            "Add an image on the left, then ask about it below."
+        first = (
+            "Ask about the image on the left: type below and press Enter."
+            if has_images
+            else ("Add an image on the left, then ask about it below.")
         )
         self.placeholder.setText(first + "\nEverything runs on this computer; nothing is uploaded.")
 

@@ -3,6 +3,7 @@
 Pasting an image (or image files) into the box attaches it instead of inserting text, which is
 what people expect from chat apps.
 """
+
 from __future__ import annotations
 
 from PySide6.QtCore import QMimeData, Qt, Signal

@@ -4,10 +4,11 @@ Every request is noted in the worker's ledger (ui/requests.py) before it is queu
 worker knows what waits behind the one it runs; questions and read-aheads get ids that Stop
 covers. Shutting down cancels, quits and waits, so the thread never outlives its QThread.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal
 
@@ -53,8 +54,19 @@ class EngineController(QObject):
         self._newConversationRequested.connect(self._worker.new_conversation)
         self._servingRequested.connect(self._worker.set_serving)
         for name in (
-            "loaded", "loadFailed", "status", "textPiece", "turnFinished", "turnFailed", "turnSkipped",
-            "restored", "restoreFailed", "servingChanged", "reading", "readAheadEnded", "readAheadFailed",
+            "loaded",
+            "loadFailed",
+            "status",
+            "textPiece",
+            "turnFinished",
+            "turnFailed",
+            "turnSkipped",
+            "restored",
+            "restoreFailed",
+            "servingChanged",
+            "reading",
+            "readAheadEnded",
+            "readAheadFailed",
             "measuring",
         ):
             getattr(self._worker, name).connect(getattr(self, name))
@@ -66,16 +78,15 @@ class EngineController(QObject):
         self._worker.ledger.made(OTHER)
         self._loadRequested.emit(setup)
 
-    def ask(self, text: str, images: list[Path], sampling, detail: str = "standard",
-            history: History | None = None) -> int:
+    def ask(
+        self, text: str, images: list[Path], sampling, detail: str = "standard", history: History | None = None
+    ) -> int:
         """`detail` ("standard" / "high") is how finely this question's images are read; `history`
         is a reopened chat the engine re-reads first (at the same detail) so it remembers it.
         Images read ahead that match are used as they are. Returns the request's id."""
         self._turn_counter += 1
         self._worker.ledger.made(QUESTION, self._turn_counter)
-        self._askRequested.emit(
-            self._turn_counter, text, [Path(p) for p in images], sampling, detail, history
-        )
+        self._askRequested.emit(self._turn_counter, text, [Path(p) for p in images], sampling, detail, history)
         return self._turn_counter
 
     def regenerate(self, sampling) -> int:

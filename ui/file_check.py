@@ -1,9 +1,10 @@
-""""Check the model files": hash every file of a model folder on a thread of its own.
+""" "Check the model files": hash every file of a model folder on a thread of its own.
 
 Hashing 2.6 GB (6.5 GB with the prompt graph) takes seconds to minutes, so it must not run on the
 GUI thread. The engine does the check (`engine.artifacts.check_model_files`); this only carries
 its progress and verdict back as signals, and stops it within one 8 MB block when asked.
 """
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ the garbage holds Qt objects (a closed dialog, a removed message, an old window)
 destroyed off the GUI thread and the process crashes: seen as "Garbage-collecting" segfaults in
 the engine thread. So automatic collection is switched off and the GUI thread collects on a
 timer instead, with the same thresholds (the pattern calibre and other PyQt apps use)."""
+
 from __future__ import annotations
 
 import gc

@@ -6,6 +6,7 @@ to the image, scaled to 0..1000 on both axes (so a non-square image has non-squa
 commas or a list cut short by the token limit; the parser scans for every JSON value it can
 decode so all of those work.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,9 +55,7 @@ def fitted_image_rect(image_size: QSizeF, area: QRectF) -> QRectF:
         return QRectF()
     scale = min(area.width() / image_size.width(), area.height() / image_size.height())
     width, height = image_size.width() * scale, image_size.height() * scale
-    return QRectF(
-        area.x() + (area.width() - width) / 2, area.y() + (area.height() - height) / 2, width, height
-    )
+    return QRectF(area.x() + (area.width() - width) / 2, area.y() + (area.height() - height) / 2, width, height)
 
 
 def parse_boxes(text: str) -> list[GroundingBox]:

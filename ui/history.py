@@ -3,6 +3,7 @@
 Images are copied (named by content hash) so a chat still opens after the user moves or deletes
 the original files; Markdown export copies them next to the .md file for the same reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +12,19 @@ import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu, QToolButton, QVBoxLayout, QWidget,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 FORMAT_VERSION = 1
@@ -87,7 +95,7 @@ def describe_stats(stats: dict | None) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def title_for(text: str) -> str:
@@ -143,7 +151,11 @@ class HistoryStore:
                 raise HistoryError(f"{path} was saved by another version of Iris.")
             turns = [TurnRecord(**turn) for turn in data["turns"]]
             return ConversationRecord(
-                data["id"], data["title"], data["created"], data["updated"], data.get("model", ""),
+                data["id"],
+                data["title"],
+                data["created"],
+                data["updated"],
+                data.get("model", ""),
                 turns,
             )
         except HistoryError:
@@ -157,9 +169,7 @@ class HistoryStore:
         for path in self.root.glob("*/conversation.json"):
             try:
                 data = json.loads(path.read_text("utf-8"))
-                summaries.append(
-                    ConversationSummary(data["id"], data["title"], data["updated"], len(data["turns"]))
-                )
+                summaries.append(ConversationSummary(data["id"], data["title"], data["updated"], len(data["turns"])))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         return sorted(summaries, key=lambda s: s.updated, reverse=True)

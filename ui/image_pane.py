@@ -6,20 +6,28 @@ sent stay listed (the model keeps them in context) but cannot be removed from th
 Every image is checked with the engine's own loader before it is accepted, so a file the engine
 would refuse is refused here, with the engine's message, and nothing changes.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from PIL import ImageOps
 from PIL.Image import Image as PILImage
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QImage, QImageReader, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSizePolicy,
-    QVBoxLayout, QWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
 )
 
 from engine.errors import ImageError
@@ -326,15 +334,25 @@ class ImagePane(QWidget):
         self.thumbnails.blockSignals(True)
         self.thumbnails.clear()
         for image in self._images:
-            item = QListWidgetItem(QIcon(image.pixmap.scaled(
-                THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                Qt.TransformationMode.SmoothTransformation,
-            )), thumbnail_text(image))
+            item = QListWidgetItem(
+                QIcon(
+                    image.pixmap.scaled(
+                        THUMB,
+                        THUMB,
+                        Qt.AspectRatioMode.KeepAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation,
+                    )
+                ),
+                thumbnail_text(image),
+            )
             item.setToolTip(
                 f"{image.path.name}\n{image.width}×{image.height} pixels\n"
                 + (f"{image.tokens} image tokens" if image.tokens is not None else "cost: load a model")
-                + (f", {about(image.seconds)} to read on this computer"
-                   if image.seconds is not None and not image.sent else "")
+                + (
+                    f", {about(image.seconds)} to read on this computer"
+                    if image.seconds is not None and not image.sent
+                    else ""
+                )
                 + ("\nAlready in the conversation" if image.sent else "\nSent with your next question")
             )
             self.thumbnails.addItem(item)
@@ -359,7 +377,8 @@ class ImagePane(QWidget):
         self.info.setVisible(image is not None)
         self.remove_button.setToolTip(
             "Images already sent stay in the model's context; start a new chat to drop them."
-            if image is not None and image.sent else "Remove this image before sending"
+            if image is not None and image.sent
+            else "Remove this image before sending"
         )
 
 

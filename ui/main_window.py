@@ -5,6 +5,7 @@ lives in ChatSession; the window lays the parts out and reacts to signals, so it
 responsive while images are encoded and answers stream in. Each pending image shows what it
 costs and how long this computer takes to read it, from the engine's measured speeds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,12 +17,12 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QProgressBar, QSplitte
 from ui import settings as app_settings
 from ui.chat_view import ChatView
 from ui.composer import Composer
+from ui.controller import EngineController
 from ui.history import ChatsPanel, HistoryStore
 from ui.image_pane import ImagePane
 from ui.session import STAGE_TEXT, ChatSession
 from ui.settings_dialog import SettingsDialog
 from ui.status_line import StatusLine
-from ui.controller import EngineController
 from ui.worker import LOADING, EngineInfo, EngineSetup
 
 MEASURING = "Measuring this computer's speed"
@@ -36,8 +37,15 @@ def model_title(info: EngineInfo) -> str:
 class MainWindow(QMainWindow):
     modelLoaded = Signal()
 
-    def __init__(self, controller: EngineController, store: HistoryStore, settings_store,
-                 attachments_dir, model_dir: Path, speed_file: Path | None = None):
+    def __init__(
+        self,
+        controller: EngineController,
+        store: HistoryStore,
+        settings_store,
+        attachments_dir,
+        model_dir: Path,
+        speed_file: Path | None = None,
+    ):
         super().__init__()
         self.setWindowTitle("Iris")
         self.resize(1180, 760)
@@ -59,9 +67,17 @@ class MainWindow(QMainWindow):
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.session = ChatSession(controller, store, self.chat, self.image_pane, self.composer,
-                                   self.chats, lambda: self.settings.sampling(),
-                                   lambda: self.settings.image_detail, self)
+        self.session = ChatSession(
+            controller,
+            store,
+            self.chat,
+            self.image_pane,
+            self.composer,
+            self.chats,
+            lambda: self.settings.sampling(),
+            lambda: self.settings.image_detail,
+            self,
+        )
         self.answerFinished = self.session.answerFinished
         self._build_layout()
         self._build_menus()
@@ -135,8 +151,9 @@ class MainWindow(QMainWindow):
         self.serve_label.setVisible(False)
         self.measure_label = QLabel(MEASURING + "…")  # quiet: the app works as usual meanwhile
         self.measure_label.setObjectName("measureStatus")
-        self.measure_label.setToolTip("A few seconds, once: so that waits can be predicted. "
-                                      "Anything you do comes first.")
+        self.measure_label.setToolTip(
+            "A few seconds, once: so that waits can be predicted. Anything you do comes first."
+        )
         self.measure_label.setVisible(False)
         self.statusBar().addWidget(self.busy_bar)
         self.statusBar().addWidget(self.status_label, 1)
@@ -165,9 +182,7 @@ class MainWindow(QMainWindow):
         self.composer.edit.imagePasted.connect(self.image_pane.add_mime)
         self.image_pane.errorOccurred.connect(self.show_error)
         self.image_pane.imagesChanged.connect(self.banner.hide)
-        self.image_pane.imagesChanged.connect(
-            lambda: self.chat.set_has_images(bool(self.image_pane.images()))
-        )
+        self.image_pane.imagesChanged.connect(lambda: self.chat.set_has_images(bool(self.image_pane.images())))
 
     # -- drag and drop anywhere in the window ---------------------------------------------------
 
@@ -218,8 +233,11 @@ class MainWindow(QMainWindow):
         from ui.paths import default_model_dir
 
         dialog = SettingsDialog(
-            self.settings, (current.width, current.height) if current else None, self._estimate_function(),
-            default_model_dir(), self,
+            self.settings,
+            (current.width, current.height) if current else None,
+            self._estimate_function(),
+            default_model_dir(),
+            self,
         )
         if dialog.exec():
             self.apply_settings(dialog.settings())
@@ -285,9 +303,7 @@ class MainWindow(QMainWindow):
         from ui.wizard import SetupWizard
 
         wizard = SetupWizard(app_settings.resolve_model_dir(self.settings), self)
-        wizard.modelReady.connect(
-            lambda folder: self.apply_settings(replace(self.settings, model_dir=str(folder)))
-        )
+        wizard.modelReady.connect(lambda folder: self.apply_settings(replace(self.settings, model_dir=str(folder))))
         wizard.exec()
 
     # -- small helpers ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ The application and organization names must be set on the QCoreApplication first
 because QStandardPaths derives the folder from them ("~/.local/share/Iris/Iris" on Linux,
 "%APPDATA%/Iris/Iris" on Windows, "~/Library/Application Support/Iris/Iris" on macOS).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,6 +7,7 @@ read stay, a removed one is rolled back). Sending never waits for this nor stops
 question is queued behind the read and uses it. A read-ahead that fails says why, once (in the
 window's one error line); the image stays pending and the question reads it at send time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,8 +16,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from engine.events import Stage
-from ui.image_pane import ImagePane
 from ui.controller import EngineController
+from ui.image_pane import ImagePane
 from ui.worker import RESTORING, History
 
 READING_TEXT = {
@@ -30,8 +31,14 @@ class ImageReadAhead(QObject):
     ended = Signal(object)  # the read-ahead is over: ReadAhead, or None (stopped, failed, skipped)
     error = Signal(str)  # why the current read-ahead failed
 
-    def __init__(self, controller: EngineController, images: ImagePane, detail: Callable[[], str],
-                 history: Callable[[], History | None], parent: QObject | None = None):
+    def __init__(
+        self,
+        controller: EngineController,
+        images: ImagePane,
+        detail: Callable[[], str],
+        history: Callable[[], History | None],
+        parent: QObject | None = None,
+    ):
         super().__init__(parent)
         self.controller, self.images = controller, images
         self._detail, self._history = detail, history

@@ -6,6 +6,7 @@ whether to stop what it is doing: a Stop covers every request up to it, a newer 
 an older one pointless unless it only adds images, and any request at all ends the background
 speed measurement, which only runs while nothing waits.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,6 +21,7 @@ QUESTION, PREPARE, OTHER = "question", "prepare", "other"
 class Running:
     """The request the worker is running: its conversation (which cancel() reaches), its id, and
     for a read-ahead the images it reads."""
+
     conversation: object
     request_id: int
     images: tuple | None = None  # None: a question
@@ -28,6 +30,7 @@ class Running:
 @dataclass
 class RequestLedger:
     """Thread-safe bookkeeping of requests; ids come from the controller and only grow."""
+
     wanted: threading.Event = field(default_factory=threading.Event)  # set while any request waits or runs
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _outstanding: int = 0
@@ -111,4 +114,4 @@ class RequestLedger:
         latest, images = self._latest_prepare
         if running.images is None or latest <= running.request_id or self._last_question > running.request_id:
             return False
-        return images[:len(running.images)] != running.images
+        return images[: len(running.images)] != running.images

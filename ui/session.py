@@ -2,10 +2,11 @@
 answer, stop, regenerate, save, reopen and export. The widgets show it and the EngineController
 does the work; this class keeps the bookkeeping between them (what was sent, what is running,
 what to do once it stops)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
@@ -13,14 +14,20 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from engine.events import Stage
 from ui.chat_view import ChatView, MessageWidget
 from ui.composer import Composer
+from ui.controller import EngineController
 from ui.grounding import parse_boxes
 from ui.history import (
-    ChatsPanel, ConversationRecord, HistoryError, HistoryStore, TurnRecord, describe_stats,
-    export_markdown, stats_to_dict,
+    ChatsPanel,
+    ConversationRecord,
+    HistoryError,
+    HistoryStore,
+    TurnRecord,
+    describe_stats,
+    export_markdown,
+    stats_to_dict,
 )
 from ui.image_pane import ImagePane
 from ui.read_ahead import ImageReadAhead
-from ui.controller import EngineController
 from ui.worker import LOADING, RESTORING, History
 
 STAGE_TEXT = {
@@ -47,9 +54,18 @@ class ChatSession(QObject):
     progress = Signal(str, object)  # (text, engine Progress) while the question's images and text are read
     answerFinished = Signal(str, str)  # answer text, error ("" when it worked)
 
-    def __init__(self, controller: EngineController, store: HistoryStore, chat: ChatView,
-                 images: ImagePane, composer: Composer, chats: ChatsPanel,
-                 sampling: Callable, detail: Callable, parent: QWidget):
+    def __init__(
+        self,
+        controller: EngineController,
+        store: HistoryStore,
+        chat: ChatView,
+        images: ImagePane,
+        composer: Composer,
+        chats: ChatsPanel,
+        sampling: Callable,
+        detail: Callable,
+        parent: QWidget,
+    ):
         super().__init__(parent)
         self.controller, self.store, self.chat = controller, store, chat
         self.images, self.composer, self.chats = images, composer, chats
@@ -68,8 +84,9 @@ class ChatSession(QObject):
         self._after_turn: Callable | None = None  # what to do once the running answer stopped
         self._turn_id = 0  # the controller's id of the running question
         self.context_used = 0  # tokens the engine's conversation holds (after the last answer)
-        self.read_ahead = ImageReadAhead(controller, images, detail,
-                                         lambda: self._history() if self._needs_restore else None, self)
+        self.read_ahead = ImageReadAhead(
+            controller, images, detail, lambda: self._history() if self._needs_restore else None, self
+        )
         controller.reading.connect(self._on_reading)
         controller.status.connect(self._on_status)
         controller.textPiece.connect(self._on_text)
@@ -197,8 +214,7 @@ class ChatSession(QObject):
                 self._take_back_question()
             return
         if self._after_turn is None:  # a plain Stop (not New chat or another chat): say why
-            self.notice.emit(NOT_RESTORED_NOTICE if self._needs_restore else "Stopped before your "
-                             "question was sent.")
+            self.notice.emit(NOT_RESTORED_NOTICE if self._needs_restore else "Stopped before your question was sent.")
         self._take_back_question()  # nothing was asked; if not re-read yet, the next send does it
 
     def _on_restored(self, stats) -> None:
@@ -208,11 +224,14 @@ class ChatSession(QObject):
 
     def _on_restore_failed(self, message: str, too_long: bool) -> None:
         self._needs_restore = False
-        reason = "This saved chat is too long for the model to re-read" if too_long else (
-            f"The model could not re-read this saved chat: {message.rstrip('.')}"
+        reason = (
+            "This saved chat is too long for the model to re-read"
+            if too_long
+            else (f"The model could not re-read this saved chat: {message.rstrip('.')}")
         )
-        self.notice.emit(f"{reason}. Your question starts a fresh conversation: the model does not "
-                         "remember the earlier turns.")
+        self.notice.emit(
+            f"{reason}. Your question starts a fresh conversation: the model does not remember the earlier turns."
+        )
 
     def _on_failed(self, message: str) -> None:
         for original, name in zip(self._turn_images, self._turn.images if self._turn else []):
@@ -225,8 +244,11 @@ class ChatSession(QObject):
         # Either way the model does not hold this question now (a failed answer is rolled back in
         # the engine), so the screen must not show it as asked: it goes back to the box.
         self._take_back_question()
-        self.error.emit(f"The answer failed and the model does not remember the question; it is back in the "
-                        f"box: {message}" if started else f"The question was not sent: {message}")
+        self.error.emit(
+            f"The answer failed and the model does not remember the question; it is back in the box: {message}"
+            if started
+            else f"The question was not sent: {message}"
+        )
 
     def _take_back_question(self) -> None:
         """The engine refused the question up front (bad image, full context): undo the send so
@@ -343,9 +365,7 @@ class ChatSession(QObject):
         if not record.turns:
             self.error.emit("There is nothing to export yet.")
             return
-        name, _ = QFileDialog.getSaveFileName(
-            self.parent(), "Export chat", f"{record.title}.md", "Markdown (*.md)"
-        )
+        name, _ = QFileDialog.getSaveFileName(self.parent(), "Export chat", f"{record.title}.md", "Markdown (*.md)")
         if name:
             try:
                 export_markdown(record, self.store, Path(name))

@@ -3,6 +3,7 @@
 Everything is read through `load_settings`, which falls back to the default for any missing or
 unreadable value, so a hand-edited or older settings file can never stop the app from starting.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

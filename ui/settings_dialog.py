@@ -2,18 +2,33 @@
 this computer takes to read it), sampling,
 threads, the model folder, a full check of the model's files and the local server. It edits an
 AppSettings value; the window stores and applies it."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-    QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from engine.cpu import cpu_info
@@ -73,8 +88,9 @@ class SettingsDialog(QDialog):
         model_row.addWidget(self.model_dir, 1)
         model_row.addWidget(browse)
         self.check_button = QPushButton("Check the model files")
-        self.check_button.setToolTip("Read every file of the model folder and compare it with the "
-                                     "checksums written when it was converted.")
+        self.check_button.setToolTip(
+            "Read every file of the model folder and compare it with the checksums written when it was converted."
+        )
         self.check_button.clicked.connect(self.check_model_files)
         self.check_result = QLabel()
         self.check_result.setObjectName("fileCheckResult")
@@ -189,8 +205,10 @@ class SettingsDialog(QDialog):
     def _build_serve_box(self) -> QGroupBox:
         """Off by default; when on, the address and an example other programs can copy."""
         self.serve_local = QCheckBox("Serve on this computer")
-        self.serve_local.setToolTip("Other programs on this computer can use the model through an "
-                                    "OpenAI-compatible API. Nothing is reachable from other computers.")
+        self.serve_local.setToolTip(
+            "Other programs on this computer can use the model through an "
+            "OpenAI-compatible API. Nothing is reachable from other computers."
+        )
         self.serve_port = QSpinBox(minimum=1024, maximum=65535)
         self.serve_url = QLineEdit(readOnly=True)
         self.serve_example = QPlainTextEdit(readOnly=True)
@@ -218,9 +236,7 @@ class SettingsDialog(QDialog):
             widget.setEnabled(on)
 
     def _update_detail_info(self) -> None:
-        self.detail_info.setText(detail_summary(
-            self.detail.currentData(), self._current_image, self._cost
-        ))
+        self.detail_info.setText(detail_summary(self.detail.currentData(), self._current_image, self._cost))
 
     def _browse(self) -> None:
         start = self.model_dir.text() or str(self._default_model_dir or "")
@@ -263,8 +279,10 @@ def serve_url(port: int) -> str:
 
 def serve_example(url: str) -> str:
     """A command a user can paste into a terminal to see the server answer."""
-    return (f"curl {url}/chat/completions -H \"Content-Type: application/json\" "
-            """-d '{"model": "iris", "messages": [{"role": "user", "content": "Hello!"}]}'""")
+    return (
+        f'curl {url}/chat/completions -H "Content-Type: application/json" '
+        """-d '{"model": "iris", "messages": [{"role": "user", "content": "Hello!"}]}'"""
+    )
 
 
 def _double(minimum: float, maximum: float, step: float, decimals: int) -> QDoubleSpinBox:

@@ -6,6 +6,7 @@ step that starts (one image can take many seconds). A Qt timer moves the display
 that step by the time elapsed, never past its end, so the bar and the seconds left keep moving
 while the engine works. Before this computer's speeds are known the progress counts tokens:
 then only the percentage shows, from the events alone."""
+
 from __future__ import annotations
 
 from PySide6.QtCore import QElapsedTimer, QObject, QTimer

@@ -2,6 +2,7 @@
 
 Predictions come from this computer's measured speeds (engine.estimate_image and the progress
 of a read); they are estimates, so they are rounded the way a person would say them."""
+
 from __future__ import annotations
 
 

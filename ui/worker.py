@@ -14,15 +14,16 @@ that waits can be predicted; any request stops that measurement between its step
 The worker also runs the optional local server (engine/serve) on the engine it owns; the server
 answers on threads of its own and takes turns with the chat through the engine's lock.
 """
+
 from __future__ import annotations
 
 import functools
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -68,6 +69,7 @@ class EngineInfo:
 def _request(slot):
     """A slot that answers one request of the controller: once it is done and nothing else
     waits, the worker goes on measuring this computer's speed if it has not finished that yet."""
+
     @functools.wraps(slot)
     def run(self, *args):
         try:
@@ -75,6 +77,7 @@ def _request(slot):
         finally:
             if self._ledger.finished():
                 self._calibrate_while_idle()
+
     return run
 
 
@@ -136,8 +139,15 @@ class EngineWorker(QObject):
             self.loadFailed.emit(f"The model could not be loaded: {error!r}")
             return
         self._calibrated = not hasattr(engine, "calibrate")
-        self.loaded.emit(EngineInfo(setup.model_dir, engine.manifest, engine.image_tokens, engine.estimate_image,
-                                    tuple(getattr(engine, "warnings", ()))))
+        self.loaded.emit(
+            EngineInfo(
+                setup.model_dir,
+                engine.manifest,
+                engine.image_tokens,
+                engine.estimate_image,
+                tuple(getattr(engine, "warnings", ())),
+            )
+        )
         self._apply_serving()
 
     @Slot(int, str, object, object, str, object)
@@ -145,8 +155,10 @@ class EngineWorker(QObject):
     def ask(self, turn_id: int, text: str, images, sampling, detail: str, history) -> None:
         """`history`, when given, is a reopened chat to re-read into the (empty) conversation first."""
         self._run_turn(
-            turn_id, lambda conv: conv.ask(text, images=list(images), sampling=sampling, detail=detail),
-            history, detail,
+            turn_id,
+            lambda conv: conv.ask(text, images=list(images), sampling=sampling, detail=detail),
+            history,
+            detail,
         )
 
     @Slot(int, object)
@@ -170,8 +182,13 @@ class EngineWorker(QObject):
         result = None
         try:
             if history and self._history_read is not conversation:
-                conversation = self._restore(conversation, history, detail, running,
-                                             lambda event: self.reading.emit(request_id, RESTORING, event.progress))
+                conversation = self._restore(
+                    conversation,
+                    history,
+                    detail,
+                    running,
+                    lambda event: self.reading.emit(request_id, RESTORING, event.progress),
+                )
                 if conversation is None:
                     self.readAheadEnded.emit(request_id, None)
                     return
@@ -225,8 +242,9 @@ class EngineWorker(QObject):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _run_turn(self, turn_id: int, start: Callable, history: History | None = None,
-                  detail: str | None = None) -> None:
+    def _run_turn(
+        self, turn_id: int, start: Callable, history: History | None = None, detail: str | None = None
+    ) -> None:
         if self._closing.is_set():
             return
         conversation = self._conversation
@@ -239,8 +257,9 @@ class EngineWorker(QObject):
             return
         try:
             if history and self._history_read is not conversation:  # not re-read ahead already
-                conversation = self._restore(conversation, history, detail, running,
-                                             lambda _event: self.status.emit(RESTORING))
+                conversation = self._restore(
+                    conversation, history, detail, running, lambda _event: self.status.emit(RESTORING)
+                )
                 if conversation is None or self._ledger.cancelled(turn_id):
                     self.turnSkipped.emit()  # stopped while re-reading: the question was not asked
                     return
@@ -258,8 +277,14 @@ class EngineWorker(QObject):
         finally:
             self._ledger.end()
 
-    def _restore(self, conversation, history: History, detail: str | None, running: Running,
-                 on_status: Callable[[StatusEvent], None]):
+    def _restore(
+        self,
+        conversation,
+        history: History,
+        detail: str | None,
+        running: Running,
+        on_status: Callable[[StatusEvent], None],
+    ):
         """Re-read a reopened chat; returns the conversation to go on in, or None if Stop came first."""
         try:
             for event in conversation.restore(history, detail=detail):
@@ -315,8 +340,11 @@ class EngineWorker(QObject):
             server = LocalServer(self._engine, port=port)
             server.start()
         except OSError as error:
-            self.servingChanged.emit("", f"The local server could not start on port {port}: "
-                                         f"{error.strerror or error}. Choose another port in Settings.")
+            self.servingChanged.emit(
+                "",
+                f"The local server could not start on port {port}: "
+                f"{error.strerror or error}. Choose another port in Settings.",
+            )
             return
         except Exception as error:
             log.error("starting the local server failed:\n%s", traceback.format_exc())

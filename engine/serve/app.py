@@ -5,6 +5,7 @@ input is answered at once with OpenAI's error object. Generation runs on the sch
 a client that goes away (stream closed, or connection dropped while waiting) sets its cancel
 flag, and the engine stops within one step.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -98,8 +99,11 @@ def create_app(service: Service, policy: HostPolicy, api_key: str | None = None)
                     post(("error", exc))
 
             service.scheduler.submit(ticket, job)
-            return StreamingResponse(_events(reply, queue, cancel), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _events(reply, queue, cancel),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         future = service.scheduler.submit(ticket, lambda: service.run(prompt, sampling, chat.stop, cancel))
         answer = asyncio.wrap_future(future)
         gone = asyncio.ensure_future(_disconnected(request))
@@ -115,8 +119,10 @@ def create_app(service: Service, policy: HostPolicy, api_key: str | None = None)
             raise _stopped()
         return JSONResponse(reply.whole(answer.result()))
 
-    routes = [Route("/v1/models", models, methods=["GET"]),
-              Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+    routes = [
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ]
     handlers = {ApiError: _api_error, Busy: _busy, HTTPException: _http_error, Exception: _server_error}
     return Guard(Starlette(routes=routes, exception_handlers=handlers), policy, api_key)
 
@@ -196,17 +202,26 @@ async def _api_error(request: Request, exc: ApiError) -> Response:
 
 
 async def _busy(request: Request, exc: Busy) -> Response:
-    error = ApiError(429, f"The model is busy answering other requests; try again in {exc.retry_after} s.",
-                     code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)})
+    error = ApiError(
+        429,
+        f"The model is busy answering other requests; try again in {exc.retry_after} s.",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
     return await _api_error(request, error)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    messages = {404: f"Unknown URL: {request.method} {request.url.path}. This server offers GET /v1/models and "
-                     "POST /v1/chat/completions.",
-                405: f"{request.method} is not allowed on {request.url.path}."}
-    error = ApiError(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
-                     code={404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code))
+    messages = {
+        404: f"Unknown URL: {request.method} {request.url.path}. This server offers GET /v1/models and "
+        "POST /v1/chat/completions.",
+        405: f"{request.method} is not allowed on {request.url.path}.",
+    }
+    error = ApiError(
+        exc.status_code,
+        messages.get(exc.status_code, str(exc.detail)),
+        code={404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code),
+    )
     return await _api_error(request, error)
 
 

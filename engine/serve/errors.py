@@ -1,11 +1,21 @@
 """Errors as OpenAI sends them: a status code and {"error": {message, type, param, code}}."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-          415: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
 
 
 @dataclass
@@ -22,5 +32,11 @@ class ApiError(Exception):
         return self.message
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": _TYPES.get(self.status, "invalid_request_error"),
-                          "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": _TYPES.get(self.status, "invalid_request_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }

@@ -4,6 +4,7 @@ Runs on the server's generation thread while holding `engine.lock`, so the app's
 its own KV cache) and the server take turns. A cancel (client gone) lands between images,
 between prompt chunks and before every decode step.
 """
+
 from __future__ import annotations
 
 import threading
@@ -26,17 +27,23 @@ from .stops import StopText
 @dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: str          # "stop", "length", or "cancelled" (nobody is listening any more)
+    finish_reason: str  # "stop", "length", or "cancelled" (nobody is listening any more)
     prompt_tokens: int
-    cached_tokens: int          # prompt tokens reused from the cache, not read again
+    cached_tokens: int  # prompt tokens reused from the cache, not read again
     completion_tokens: int
     token_ids: list[int]
     time_to_first_token: float  # seconds from holding the engine to the first token
 
 
-def complete(engine, pool: SlotPool, prompt: Prompt, sampling: SamplingOptions, stops=(),
-             cancel: threading.Event | None = None, on_text: Callable[[str], None] = lambda text: None,
-             ) -> Completion:
+def complete(
+    engine,
+    pool: SlotPool,
+    prompt: Prompt,
+    sampling: SamplingOptions,
+    stops=(),
+    cancel: threading.Event | None = None,
+    on_text: Callable[[str], None] = lambda text: None,
+) -> Completion:
     """Answer `prompt`; `sampling.max_new_tokens` bounds the answer, the context bounds it too."""
     cancel = cancel or threading.Event()
     if not engine.hold(cancel.is_set):  # the app's chat is answering
@@ -71,8 +78,17 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
     slot.keys[keep:] = prompt.keys[keep:]
     slot.prompt_length = len(prompt.ids)
     stream, stop_text = TextStream(engine.tokenizer), StopText(stops)
-    decoding = Decoding(decoder, Sampler(sampling), logits, state, engine.eos_ids, sampling.max_new_tokens,
-                        engine.context_limit, reserve=0, should_stop=cancel.is_set)
+    decoding = Decoding(
+        decoder,
+        Sampler(sampling),
+        logits,
+        state,
+        engine.eos_ids,
+        sampling.max_new_tokens,
+        engine.context_limit,
+        reserve=0,
+        should_stop=cancel.is_set,
+    )
     pieces: list[str] = []
     stopped = False
     try:
@@ -84,7 +100,7 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
             if stopped:
                 break
     finally:
-        slot.keys += decoding.generated[:decoding.fed]  # what the slot's cache now holds
+        slot.keys += decoding.generated[: decoding.fed]  # what the slot's cache now holds
     generated = decoding.generated
     finish = {"eos": "stop", "stopped": "stop", "cancelled": "cancelled"}.get(decoding.stop, "length")
     if not stopped:  # what an unfinished character or a possible stop sequence held back
@@ -94,8 +110,15 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
             pieces.append(tail)
             on_text(tail)
     answer_ids = [t for t in generated if t not in engine.eos_ids]
-    return Completion("".join(pieces), finish, len(prompt.ids), keep, len(answer_ids), generated,
-                      (decoding.first_token_at or time.perf_counter()) - start)
+    return Completion(
+        "".join(pieces),
+        finish,
+        len(prompt.ids),
+        keep,
+        len(answer_ids),
+        generated,
+        (decoding.first_token_at or time.perf_counter()) - start,
+    )
 
 
 def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
@@ -110,12 +133,13 @@ def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
         embeds.append(e)
         deepstack.append(d)
     ids = np.asarray(prompt.ids[keep:])
-    positions, after = chunk_positions(prompt.ids, [s.image.grid_thw for s in prompt.spans], engine.image_token_id,
-                                   PositionState(), engine.merge_size)
+    positions, after = chunk_positions(
+        prompt.ids, [s.image.grid_thw for s in prompt.spans], engine.image_token_id, PositionState(), engine.merge_size
+    )
     visual = ()
     if spans:
-        visual = (np.concatenate(embeds, 0), np.flatnonzero(ids == engine.image_token_id),
-                  np.concatenate(deepstack, 1))
-    logits = engine.decoder.prefill(ids, positions[:, keep:], *visual, chunk=engine.options.prefill_chunk,
-                                    should_stop=cancel.is_set)
+        visual = (np.concatenate(embeds, 0), np.flatnonzero(ids == engine.image_token_id), np.concatenate(deepstack, 1))
+    logits = engine.decoder.prefill(
+        ids, positions[:, keep:], *visual, chunk=engine.options.prefill_chunk, should_stop=cancel.is_set
+    )
     return None if logits is None else (logits[-1], after)

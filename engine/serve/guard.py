@@ -8,6 +8,7 @@
   (or an allowed name) is refused, so it cannot make the CPU work for it either.
 - API key: required when one is set (always, when listening beyond this computer).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -39,21 +40,23 @@ def is_loopback(host: str) -> bool:
 def check_exposure(host: str, api_key: str | None) -> None:
     """Listening beyond this computer needs an API key; ValueError says so."""
     if not is_loopback(host) and not api_key:
-        raise ValueError(f"Listening on {host or 'every address'} lets other computers use the model; "
-                         "give an API key (--api-key KEY) to do that.")
+        raise ValueError(
+            f"Listening on {host or 'every address'} lets other computers use the model; "
+            "give an API key (--api-key KEY) to do that."
+        )
 
 
 def host_name(value: str) -> str:
     """'example.com:8088' -> 'example.com', '[::1]:8088' -> '::1' (lower case)."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
+        return value[1 : value.find("]")] if "]" in value else value
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
 @dataclass(frozen=True)
 class HostPolicy:
-    bound: str                                   # the address the server listens on
+    bound: str  # the address the server listens on
     names: frozenset[str] = field(default_factory=frozenset)  # other host names allowed
 
     @classmethod
@@ -94,15 +97,21 @@ class Guard:
     def _check(self, headers: Headers) -> None:
         host = headers.get("host", "")
         if not self.policy.allows(host_name(host)):
-            raise ApiError(403, f"Requests for host '{host}' are refused: this server answers only to the "
-                                "address it listens on.", code="host_not_allowed")
+            raise ApiError(
+                403,
+                f"Requests for host '{host}' are refused: this server answers only to the address it listens on.",
+                code="host_not_allowed",
+            )
         origin = headers.get("origin")
         if origin is not None and not self.policy.allows((urlsplit(origin).hostname or "").lower()):
             raise ApiError(403, f"Requests from web pages at {origin} are refused.", code="origin_not_allowed")
         if self.api_key:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not given.strip():
-                raise ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                               code="invalid_api_key")
+                raise ApiError(
+                    401,
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                    code="invalid_api_key",
+                )
             if not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
                 raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")

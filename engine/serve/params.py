@@ -1,4 +1,5 @@
 """A request's sampling fields -> the engine's SamplingOptions, and its room in the context."""
+
 from __future__ import annotations
 
 from engine.sampling import SamplingOptions
@@ -14,14 +15,23 @@ def answer_room(engine, request: ChatRequest, prompt_tokens: int) -> int:
     limit = engine.context_limit
     room = limit - prompt_tokens
     if room < 1:
-        raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, your messages "
-                            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
-                       "messages", "context_length_exceeded")
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+            "messages",
+            "context_length_exceeded",
+        )
     if request.max_tokens is not None and request.max_tokens > room:
-        raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
-                            f"{prompt_tokens + request.max_tokens} tokens ({prompt_tokens} in the messages, "
-                            f"{request.max_tokens} in the completion). Please reduce the length of the messages "
-                            "or completion.", "max_tokens", "context_length_exceeded")
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_tokens + request.max_tokens} tokens ({prompt_tokens} in the messages, "
+            f"{request.max_tokens} in the completion). Please reduce the length of the messages "
+            "or completion.",
+            "max_tokens",
+            "context_length_exceeded",
+        )
     return request.max_tokens or room
 
 

@@ -8,6 +8,7 @@ The cache holds the tokens the model generated; a client's resent answer is re-t
 chat template, so only what is token-identical is reused. A cache's memory is committed only as
 it fills (engine.memory), so an idle slot costs what it holds.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ the engine's own chat template and image preprocessing (the same ids `python -m 
 Each token gets a reuse key: its id, or for an image token the image's content hash, so two
 requests share a cached prefix only where the tokens and the pictures are the same.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,8 @@ Key = int | str  # a token id, or an image's content hash for each of its tokens
 
 @dataclass(frozen=True)
 class ImageSpan:
-    start: int          # index of the image's first token in the prompt
-    end: int            # one past its last token
+    start: int  # index of the image's first token in the prompt
+    end: int  # one past its last token
     image: PreparedImage
 
 
@@ -61,7 +62,7 @@ def build_prompt(engine, request: ChatRequest, limits: Limits = Limits()) -> Pro
     while i < len(ids):
         if ids[i] == engine.image_token_id:
             count = prepared[image].num_tokens
-            keys[i:i + count] = [hashes[image]] * count
+            keys[i : i + count] = [hashes[image]] * count
             spans.append(ImageSpan(i, i + count, prepared[image]))
             i += count
             image += 1

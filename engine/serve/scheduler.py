@@ -4,6 +4,7 @@ The CPU answers one request at a time anyway; queueing a few more keeps clients 
 requests back to back working, while a flood is told to come back later (429 + Retry-After)
 instead of piling up memory and waiting time.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,6 +61,7 @@ class Scheduler:
 
     def submit(self, ticket: Ticket, job: Callable) -> Future:
         """Run `job()` when its turn comes; the ticket is released when it ends."""
+
         def run():
             start = time.perf_counter()
             try:
@@ -67,6 +69,7 @@ class Scheduler:
             finally:
                 self._recent.append(time.perf_counter() - start)
                 ticket.release()
+
         try:
             return self._executor.submit(run)
         except RuntimeError:  # shutting down

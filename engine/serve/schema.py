@@ -4,6 +4,7 @@ Only what the engine can honour is accepted: one choice, text answers, images in
 URLs (a remote URL or a file path would mean fetching or reading something on the caller's
 behalf; the server does neither). Unknown harmless fields (user, metadata, ...) are ignored.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,8 +17,9 @@ from typing import Any
 from .errors import ApiError
 from .limits import Limits
 
-_DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,(?P<data>.*)\Z",
-                       re.DOTALL | re.IGNORECASE)
+_DATA_URL = re.compile(
+    r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,(?P<data>.*)\Z", re.DOTALL | re.IGNORECASE
+)
 _DETAIL = {"auto": None, "low": "standard", "high": "high"}  # OpenAI's detail -> the engine's presets
 _ROLES = {"system", "developer", "user", "assistant"}
 
@@ -29,14 +31,14 @@ class TextPart:
 
 @dataclass(frozen=True)
 class ImagePart:
-    data: bytes                 # the image file's bytes, decoded from the data: URL
-    detail: str | None          # "standard" / "high", None for the server's default
-    param: str                  # where it was in the request, for error messages
+    data: bytes  # the image file's bytes, decoded from the data: URL
+    detail: str | None  # "standard" / "high", None for the server's default
+    param: str  # where it was in the request, for error messages
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: str                   # "system", "user" or "assistant" ("developer" is read as system)
+    role: str  # "system", "user" or "assistant" ("developer" is read as system)
     parts: tuple[TextPart | ImagePart, ...]
 
 
@@ -71,13 +73,18 @@ def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
     if not raw_messages:
         raise ApiError(400, "'messages' must hold at least one message.", "messages", "invalid_value")
     if len(raw_messages) > limits.max_messages:
-        raise ApiError(400, f"At most {limits.max_messages} messages per request (got {len(raw_messages)}).",
-                       "messages", "too_many_messages")
+        raise ApiError(
+            400,
+            f"At most {limits.max_messages} messages per request (got {len(raw_messages)}).",
+            "messages",
+            "too_many_messages",
+        )
     messages = tuple(_message(m, f"messages[{i}]", i, limits) for i, m in enumerate(raw_messages))
     images = sum(isinstance(p, ImagePart) for m in messages for p in m.parts)
     if images > limits.max_images:
-        raise ApiError(400, f"At most {limits.max_images} images per request (got {images}).", "messages",
-                       "too_many_images")
+        raise ApiError(
+            400, f"At most {limits.max_images} images per request (got {images}).", "messages", "too_many_images"
+        )
     _refuse_unsupported(data)
     stream = _optional(data, "stream", bool, False)
     options = _optional(data, "stream_options", dict, None) or {}
@@ -90,7 +97,9 @@ def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
     if seed is not None and not 0 <= seed < 2**63:  # numpy's generators take no negative seed
         raise ApiError(400, f"seed must be 0 or more (got {seed}).", "seed", "invalid_value")
     return ChatRequest(
-        model=model, messages=messages, stream=stream,
+        model=model,
+        messages=messages,
+        stream=stream,
         include_usage=bool(stream and _optional(options, "include_usage", bool, False)),
         temperature=_number(data, "temperature", 0.0, 2.0),
         top_p=_number(data, "top_p", 0.0, 1.0),
@@ -108,8 +117,14 @@ def parse_chat_request(body: bytes, limits: Limits = Limits()) -> ChatRequest:
 def _type_name(kind) -> str:
     if isinstance(kind, tuple):
         return " or ".join(_type_name(k) for k in kind)
-    return {str: "a string", list: "an array", dict: "an object", bool: "true or false", int: "an integer",
-            float: "a number"}[kind]
+    return {
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+    }[kind]
 
 
 def _check_type(value, kind, param: str):
@@ -170,15 +185,19 @@ def _message(raw: Any, param: str, index: int, limits: Limits) -> ChatMessage:
         raise ApiError(400, f"'{param}' must be an object with 'role' and 'content'.", param, "invalid_type")
     role = _required(raw, "role", str, f"{param}.role")
     if role not in _ROLES:
-        raise ApiError(400, f"'{param}.role' must be one of system, developer, user, assistant (got '{role}').",
-                       f"{param}.role", "invalid_value")
+        raise ApiError(
+            400,
+            f"'{param}.role' must be one of system, developer, user, assistant (got '{role}').",
+            f"{param}.role",
+            "invalid_value",
+        )
     role = "system" if role == "developer" else role
     if role == "system" and index != 0:
-        raise ApiError(400, "A system message is only allowed as the first message.", f"{param}.role",
-                       "invalid_value")
+        raise ApiError(400, "A system message is only allowed as the first message.", f"{param}.role", "invalid_value")
     if raw.get("tool_calls"):
-        raise ApiError(400, "Tool calls are not supported by this server.", f"{param}.tool_calls",
-                       "unsupported_parameter")
+        raise ApiError(
+            400, "Tool calls are not supported by this server.", f"{param}.tool_calls", "unsupported_parameter"
+        )
     content = _required(raw, "content", (str, list), f"{param}.content")
     if isinstance(content, str):
         return ChatMessage(role, (TextPart(content),))
@@ -199,31 +218,50 @@ def _part(raw: Any, param: str, role: str, limits: Limits) -> TextPart | ImagePa
         url = _required(image, "url", str, f"{param}.image_url.url")
         detail = image.get("detail", "auto")
         if detail not in _DETAIL:
-            raise ApiError(400, f"'{param}.image_url.detail' must be auto, low or high (got {detail!r}).",
-                           f"{param}.image_url.detail", "invalid_value")
+            raise ApiError(
+                400,
+                f"'{param}.image_url.detail' must be auto, low or high (got {detail!r}).",
+                f"{param}.image_url.detail",
+                "invalid_value",
+            )
         return ImagePart(_image_bytes(url, f"{param}.image_url.url", limits), _DETAIL[detail], param)
-    raise ApiError(400, f"Content of type '{kind}' is not supported here ({param}); send text, or images as "
-                        "image_url data: URLs.", f"{param}.type", "unsupported_value")
+    raise ApiError(
+        400,
+        f"Content of type '{kind}' is not supported here ({param}); send text, or images as image_url data: URLs.",
+        f"{param}.type",
+        "unsupported_value",
+    )
 
 
 def _image_bytes(url: str, param: str, limits: Limits) -> bytes:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme != "data":
         where = "a remote URL" if scheme in ("http", "https", "ftp") else "a file path or URL"
-        raise ApiError(400, f"The image at {param} is {where}. Iris does not download or open files for a request: "
-                            "nothing leaves this computer. Send the image inline as a data: URL "
-                            "(data:image/png;base64,...).", param, "image_url_not_supported")
+        raise ApiError(
+            400,
+            f"The image at {param} is {where}. Iris does not download or open files for a request: "
+            "nothing leaves this computer. Send the image inline as a data: URL "
+            "(data:image/png;base64,...).",
+            param,
+            "image_url_not_supported",
+        )
     match = _DATA_URL.match(url)
     if match is None:
-        raise ApiError(400, f"The image at {param} is not a base64 data: URL (data:image/png;base64,...).",
-                       param, "invalid_image_url")
+        raise ApiError(
+            400,
+            f"The image at {param} is not a base64 data: URL (data:image/png;base64,...).",
+            param,
+            "invalid_image_url",
+        )
     if match["type"] and not match["type"].lower().startswith("image/"):
-        raise ApiError(400, f"The data: URL at {param} holds {match['type']}, not an image.", param,
-                       "invalid_image_url")
+        raise ApiError(
+            400, f"The data: URL at {param} holds {match['type']}, not an image.", param, "invalid_image_url"
+        )
     encoded = match["data"].strip()
     if len(encoded) // 4 * 3 > limits.max_image_bytes:
-        raise ApiError(400, f"The image at {param} is larger than {limits.max_image_bytes // 2**20} MiB.",
-                       param, "image_too_large")
+        raise ApiError(
+            400, f"The image at {param} is larger than {limits.max_image_bytes // 2**20} MiB.", param, "image_too_large"
+        )
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):

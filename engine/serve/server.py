@@ -4,6 +4,7 @@ Used by `python -m engine.serve` (in the foreground) and by the desktop app (on 
 own, sharing the app's engine). The socket is bound before uvicorn starts, so port 0 works and
 the real address is known (and printed) before the first request.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,17 +49,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class LocalServer:
     """An OpenAI-compatible server for `engine` on host:port."""
 
-    def __init__(self, engine, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
-                 allowed_hosts: Iterable[str] = (), limits: Limits = Limits()):
+    def __init__(
+        self,
+        engine,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        api_key: str | None = None,
+        allowed_hosts: Iterable[str] = (),
+        limits: Limits = Limits(),
+    ):
         check_exposure(host, api_key)
         self.host = host
         self.service = Service(engine, model_id(engine), limits)
         self.app = create_app(self.service, HostPolicy.for_bind(host, allowed_hosts), api_key)
         self._socket = bind_socket(host, port)
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(self.app, http="h11", ws="none", lifespan="off", loop="asyncio",
-                                log_config=None, access_log=False, timeout_graceful_shutdown=2,
-                                limit_concurrency=64)
+        config = uvicorn.Config(
+            self.app,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            loop="asyncio",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            limit_concurrency=64,
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

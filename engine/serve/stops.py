@@ -3,6 +3,7 @@
 Text that could be the start of a stop sequence is held back until the next piece shows whether
 it is one, so a streamed answer never shows the beginning of a stop sequence it then ends at.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,10 +22,10 @@ class StopText:
         found = [i for i in (held.find(s) for s in self.stops) if i >= 0]
         if found:
             self._held = ""
-            return held[:min(found)], True
+            return held[: min(found)], True
         keep = self._partial(held)
-        self._held = held[len(held) - keep:] if keep else ""
-        return held[:len(held) - keep], False
+        self._held = held[len(held) - keep :] if keep else ""
+        return held[: len(held) - keep], False
 
     def flush(self) -> str:
         """What was held back when the answer ended without a stop sequence."""

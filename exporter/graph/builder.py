@@ -6,6 +6,7 @@ Nodes are named by where they sit (`with g.scope("layers.3"), g.scope("attn"): .
 `/decoder/layers.3/attn/MatMulNBits_17`), so the graph reads in Netron and a profile can total
 time per layer and per component.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -77,18 +78,20 @@ class GraphBuilder:
         return self._consts[key]
 
     # -- nodes --------------------------------------------------------------------------------
-    def op(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1,
-           domain: str = "", **attrs) -> str | list[str]:
+    def op(
+        self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1, domain: str = "", **attrs
+    ) -> str | list[str]:
         idx = next(self._ids)
         path = "/" + "/".join(self._scopes) + "/"
         if isinstance(outputs, int):
-            names = [f"{path}{op_type.lower()}_{idx}" if outputs == 1 else f"{path}{op_type.lower()}_{idx}_{i}"
-                     for i in range(outputs)]
+            names = [
+                f"{path}{op_type.lower()}_{idx}" if outputs == 1 else f"{path}{op_type.lower()}_{idx}_{i}"
+                for i in range(outputs)
+            ]
         else:
             names = list(outputs)
         ins = ["" if i is None else i for i in inputs]
-        self.nodes.append(helper.make_node(op_type, ins, names, name=f"{path}{op_type}_{idx}", domain=domain,
-                                           **attrs))
+        self.nodes.append(helper.make_node(op_type, ins, names, name=f"{path}{op_type}_{idx}", domain=domain, **attrs))
         return names[0] if len(names) == 1 else names
 
     def ms(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1, **attrs):

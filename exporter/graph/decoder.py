@@ -12,6 +12,7 @@ Outputs
   logits [1, P, vocab]; present.{i}.key / .value (GroupQueryAttention writes in place when the
   caller binds the same buffer as past and present)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,16 +32,16 @@ def _mrope_cos_sin(g: GraphBuilder, cfg: TextConfig, position_ids: str) -> tuple
     """Interleaved MRoPE: frequency j takes its angle from axis h if j%3==1, w if j%3==2 (up to
     3*section), else t. Returns cos/sin [S, head_dim/2] for RotaryEmbedding (rotate_half layout)."""
     half = cfg.head_dim // 2
-    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float32) / cfg.head_dim)))
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float32) / cfg.head_dim))
     axis_of = np.zeros(half, np.int64)
     for axis, offset in ((1, 1), (2, 2)):
-        axis_of[offset:cfg.mrope_section[axis] * 3:3] = axis
+        axis_of[offset : cfg.mrope_section[axis] * 3 : 3] = axis
     select = np.zeros((3, 1, 1, half), np.float32)
     select[axis_of, 0, 0, np.arange(half)] = 1.0
-    pos = g.op("Unsqueeze", g.op("Cast", position_ids, to=FLOAT), g.const([3]))        # [3, 1, S, 1]
+    pos = g.op("Unsqueeze", g.op("Cast", position_ids, to=FLOAT), g.const([3]))  # [3, 1, S, 1]
     freqs = g.op("Mul", pos, g.const(inv.astype(np.float32)[None, None, None, :], np.float32))
     angles = g.op("ReduceSum", g.op("Mul", freqs, g.const(select, np.float32)), g.const([0]), keepdims=0)
-    angles = g.op("Squeeze", angles, g.const([0]))                                      # [S, half]
+    angles = g.op("Squeeze", angles, g.const([0]))  # [S, half]
     return g.op("Cos", angles), g.op("Sin", angles)
 
 
@@ -55,12 +56,32 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
         scales = g.weight(f"{T}.embed_tokens.scales", q.scales)
         zps = g.weight(f"{T}.embed_tokens.zero_points", q.zero_points)
         rows = g.weight_alias(f"{T}.embed_tokens.qweight_rows", packed, (v, h // 2))
-        embeds = g.ms("GatherBlockQuantized", rows, ids, scales, zps, bits=4, block_size=q.block_size,
-                      gather_axis=0, quantize_axis=1)
+        embeds = g.ms(
+            "GatherBlockQuantized",
+            rows,
+            ids,
+            scales,
+            zps,
+            bits=4,
+            block_size=q.block_size,
+            gather_axis=0,
+            quantize_axis=1,
+        )
 
         def lm_head(x: str) -> str:
-            return g.ms("MatMulNBits", x, packed, scales, zps, K=h, N=v, bits=4, block_size=q.block_size,
-                        accuracy_level=fmt.accuracy_level)
+            return g.ms(
+                "MatMulNBits",
+                x,
+                packed,
+                scales,
+                zps,
+                K=h,
+                N=v,
+                bits=4,
+                block_size=q.block_size,
+                accuracy_level=fmt.accuracy_level,
+            )
+
         return embeds, lm_head
     weight = g.weight(EMBED, table)
     del table
@@ -70,15 +91,29 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
         flat = g.op("Reshape", x, g.const([-1, h]))
         logits = g.op("Gemm", flat, weight, transB=1)
         return g.op("Unsqueeze", logits, g.const([0]))
+
     return embeds, lm_head
 
 
-def _attention(g, ck, cfg: TextConfig, i: int, y: str, cos: str, sin: str, rot_pos: str,
-               seqlens: str, total: str, fmt: WeightFormat, kv_type: int) -> str:
+def _attention(
+    g,
+    ck,
+    cfg: TextConfig,
+    i: int,
+    y: str,
+    cos: str,
+    sin: str,
+    rot_pos: str,
+    seqlens: str,
+    total: str,
+    fmt: WeightFormat,
+    kv_type: int,
+) -> str:
     a = f"{T}.layers.{i}.self_attn"
     nq, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    fused = np.concatenate([ck.get(f"{a}.q_proj.weight"), ck.get(f"{a}.k_proj.weight"),
-                            ck.get(f"{a}.v_proj.weight")], axis=0)
+    fused = np.concatenate(
+        [ck.get(f"{a}.q_proj.weight"), ck.get(f"{a}.k_proj.weight"), ck.get(f"{a}.v_proj.weight")], axis=0
+    )
     qkv = linear(g, y, f"{a}.qkv_proj", fused, None, fmt)
     del fused
     q, k, v = g.op("Split", qkv, g.const([nq * hd, nkv * hd, nkv * hd]), outputs=3, axis=-1)
@@ -92,10 +127,21 @@ def _attention(g, ck, cfg: TextConfig, i: int, y: str, cos: str, sin: str, rot_p
     q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
     if kv_type != FLOAT:  # GroupQueryAttention takes q, k, v and the cache in one type
         q, k, v = (g.op("Cast", t, to=kv_type) for t in (q, k, v))
-    out, _, _ = g.ms("GroupQueryAttention", q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value",
-                     seqlens, total,
-                     outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-                     num_heads=nq, kv_num_heads=nkv, scale=float(hd ** -0.5), do_rotary=0)
+    out, _, _ = g.ms(
+        "GroupQueryAttention",
+        q,
+        k,
+        v,
+        f"past_key_values.{i}.key",
+        f"past_key_values.{i}.value",
+        seqlens,
+        total,
+        outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
+        num_heads=nq,
+        kv_num_heads=nkv,
+        scale=float(hd**-0.5),
+        do_rotary=0,
+    )
     if kv_type != FLOAT:
         out = g.op("Cast", out, to=FLOAT)
     return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, fmt)
@@ -110,8 +156,23 @@ def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
     return linear(g, silu_mul(g, gate, up), f"{m}.down_proj", ck.get(f"{m}.down_proj.weight"), None, fmt)
 
 
-def _layer(g, ck, cfg: TextConfig, i: int, x: str, pending, cos, sin, rot_pos, seqlens, total,
-           fmt: WeightFormat, kv_type: int, deepstack: str | None, scatter_idx: str):
+def _layer(
+    g,
+    ck,
+    cfg: TextConfig,
+    i: int,
+    x: str,
+    pending,
+    cos,
+    sin,
+    rot_pos,
+    seqlens,
+    total,
+    fmt: WeightFormat,
+    kv_type: int,
+    deepstack: str | None,
+    scatter_idx: str,
+):
     """One decoder layer. The residual add that ends it is left `pending` (fused into the next
     layer's norm by SkipSimplifiedLayerNormalization) unless DeepStack features are added here."""
     ln = f"{T}.layers.{i}"
@@ -120,15 +181,25 @@ def _layer(g, ck, cfg: TextConfig, i: int, x: str, pending, cos, sin, rot_pos, s
         if pending is None:
             y = rms_norm(g, x, f"{ln}.input_layernorm", w_in, cfg.rms_norm_eps)
         else:
-            y, _, _, x = g.ms("SkipSimplifiedLayerNormalization", pending[1], pending[0],
-                              g.weight(f"{ln}.input_layernorm.weight", w_in), outputs=4, epsilon=cfg.rms_norm_eps)
+            y, _, _, x = g.ms(
+                "SkipSimplifiedLayerNormalization",
+                pending[1],
+                pending[0],
+                g.weight(f"{ln}.input_layernorm.weight", w_in),
+                outputs=4,
+                epsilon=cfg.rms_norm_eps,
+            )
     with g.scope("attn"):
         attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt, kv_type)
     with g.scope("post_attention_norm"):
-        y2, _, _, x = g.ms("SkipSimplifiedLayerNormalization", attn, x,
-                           g.weight(f"{ln}.post_attention_layernorm.weight",
-                                    ck.get(f"{ln}.post_attention_layernorm.weight")),
-                           outputs=4, epsilon=cfg.rms_norm_eps)
+        y2, _, _, x = g.ms(
+            "SkipSimplifiedLayerNormalization",
+            attn,
+            x,
+            g.weight(f"{ln}.post_attention_layernorm.weight", ck.get(f"{ln}.post_attention_layernorm.weight")),
+            outputs=4,
+            epsilon=cfg.rms_norm_eps,
+        )
     with g.scope("mlp"):
         mlp = _mlp(g, ck, cfg, i, y2, fmt)
     if deepstack is None:
@@ -139,9 +210,16 @@ def _layer(g, ck, cfg: TextConfig, i: int, x: str, pending, cos, sin, rot_pos, s
         return g.op("ScatterND", x, scatter_idx, level, reduction="add"), None
 
 
-def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_levels: int, fmt: WeightFormat,
-                  progress=lambda done, total: None, embed_fmt: WeightFormat | None = None,
-                  kv_dtype: str = "fp32") -> None:
+def build_decoder(
+    g: GraphBuilder,
+    ck: Checkpoint,
+    cfg: TextConfig,
+    deepstack_levels: int,
+    fmt: WeightFormat,
+    progress=lambda done, total: None,
+    embed_fmt: WeightFormat | None = None,
+    kv_dtype: str = "fp32",
+) -> None:
     """The whole decoder into `g` (inputs and outputs as in this module's docstring), weights
     streamed from `ck` one tensor at a time; `fmt` stores the layers' weights, `embed_fmt` the
     tied embedding (lookup and lm_head share one stored matrix). `progress(done, total)` ticks
@@ -164,8 +242,12 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
     with g.scope("embed"):
         embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, ids)
         progress(1, steps)
-        scatter_idx = g.op("Concat", g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
-                           g.op("Unsqueeze", vis_pos, g.const([1])), axis=1)          # [M, 2] = (0, pos)
+        scatter_idx = g.op(
+            "Concat",
+            g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
+            g.op("Unsqueeze", vis_pos, g.const([1])),
+            axis=1,
+        )  # [M, 2] = (0, pos)
         x = g.op("ScatterND", embeds, scatter_idx, vis)
     with g.scope("rotary"):
         cos, sin = _mrope_cos_sin(g, cfg, pos)
@@ -175,13 +257,28 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
     pending = None  # (residual, branch) not yet summed: fused into the next norm
     for i in range(cfg.num_hidden_layers):
         with g.scope(f"layers.{i}"):
-            x, pending = _layer(g, ck, cfg, i, x, pending, cos, sin, rot_pos, seqlens, total, fmt, kv_type,
-                                deep if i < deepstack_levels else None, scatter_idx)
+            x, pending = _layer(
+                g,
+                ck,
+                cfg,
+                i,
+                x,
+                pending,
+                cos,
+                sin,
+                rot_pos,
+                seqlens,
+                total,
+                fmt,
+                kv_type,
+                deep if i < deepstack_levels else None,
+                scatter_idx,
+            )
         progress(i + 2, steps)
     with g.scope("final_norm"):
         if pending is not None:
             x = g.op("Add", *pending)
-        last = g.op("Gather", x, logits_pos, axis=1)                                  # [1, P, H]
+        last = g.op("Gather", x, logits_pos, axis=1)  # [1, P, H]
         last = rms_norm(g, last, f"{T}.norm", ck.get(f"{T}.norm.weight"), cfg.rms_norm_eps)
     with g.scope("lm_head"):
         logits = lm_head(last)
@@ -191,4 +288,3 @@ def build_decoder(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, deepstack_le
             name = f"present.{i}.{kv}"
             g.output(name, name, kv_type, [1, nkv, "total", hd])
     progress(steps, steps)
-

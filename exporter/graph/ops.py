@@ -1,4 +1,5 @@
 """Emitters for the few patterns both graphs use: linear layers, norms, activations."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,16 +28,18 @@ class WeightFormat:
 FP32 = WeightFormat("fp32")
 
 
-def linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None,
-           fmt: WeightFormat) -> str:
+def linear(
+    g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None, fmt: WeightFormat
+) -> str:
     """y = x @ W^T + b for a torch-layout weight [out, in]; its nodes are scoped by the weight's
     last name part (qkv_proj, down_proj, ...)."""
     with g.scope(name.rsplit(".", 1)[-1]):
         return _linear(g, x, name, weight_nk, bias, fmt)
 
 
-def _linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None,
-            fmt: WeightFormat) -> str:
+def _linear(
+    g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None, fmt: WeightFormat
+) -> str:
     n, k = weight_nk.shape
     if fmt.kind in ("int4", "int8-block"):
         bits = 4 if fmt.kind == "int4" else 8
@@ -47,15 +50,20 @@ def _linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.
         inputs = [x, b, s, z]
         if bias is not None:
             inputs += [None, g.weight(f"{name}.bias", bias.astype(np.float32))]
-        return g.ms("MatMulNBits", *inputs, K=k, N=n, bits=bits, block_size=q.block_size,
-                    accuracy_level=fmt.accuracy_level)
+        return g.ms(
+            "MatMulNBits", *inputs, K=k, N=n, bits=bits, block_size=q.block_size, accuracy_level=fmt.accuracy_level
+        )
     if fmt.kind == "int8":
         # Per-output-channel symmetric weights (7 bits in int8: exact on every CPU, see
         # quantize_int8); activations are quantized per call by onnxruntime, which then runs its
         # u8s8 integer GEMM (AMX, VNNI or AVX2): compute-bound shapes only.
         q = quantize_int8(weight_nk)
-        inputs = [x, g.weight(f"{name}.weight_q8", q.q_kn), g.weight(f"{name}.scale", q.scales),
-                  g.weight(f"{name}.zero_point", np.zeros(n, np.int8))]
+        inputs = [
+            x,
+            g.weight(f"{name}.weight_q8", q.q_kn),
+            g.weight(f"{name}.scale", q.scales),
+            g.weight(f"{name}.zero_point", np.zeros(n, np.int8)),
+        ]
         if bias is not None:
             inputs.append(g.weight(f"{name}.bias", bias.astype(np.float32)))
         return g.ms("DynamicQuantizeMatMul", *inputs)
@@ -67,8 +75,14 @@ def _linear(g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.
 
 
 def layer_norm(g: GraphBuilder, x: str, name: str, weight: np.ndarray, bias: np.ndarray, eps: float) -> str:
-    return g.op("LayerNormalization", x, g.weight(f"{name}.weight", weight), g.weight(f"{name}.bias", bias),
-                axis=-1, epsilon=eps)
+    return g.op(
+        "LayerNormalization",
+        x,
+        g.weight(f"{name}.weight", weight),
+        g.weight(f"{name}.bias", bias),
+        axis=-1,
+        epsilon=eps,
+    )
 
 
 def rms_norm(g: GraphBuilder, x: str, name: str, weight: np.ndarray, eps: float) -> str:

@@ -7,6 +7,7 @@ float32, one frame of each patch (a still's T frames are identical, so the patch
 over T), and grid_thw [1, 3] int64 (one image per run). Outputs: image_embeds [N/4, out_hidden] and
 deepstack_embeds [levels, N/4, out_hidden].
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,14 @@ def _merge_order_coords(g: GraphBuilder, t: str, gh: str, gw: str, m: int) -> tu
     hw = g.op("Concat", g.op("Unsqueeze", gh, ax0), g.op("Unsqueeze", gw, ax0), axis=0)
     rgrid = g.op("Expand", g.op("Unsqueeze", rows, ax1), hw)
     cgrid = g.op("Expand", g.op("Unsqueeze", cols, ax0), hw)
-    blocks = g.op("Concat", g.op("Unsqueeze", g.op("Div", gh, g.const(m)), ax0), g.const([m]),
-                  g.op("Unsqueeze", g.op("Div", gw, g.const(m)), ax0), g.const([m]), axis=0)
+    blocks = g.op(
+        "Concat",
+        g.op("Unsqueeze", g.op("Div", gh, g.const(m)), ax0),
+        g.const([m]),
+        g.op("Unsqueeze", g.op("Div", gw, g.const(m)), ax0),
+        g.const([m]),
+        axis=0,
+    )
 
     def reorder(grid: str) -> str:
         x = g.op("Transpose", g.op("Reshape", grid, blocks), perm=[0, 2, 1, 3])
@@ -79,8 +86,9 @@ def _rotary_cache(g: GraphBuilder, cfg: VisionConfig, rows: str, cols: str) -> t
     return g.op("Cos", ang), g.op("Sin", ang)
 
 
-def _block(g, ck: Checkpoint, cfg: VisionConfig, i: int, x: str, cos: str, sin: str, pos_ids: str,
-           fmt: WeightFormat) -> str:
+def _block(
+    g, ck: Checkpoint, cfg: VisionConfig, i: int, x: str, cos: str, sin: str, pos_ids: str, fmt: WeightFormat
+) -> str:
     b = f"{P}.blocks.{i}"
     d, eps = cfg.hidden_size, cfg.layer_norm_eps
     with g.scope("attn"):
@@ -90,66 +98,77 @@ def _block(g, ck: Checkpoint, cfg: VisionConfig, i: int, x: str, cos: str, sin: 
         q3, k3, v3 = (g.op("Unsqueeze", t, g.const([0])) for t in (q, k, v))
         q3 = g.ms("RotaryEmbedding", q3, pos_ids, cos, sin, num_heads=cfg.num_heads, interleaved=0)
         k3 = g.ms("RotaryEmbedding", k3, pos_ids, cos, sin, num_heads=cfg.num_heads, interleaved=0)
-        attn = g.ms("MultiHeadAttention", q3, k3, v3, num_heads=cfg.num_heads, scale=float(cfg.head_dim ** -0.5))
+        attn = g.ms("MultiHeadAttention", q3, k3, v3, num_heads=cfg.num_heads, scale=float(cfg.head_dim**-0.5))
         attn = g.op("Squeeze", attn, g.const([0]))
-        x = g.op("Add", x, linear(g, attn, f"{b}.attn.proj", ck.get(f"{b}.attn.proj.weight"),
-                                  ck.get(f"{b}.attn.proj.bias"), fmt))
+        x = g.op(
+            "Add",
+            x,
+            linear(g, attn, f"{b}.attn.proj", ck.get(f"{b}.attn.proj.weight"), ck.get(f"{b}.attn.proj.bias"), fmt),
+        )
     with g.scope("mlp"):
         h = layer_norm(g, x, f"{b}.norm2", ck.get(f"{b}.norm2.weight"), ck.get(f"{b}.norm2.bias"), eps)
-        h = linear(g, h, f"{b}.mlp.linear_fc1", ck.get(f"{b}.mlp.linear_fc1.weight"),
-                   ck.get(f"{b}.mlp.linear_fc1.bias"), fmt)
+        h = linear(
+            g, h, f"{b}.mlp.linear_fc1", ck.get(f"{b}.mlp.linear_fc1.weight"), ck.get(f"{b}.mlp.linear_fc1.bias"), fmt
+        )
         h = gelu(g, h, "tanh" if "tanh" in cfg.hidden_act else "none")
-        h = linear(g, h, f"{b}.mlp.linear_fc2", ck.get(f"{b}.mlp.linear_fc2.weight"),
-                   ck.get(f"{b}.mlp.linear_fc2.bias"), fmt)
+        h = linear(
+            g, h, f"{b}.mlp.linear_fc2", ck.get(f"{b}.mlp.linear_fc2.weight"), ck.get(f"{b}.mlp.linear_fc2.bias"), fmt
+        )
         return g.op("Add", x, h)
 
 
-def _merger(g, ck: Checkpoint, cfg: VisionConfig, prefix: str, x: str, postshuffle: bool,
-            fmt: WeightFormat) -> str:
+def _merger(g, ck: Checkpoint, cfg: VisionConfig, prefix: str, x: str, postshuffle: bool, fmt: WeightFormat) -> str:
     """2x2 patch merge to the LLM width. DeepStack mergers normalise after the shuffle."""
     merged = cfg.hidden_size * cfg.merge_unit
     shuffle = g.const([-1, merged])
     if postshuffle:
         x = g.op("Reshape", x, shuffle)
-    x = layer_norm(g, x, f"{prefix}.norm", ck.get(f"{prefix}.norm.weight"), ck.get(f"{prefix}.norm.bias"),
-                   cfg.layer_norm_eps)
+    x = layer_norm(
+        g, x, f"{prefix}.norm", ck.get(f"{prefix}.norm.weight"), ck.get(f"{prefix}.norm.bias"), cfg.layer_norm_eps
+    )
     if not postshuffle:
         x = g.op("Reshape", x, shuffle)
-    x = linear(g, x, f"{prefix}.linear_fc1", ck.get(f"{prefix}.linear_fc1.weight"),
-               ck.get(f"{prefix}.linear_fc1.bias"), fmt)
+    x = linear(
+        g, x, f"{prefix}.linear_fc1", ck.get(f"{prefix}.linear_fc1.weight"), ck.get(f"{prefix}.linear_fc1.bias"), fmt
+    )
     x = gelu(g, x, "none")
-    return linear(g, x, f"{prefix}.linear_fc2", ck.get(f"{prefix}.linear_fc2.weight"),
-                  ck.get(f"{prefix}.linear_fc2.bias"), fmt)
+    return linear(
+        g, x, f"{prefix}.linear_fc2", ck.get(f"{prefix}.linear_fc2.weight"), ck.get(f"{prefix}.linear_fc2.bias"), fmt
+    )
 
 
-def build_vision(g: GraphBuilder, ck: Checkpoint, cfg: VisionConfig, fmt: WeightFormat,
-                 progress=lambda done, total: None) -> None:
+def build_vision(
+    g: GraphBuilder, ck: Checkpoint, cfg: VisionConfig, fmt: WeightFormat, progress=lambda done, total: None
+) -> None:
     """The whole vision tower into `g` (inputs and outputs as in this module's docstring), for
     any image size; `fmt` stores the blocks' and mergers' weights (the patch embedding stays
     fp32). `progress(done, total)` ticks once per block."""
     pixels = g.input("pixel_values", FLOAT, ["num_patches", cfg.frame_patch_dim])
     grid = g.input("grid_thw", INT64, [1, 3])
     with g.scope("positions"):
-        t, gh, gw = (g.op("Squeeze", g.op("Gather", g.op("Squeeze", grid, g.const([0])), g.const([i]), axis=0),
-                          g.const([0])) for i in range(3))
+        t, gh, gw = (
+            g.op("Squeeze", g.op("Gather", g.op("Squeeze", grid, g.const([0])), g.const([i]), axis=0), g.const([0]))
+            for i in range(3)
+        )
         rows, cols = _merge_order_coords(g, t, gh, gw, cfg.spatial_merge_size)
 
     with g.scope("patch_embed"):
         # A still image is its frame repeated temporal_patch_size times, so the Conv3d over (T, P, P)
         # equals a conv over one frame with the weight summed over T: half the input and the work.
         wp = ck.get(f"{P}.patch_embed.proj.weight").reshape(
-            cfg.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size ** 2)
+            cfg.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size**2
+        )
         wp = wp.sum(axis=2, dtype=np.float32).reshape(cfg.hidden_size, cfg.frame_patch_dim)
-        x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"),
-                   WeightFormat("fp32"))
+        x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"), WeightFormat("fp32"))
     with g.scope("pos_embed"):
         x = g.op("Add", x, _position_embedding(g, ck, cfg, rows, cols, gh, gw))
 
     with g.scope("rotary"):
         cos, sin = _rotary_cache(g, cfg, rows, cols)
         n = g.op("Shape", pixels, start=0, end=1)
-        pos_ids = g.op("Unsqueeze", g.op("Range", g.const(0), g.op("Squeeze", n, g.const([0])), g.const(1)),
-                       g.const([0]))
+        pos_ids = g.op(
+            "Unsqueeze", g.op("Range", g.const(0), g.op("Squeeze", n, g.const([0])), g.const(1)), g.const([0])
+        )
     deepstack = []
     for i in range(cfg.depth):
         with g.scope(f"blocks.{i}"):

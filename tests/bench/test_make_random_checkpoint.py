@@ -3,6 +3,7 @@
 Ground truths: exporter.checkpoint.Checkpoint and the safetensors library (an independent reader of
 the format), transformers' AutoTokenizer, and published facts about the real checkpoint's files.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,7 @@ def tiny_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_out(tmp_path_factory, tiny_config) -> Path:
     out = tmp_path_factory.mktemp("random_ckpt") / "model"
-    mrc.make_random_checkpoint(out, seed=3, config_path=tiny_config, max_shard_bytes=SMALL_SHARD,
-                               log=lambda _msg: None)
+    mrc.make_random_checkpoint(out, seed=3, config_path=tiny_config, max_shard_bytes=SMALL_SHARD, log=lambda _msg: None)
     return out
 
 
@@ -47,6 +47,7 @@ def _header(path: Path) -> tuple[int, dict]:
 
 
 # --- the checkpoint ----------------------------------------------------------------------------
+
 
 def test_exporter_checkpoint_opens_it(tiny_out):
     cfg, _ = load_config(tiny_out)
@@ -101,17 +102,27 @@ def test_values_have_realistic_magnitudes(tiny_out):
     init_std = raw["text_config"]["initializer_range"]  # 0.02
     embed = ckpt.get("model.language_model.embed_tokens.weight")
     assert abs(embed.mean()) < 1e-3 and embed.std() == pytest.approx(init_std, rel=0.05)
-    for name in ("model.language_model.layers.0.mlp.down_proj.weight",
-                 "model.visual.blocks.0.attn.qkv.weight", "model.visual.merger.linear_fc2.weight"):
+    for name in (
+        "model.language_model.layers.0.mlp.down_proj.weight",
+        "model.visual.blocks.0.attn.qkv.weight",
+        "model.visual.merger.linear_fc2.weight",
+    ):
         w = ckpt.get(name)
         assert w.std() == pytest.approx(init_std, rel=0.1), name
         assert np.abs(w).max() < 20 * init_std
-    for name in ("model.language_model.norm.weight", "model.language_model.layers.1.self_attn.q_norm.weight",
-                 "model.visual.blocks.2.norm1.weight", "model.visual.deepstack_merger_list.0.norm.weight"):
+    for name in (
+        "model.language_model.norm.weight",
+        "model.language_model.layers.1.self_attn.q_norm.weight",
+        "model.visual.blocks.2.norm1.weight",
+        "model.visual.deepstack_merger_list.0.norm.weight",
+    ):
         w = ckpt.get(name)
         assert 0.9 < w.mean() < 1.1 and 0.02 < w.std() < 0.3 and w.min() > 0, name
-    for name in ("model.visual.blocks.0.attn.qkv.bias", "model.visual.merger.norm.bias",
-                 "model.visual.patch_embed.proj.bias"):
+    for name in (
+        "model.visual.blocks.0.attn.qkv.bias",
+        "model.visual.merger.norm.bias",
+        "model.visual.patch_embed.proj.bias",
+    ):
         b = ckpt.get(name)
         assert np.abs(b).max() < 0.1 and b.std() > 1e-3, name
     assert np.isfinite(embed).all()
@@ -142,19 +153,20 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny_config):
 
 # --- the full-size plan, checked against the real checkpoint without writing it ---------------
 
+
 def test_full_size_plan_matches_the_real_checkpoint():
     """Facts about Qwen/Qwen3-VL-4B-Instruct's files as published on the Hub: 713 BF16 tensors,
     index total_size 8875631616, two shards of 231 and 482 tensors, shard 1 is 4967229296 bytes."""
     cfg = mrc.read_config(DATA / "config.json")
     shards = mrc.plan_shards(expected_tensors(cfg), mrc.MAX_SHARD_BYTES)
-    assert [s.file_name for s in shards] == ["model-00001-of-00002.safetensors",
-                                             "model-00002-of-00002.safetensors"]
+    assert [s.file_name for s in shards] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert [len(s.tensors) for s in shards] == [231, 482]
     assert sum(s.nbytes for s in shards) == 8875631616
     assert len(mrc.safetensors_header(shards[0].tensors)) + shards[0].nbytes == 4967229296
 
 
 # --- the command line and bad input ------------------------------------------------------------
+
 
 def test_cli_refuses_non_empty_folder_then_force_replaces_old_weights(tmp_path, tiny_config, capsys):
     out = tmp_path / "ckpt"
@@ -178,10 +190,13 @@ def test_not_enough_disk_space_is_refused_before_writing(tmp_path, tiny_config, 
     assert not list((tmp_path / "ckpt").iterdir())
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "cannot be read"),
-    (json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}), "Qwen3-VL"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "cannot be read"),
+        (json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}), "Qwen3-VL"),
+    ],
+)
 def test_bad_config_gets_a_clear_message(tmp_path, capsys, content, message):
     cfg = tmp_path / "config.json"
     cfg.write_text(content)
@@ -200,7 +215,7 @@ TEXTS = [
     "emoji 😀👍🏽 family 👨‍👩‍👧 flags 🇫🇷",
     "def f(x):\n    return x ** 2  # square\n\n\tif a != b:\n\t\tpass\r\n",
     "Numbers 1234567 3.14159 -42 1e10 0x1F 2025-10-15",
-    "<think>\nstep</think> <tool_call>{\"name\": \"f\"}</tool_call><|endoftext|>",
+    '<think>\nstep</think> <tool_call>{"name": "f"}</tool_call><|endoftext|>',
     "  leading spaces,   inner   runs and trailing   ",
     "cafe\u0301 vs café, I'M we'll THEY'RE don't",
 ]

@@ -1,4 +1,5 @@
 """bench.matmul_formats on a small shape: every candidate runs and the AVX2 emulation has teeth."""
+
 from __future__ import annotations
 
 from bench.matmul_formats import main, measure

@@ -1,4 +1,5 @@
 """The profiling script runs on the tiny model and attributes time to the right kinds of runs."""
+
 from __future__ import annotations
 
 from bench.profile import component_and_layer, main

@@ -1,5 +1,6 @@
 """bench.read_ahead on the tiny model: calibration, the cold ask and attaches N seconds before the
 send are measured and reported in the documented structure."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,8 +40,10 @@ def test_the_table_names_the_machine_and_each_row(tiny_int4, tmp_path, capsys):
     image = tmp_path / "photo.png"
     random_image(300, 200, 1).save(image)
     speeds = tmp_path / "speeds.json"
-    assert main([str(tiny_int4), "--image", str(image), "--sizes", "448", "--after", "0.1",
-                 "--speed-file", str(speeds)]) == 0
+    assert (
+        main([str(tiny_int4), "--image", str(image), "--sizes", "448", "--after", "0.1", "--speed-file", str(speeds)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("Machine: ") and f"the speed file {speeds}" in out and f"Photo: {image}," in out
     assert "| not attached (cold) |" in out and "| 0.1 s before |" in out

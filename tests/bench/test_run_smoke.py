@@ -1,4 +1,5 @@
 """The benchmark script runs end to end (on the tiny checkpoint; the real run is not a test)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_script_smoke(tiny_checkpoint, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--checkpoint", str(tiny_checkpoint[0]),
-                           "--workdir", str(tmp_path), "--decode-tokens", "8", "--context", "1024"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--checkpoint",
+            str(tiny_checkpoint[0]),
+            "--workdir",
+            str(tmp_path),
+            "--decode-tokens",
+            "8",
+            "--context",
+            "1024",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "result.json").read_text())
     engine = result["engine"]

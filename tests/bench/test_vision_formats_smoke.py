@@ -1,5 +1,6 @@
 """bench.vision_formats on the tiny checkpoint with a photo of our own: every format runs and
 the fp32 reference is compared with itself exactly."""
+
 from __future__ import annotations
 
 from bench.vision_formats import main
@@ -9,8 +10,22 @@ from tests.reference import random_image
 def test_each_format_is_built_and_compared_with_fp32(tiny_checkpoint, tmp_path, capsys):
     photo = tmp_path / "photo.png"
     random_image(300, 200, 1).save(photo)
-    assert main([str(tiny_checkpoint[0]), "--workdir", str(tmp_path / "work"), "--formats", "fp32", "int8",
-                 "int8-block", "--image", str(photo)]) == 0
+    assert (
+        main(
+            [
+                str(tiny_checkpoint[0]),
+                "--workdir",
+                str(tmp_path / "work"),
+                "--formats",
+                "fp32",
+                "int8",
+                "int8-block",
+                "--image",
+                str(photo),
+            ]
+        )
+        == 0
+    )
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| photo.png")]
     errors = {row.split("|")[2].strip(): float(row.split("|")[3]) for row in rows}
     assert errors["fp32"] == 0.0

@@ -1,5 +1,6 @@
 """Session-wide ground truth for the engine tests: the real tokenizer and image processor from
 transformers (built offline from tests/data/qwen3vl) and a tiny reference model."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """What a load trusts in a model folder: the manifest's file list, the stamps of earlier checks,
 and the full check on demand."""
+
 from __future__ import annotations
 
 import json
@@ -71,15 +72,18 @@ def _rewrite_manifest(folder, change) -> None:
     path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda m: m.pop("files"), "lists no files"),
-    (lambda m: m.update(files={}), "lists no files"),
-    (lambda m: m["files"].pop("decoder.onnx.data"), "does not list decoder.onnx.data"),
-    (lambda m: m["files"].pop("vision.onnx"), "does not list vision.onnx"),
-    (lambda m: m["files"].pop("tokenizer.json"), "does not list tokenizer.json"),
-    (lambda m: m["files"]["decoder.onnx"].pop("sha256"), "record of decoder.onnx"),
-    (lambda m: m["files"]["decoder.onnx"].update(size="12"), "record of decoder.onnx"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda m: m.pop("files"), "lists no files"),
+        (lambda m: m.update(files={}), "lists no files"),
+        (lambda m: m["files"].pop("decoder.onnx.data"), "does not list decoder.onnx.data"),
+        (lambda m: m["files"].pop("vision.onnx"), "does not list vision.onnx"),
+        (lambda m: m["files"].pop("tokenizer.json"), "does not list tokenizer.json"),
+        (lambda m: m["files"]["decoder.onnx"].pop("sha256"), "record of decoder.onnx"),
+        (lambda m: m["files"]["decoder.onnx"].update(size="12"), "record of decoder.onnx"),
+    ],
+)
 def test_a_manifest_that_leaves_files_unchecked_is_refused(folder, change, reason):
     _rewrite_manifest(folder, change)
     with pytest.raises(ArtifactError, match=f"manifest.json is damaged: .*{reason}"):

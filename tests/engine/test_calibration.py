@@ -1,5 +1,6 @@
 """The first-load measurement: it gives every read a predicted time, is stored per model and
 CPU so it runs once, and stops between steps when the app needs the engine."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Attach-only turns in a conversation file: their images are read before the next question, and
 the answers are the ones asking everything at once gives."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ def pictures(tmp_path):
 def run_script(model, folder, turns, capsys, json_mode=True) -> tuple[dict | None, str]:
     script = folder / "chat.json"
     script.write_text(json.dumps(turns))
-    code, out, err = run_cli([model, "--conversation", script, "--greedy", "--max-new-tokens", "8",
-                              *(["--json"] if json_mode else [])], capsys)
+    code, out, err = run_cli(
+        [model, "--conversation", script, "--greedy", "--max-new-tokens", "8", *(["--json"] if json_mode else [])],
+        capsys,
+    )
     assert code == 0, err
     return (json.loads(out) if json_mode else None), err
 
@@ -48,8 +51,9 @@ def test_an_attach_only_turn_gives_the_answer_of_asking_at_once(tiny_fp32, pictu
 
 def test_attached_images_come_before_the_questions_own(tiny_fp32, pictures, capsys):
     at_once, _ = run_script(tiny_fp32, pictures, [{"text": "Compare them.", "images": ["a.png", "b.png"]}], capsys)
-    ahead, _ = run_script(tiny_fp32, pictures, [{"images": ["a.png"]}, {"text": "Compare them.", "images": ["b.png"]}],
-                          capsys)
+    ahead, _ = run_script(
+        tiny_fp32, pictures, [{"images": ["a.png"]}, {"text": "Compare them.", "images": ["b.png"]}], capsys
+    )
     assert answers(ahead) == answers(at_once)
     stats = ahead["turns"][0]["stats"]
     b_tokens = stats["image_tokens"] - 70  # a.png has 70
@@ -59,11 +63,18 @@ def test_attached_images_come_before_the_questions_own(tiny_fp32, pictures, caps
 
 
 def test_an_image_attached_before_the_second_question(tiny_fp32, pictures, capsys):
-    at_once, _ = run_script(tiny_fp32, pictures, [{"text": "Describe this image.", "images": ["a.png"]},
-                                                  {"text": "And this one?", "images": ["b.png"]}], capsys)
-    ahead, _ = run_script(tiny_fp32, pictures, [{"text": "Describe this image.", "images": ["a.png"]},
-                                                {"images": ["b.png"]},
-                                                {"text": "And this one?"}], capsys)
+    at_once, _ = run_script(
+        tiny_fp32,
+        pictures,
+        [{"text": "Describe this image.", "images": ["a.png"]}, {"text": "And this one?", "images": ["b.png"]}],
+        capsys,
+    )
+    ahead, _ = run_script(
+        tiny_fp32,
+        pictures,
+        [{"text": "Describe this image.", "images": ["a.png"]}, {"images": ["b.png"]}, {"text": "And this one?"}],
+        capsys,
+    )
     assert answers(ahead) == answers(at_once) and len(ahead["turns"]) == 2
     first, second = (turn["stats"] for turn in ahead["turns"])
     assert first["ahead_tokens"] == 0 and ahead["turns"][0]["read_ahead"] == []
@@ -73,16 +84,18 @@ def test_an_image_attached_before_the_second_question(tiny_fp32, pictures, capsy
 
 def test_two_attach_only_turns_add_up(tiny_fp32, pictures, capsys):
     at_once, _ = run_script(tiny_fp32, pictures, [{"text": "Compare them.", "images": ["a.png", "b.png"]}], capsys)
-    ahead, _ = run_script(tiny_fp32, pictures, [{"images": ["a.png"]}, {"images": ["b.png"]},
-                                                {"text": "Compare them."}], capsys)
+    ahead, _ = run_script(
+        tiny_fp32, pictures, [{"images": ["a.png"]}, {"images": ["b.png"]}, {"text": "Compare them."}], capsys
+    )
     assert answers(ahead) == answers(at_once)
     assert [r["images"] for r in ahead["turns"][0]["read_ahead"]] == [1, 2]
     assert ahead["turns"][0]["stats"]["left_tokens"] < 15
 
 
 def test_without_json_stderr_says_what_was_read_ahead(tiny_fp32, pictures, capsys):
-    _, err = run_script(tiny_fp32, pictures, [{"images": ["a.png"]}, {"text": "Describe this image."}], capsys,
-                        json_mode=False)
+    _, err = run_script(
+        tiny_fp32, pictures, [{"images": ["a.png"]}, {"text": "Describe this image."}], capsys, json_mode=False
+    )
     assert "[turn 1: read a.png ahead of the next question: " in err
     assert " prompt tokens read ahead, first after " in err
 
@@ -90,10 +103,18 @@ def test_without_json_stderr_says_what_was_read_ahead(tiny_fp32, pictures, capsy
 def test_an_attached_file_that_is_no_image_keeps_the_answers_before_it(tiny_fp32, pictures, capsys):
     (pictures / "notes.png").write_text("these are not pixels")
     script = pictures / "chat.json"
-    script.write_text(json.dumps([{"text": "Describe this image.", "images": ["a.png"]},
-                                  {"images": ["notes.png"]}, {"text": "And this one?"}]))
-    code, out, err = run_cli([tiny_fp32, "--conversation", script, "--greedy", "--max-new-tokens", "4", "--json"],
-                             capsys)
+    script.write_text(
+        json.dumps(
+            [
+                {"text": "Describe this image.", "images": ["a.png"]},
+                {"images": ["notes.png"]},
+                {"text": "And this one?"},
+            ]
+        )
+    )
+    code, out, err = run_cli(
+        [tiny_fp32, "--conversation", script, "--greedy", "--max-new-tokens", "4", "--json"], capsys
+    )
     assert code == 2
     result = json.loads(out)
     assert len(result["turns"]) == 1 and result["error"].startswith("'notes.png' is not an image")
@@ -106,8 +127,21 @@ def test_a_speed_file_gives_predictions_from_the_first_question(tiny_fp32, pictu
     assert plain["turns"][0]["stats"]["predicted_wait"] is None  # nothing measured, nothing predicted
     script = pictures / "chat.json"
     speeds = tmp_path / "speeds" / "speeds.json"
-    code, out, err = run_cli([tiny_fp32, "--conversation", script, "--greedy", "--max-new-tokens", "4", "--json",
-                              "--speed-file", speeds, "--calibrate"], capsys)
+    code, out, err = run_cli(
+        [
+            tiny_fp32,
+            "--conversation",
+            script,
+            "--greedy",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "--speed-file",
+            speeds,
+            "--calibrate",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out)["turns"][0]["stats"]["predicted_wait"] > 0 and "measured this machine" in err
     assert json.loads(speeds.read_text())["entries"]  # kept for the next run

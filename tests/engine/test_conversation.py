@@ -4,6 +4,7 @@ Each later turn is compared with transformers generating from the *whole* histor
 prompts, answers and images in one fresh forward pass), which proves that keeping the history and
 the images in the KV cache, prefilling only the new tokens, is exact.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,12 +38,21 @@ def reference_generate(model, ids: list[int], images: list, steps: int) -> list[
     kwargs = {}
     if images:
         processed = image_processor()(images=images, return_tensors="pt")
-        kwargs = dict(pixel_values=processed["pixel_values"], image_grid_thw=processed["image_grid_thw"],
-                      mm_token_type_ids=(ids_t == IMAGE_PAD).int())
+        kwargs = dict(
+            pixel_values=processed["pixel_values"],
+            image_grid_thw=processed["image_grid_thw"],
+            mm_token_type_ids=(ids_t == IMAGE_PAD).int(),
+        )
     with torch.no_grad():
-        out = model.generate(input_ids=ids_t, max_new_tokens=steps, do_sample=False,
-                             eos_token_id=[151645, 151643], pad_token_id=151643, **kwargs)
-    return out[0, len(ids):].tolist()
+        out = model.generate(
+            input_ids=ids_t,
+            max_new_tokens=steps,
+            do_sample=False,
+            eos_token_id=[151645, 151643],
+            pad_token_id=151643,
+            **kwargs,
+        )
+    return out[0, len(ids) :].tolist()
 
 
 def run_turn(conv, text, images=(), sampling=GREEDY):
@@ -77,8 +87,11 @@ class History:
 @pytest.mark.parametrize("case", ["one image", "text only", "two images"])
 def test_single_turn_equals_generate(case, engine, tiny_checkpoint):
     model = tiny_checkpoint[1]
-    images = {"one image": [random_image(300, 200, 1)], "text only": [],
-              "two images": [random_image(300, 200, 1), random_image(160, 420, 2)]}[case]
+    images = {
+        "one image": [random_image(300, 200, 1)],
+        "text only": [],
+        "two images": [random_image(300, 200, 1), random_image(160, 420, 2)],
+    }[case]
     conv = engine.new_conversation()
     history = History(engine)
     history.add_question("Describe this image.", images, [])
@@ -102,9 +115,11 @@ def test_three_turns_reuse_the_cache_exactly(engine, tiny_checkpoint, monkeypatc
     conv = engine.new_conversation()
     history = History(engine)
     pending: list[int] = []
-    turns = [("What is in this picture?", [random_image(300, 200, 3)]),
-             ("Tell me more.", []),
-             ("And how does this one differ?", [random_image(200, 260, 4)])]
+    turns = [
+        ("What is in this picture?", [random_image(300, 200, 3)]),
+        ("Tell me more.", []),
+        ("And how does this one differ?", [random_image(200, 260, 4)]),
+    ]
     for text, images in turns:
         start = len(history.ids)
         history.add_question(text, images, pending)
@@ -143,8 +158,11 @@ def test_cancel_stops_within_one_step(engine):
     conv = engine.new_conversation()
     seen = 0
     stats = None
-    for event in conv.ask("Describe this image.", [random_image(300, 200, 1)],
-                          SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=200)):
+    for event in conv.ask(
+        "Describe this image.",
+        [random_image(300, 200, 1)],
+        SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=200),
+    ):
         if isinstance(event, TextEvent):
             seen += 1
             if seen == 3:
@@ -177,8 +195,12 @@ def test_a_follow_up_after_stop_sees_exactly_the_visible_answer(stop_after, engi
     assert answer and not set(answer) & engine.eos_ids
 
     same = engine.new_conversation()
-    ended = run_turn(same, "Describe this image.", images,
-                     SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=len(answer)))[-1]
+    ended = run_turn(
+        same,
+        "Describe this image.",
+        images,
+        SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=len(answer)),
+    )[-1]
     assert ended.token_ids == answer and ended.stop_reason == "max_new_tokens"
     same_used = same.context_used
     expected = run_turn(same, "Tell me more.")[-1].token_ids
@@ -317,10 +339,12 @@ def test_bad_images_get_their_message_and_change_nothing(engine, tmp_path):
 def test_damaged_artifact_folders_are_refused_at_load(tiny_fp32, tmp_path):
     import shutil
 
-    for damage, message in [("missing", "incomplete: decoder.onnx.data is missing"),
-                            ("truncated", "bytes instead of"),
-                            ("flipped", "checksum"),
-                            ("version", "incompatible version")]:
+    for damage, message in [
+        ("missing", "incomplete: decoder.onnx.data is missing"),
+        ("truncated", "bytes instead of"),
+        ("flipped", "checksum"),
+        ("version", "incompatible version"),
+    ]:
         folder = tmp_path / damage
         shutil.copytree(tiny_fp32, folder)
         data = folder / "decoder.onnx.data"
@@ -343,19 +367,38 @@ def test_damaged_artifact_folders_are_refused_at_load(tiny_fp32, tmp_path):
 def test_cli_answers_and_prints_json(tiny_fp32, tiny_checkpoint, tmp_path):
     image = tmp_path / "photo.png"
     random_image(300, 200, 1).save(image)
-    proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--image", str(image),
-                           "--prompt", "Describe this image.", "--greedy", "--max-new-tokens", "12", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            str(tiny_fp32),
+            "--image",
+            str(image),
+            "--prompt",
+            "Describe this image.",
+            "--greedy",
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     engine = Engine(tiny_fp32)
     history = History(engine)
     from PIL import Image
+
     img = Image.open(image).convert("RGB")
     history.add_question("Describe this image.", [img], [])
     assert result["token_ids"] == reference_generate(tiny_checkpoint[1], history.ids, [img], 12)
     assert result["stats"]["image_tokens"] == 70 and result["text"]
     from engine.cpu import cpu_info
+
     assert result["cpu"]["summary"] == cpu_info().summary() and result["cpu"]["cpu_class"]
     assert result["warnings"] == []
 
@@ -364,11 +407,25 @@ def test_cli_conversation_script(tiny_fp32, tmp_path):
     image = tmp_path / "photo.png"
     random_image(300, 200, 1).save(image)
     script = tmp_path / "chat.json"
-    script.write_text(json.dumps([{"text": "Describe this image.", "images": [str(image)]},
-                                  {"text": "Tell me more."}]))
-    proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--conversation", str(script),
-                           "--greedy", "--max-new-tokens", "6", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    script.write_text(json.dumps([{"text": "Describe this image.", "images": [str(image)]}, {"text": "Tell me more."}]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            str(tiny_fp32),
+            "--conversation",
+            str(script),
+            "--greedy",
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     turns = out["turns"]
@@ -380,8 +437,13 @@ def test_cli_conversation_script(tiny_fp32, tmp_path):
 def test_cli_reports_bad_input_without_a_traceback(tiny_fp32, tmp_path):
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"\x00" * 100)
-    proc = subprocess.run([sys.executable, "-m", "engine", str(tiny_fp32), "--image", str(bad), "--prompt", "hi"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", str(tiny_fp32), "--image", str(bad), "--prompt", "hi"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -431,8 +493,10 @@ def test_a_restored_conversation_answers_like_transformers_on_the_rendered_histo
     from engine.prompt import assistant_message, user_message
 
     first, second = random_image(300, 200, 1), random_image(200, 260, 4)
-    saved = [("What is in this picture?", [first], "A small house with a red roof."),
-             ("And this one?", [second], "A tree next to a lake.")]
+    saved = [
+        ("What is in this picture?", [first], "A small house with a red roof."),
+        ("And this one?", [second], "A tree next to a lake."),
+    ]
     conv = engine.new_conversation()
     events = list(conv.restore(saved))
     assert events[-1].stop_reason == "restored" and len(conv.turns) == 2

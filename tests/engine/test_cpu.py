@@ -1,4 +1,5 @@
 """The processor report: parsed from /proc/cpuinfo texts of the CPU kinds our users have."""
+
 from __future__ import annotations
 
 from engine.cpu import CpuInfo, cpu_info, parse_proc_cpuinfo
@@ -7,19 +8,27 @@ from engine.cpu import CpuInfo, cpu_info, parse_proc_cpuinfo
 def x86_cpuinfo(model: str, vendor: str, flags: str, cores: int = 2, threads_per_core: int = 1) -> str:
     blocks = []
     for i in range(cores * threads_per_core):
-        blocks.append(f"processor\t: {i}\nvendor_id\t: {vendor}\nmodel name\t: {model}\nphysical id\t: 0\n"
-                      f"core id\t\t: {i // threads_per_core}\nflags\t\t: fpu sse sse2 {flags}\n")
+        blocks.append(
+            f"processor\t: {i}\nvendor_id\t: {vendor}\nmodel name\t: {model}\nphysical id\t: 0\n"
+            f"core id\t\t: {i // threads_per_core}\nflags\t\t: fpu sse sse2 {flags}\n"
+        )
     return "\n".join(blocks)
 
 
-ZEN1 = x86_cpuinfo("AMD EPYC 7551 32-Core Processor", "AuthenticAMD", "avx fma f16c avx2 bmi2", cores=2,
-                   threads_per_core=2)
-SAPPHIRE_RAPIDS = x86_cpuinfo("Intel(R) Xeon(R) Platinum 8480+", "GenuineIntel",
-                              "avx fma f16c avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx_vnni amx_bf16 "
-                              "amx_tile amx_int8")
+ZEN1 = x86_cpuinfo(
+    "AMD EPYC 7551 32-Core Processor", "AuthenticAMD", "avx fma f16c avx2 bmi2", cores=2, threads_per_core=2
+)
+SAPPHIRE_RAPIDS = x86_cpuinfo(
+    "Intel(R) Xeon(R) Platinum 8480+",
+    "GenuineIntel",
+    "avx fma f16c avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8",
+)
 ZEN4 = x86_cpuinfo("AMD EPYC 9R14", "AuthenticAMD", "avx fma f16c avx2 avx512f avx512bw avx512_vnni avx512_bf16")
-GRAVITON3 = "\n".join(f"processor\t: {i}\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes asimddp sve i8mm "
-                      f"bf16\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n" for i in range(4))
+GRAVITON3 = "\n".join(
+    f"processor\t: {i}\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes asimddp sve i8mm "
+    f"bf16\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n"
+    for i in range(4)
+)
 
 
 def test_an_avx2_only_epyc_has_no_int8_matrix_units_and_counts_physical_cores():

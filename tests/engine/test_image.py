@@ -1,4 +1,5 @@
 """engine.image against transformers' Qwen2VLImageProcessor (PIL backend) and known facts."""
+
 from __future__ import annotations
 
 import io
@@ -209,8 +210,15 @@ def test_animation_uses_the_first_frame(fmt):
         pytest.skip("Pillow built without WebP")
     frames = [Image.new("RGB", (40, 30), colour) for colour in ((250, 0, 0), (0, 0, 250))]
     buf = io.BytesIO()
-    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
-                   **({"lossless": True} if fmt == "WEBP" else {}))
+    frames[0].save(
+        buf,
+        fmt,
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+        loop=0,
+        **({"lossless": True} if fmt == "WEBP" else {}),
+    )
     assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
     r, g, b = load_image(buf.getvalue()).getpixel((5, 5))
     assert r > 200 and b < 50
@@ -267,15 +275,25 @@ HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x00
 HEIC_MIF1_HEAD = b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heicmiaf" + bytes(64)
 
 
-@pytest.mark.parametrize("name, data, what", [
-    ("x.heic", HEIC_HEAD, r" is a HEIC photo, which Iris cannot read yet; convert it to JPEG or PNG"),
-    ("IMG_0001.HEIC", HEIC_MIF1_HEAD, r" is a HEIC photo"),
-    ("x.svg", b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
-     r" is a vector drawing \(SVG\).*export it as a PNG"),
-    ("bare.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="5" height="5"/></svg>',
-     r" is a vector drawing \(SVG\)"),
-    ("x.png", b"", r" is empty \(0 bytes\)"),
-], ids=["heic", "heic-in-mif1", "svg", "bare-svg", "empty"])
+@pytest.mark.parametrize(
+    "name, data, what",
+    [
+        ("x.heic", HEIC_HEAD, r" is a HEIC photo, which Iris cannot read yet; convert it to JPEG or PNG"),
+        ("IMG_0001.HEIC", HEIC_MIF1_HEAD, r" is a HEIC photo"),
+        (
+            "x.svg",
+            b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+            r" is a vector drawing \(SVG\).*export it as a PNG",
+        ),
+        (
+            "bare.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="5" height="5"/></svg>',
+            r" is a vector drawing \(SVG\)",
+        ),
+        ("x.png", b"", r" is empty \(0 bytes\)"),
+    ],
+    ids=["heic", "heic-in-mif1", "svg", "bare-svg", "empty"],
+)
 def test_heic_svg_and_empty_files_say_what_they_are(tmp_path, name, data, what):
     path = tmp_path / name
     path.write_bytes(data)

@@ -1,4 +1,5 @@
 """The measurement that decides whether the int8 prompt graph is offered: real kernels, cached per CPU."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The KV cache commits memory only for the tokens written into it (no huge-page blow-up)."""
+
 from __future__ import annotations
 
 import mmap
@@ -43,8 +44,10 @@ def grown_mib(make) -> float:
 def test_writing_one_token_per_head_commits_pages_not_whole_slabs():
     control = grown_mib(huge_page_buffer)
     if control < 32:
-        pytest.skip(f"this kernel gives no transparent huge pages here (control grew {control:.0f} MiB), "
-                    "so the blow-up cannot be shown")
+        pytest.skip(
+            f"this kernel gives no transparent huge pages here (control grew {control:.0f} MiB), "
+            "so the blow-up cannot be shown"
+        )
     # With huge pages, one token makes the first 2 MiB of all 8 head slabs resident: 128 MiB here.
     grown = grown_mib(cache_buffer)
     assert grown < 8, f"{grown:.0f} MiB resident for 8 x 8 x 4 tokens (huge pages would give {control:.0f})"

@@ -1,4 +1,5 @@
 """Several KV caches on one decoder: each keeps its own tokens while the others are used."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The artifact format is one typed contract: what the exporter writes is what everyone reads."""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,16 @@ def test_written_and_loaded_are_the_same(folder, tmp_path):
     assert Manifest.load(out) == manifest
 
 
-@pytest.mark.parametrize("change, says", [
-    (lambda m: m["decoder"].pop("num_layers"), "lacks decoder.num_layers"),
-    (lambda m: m["decoder"].update(kv_heads="8"), "decoder.kv_heads as a whole number"),
-    (lambda m: m.pop("tokens"), "lacks tokens"),
-    (lambda m: m.update(vision=[]), "lacks vision"),
-    (lambda m: m.update(manifest_version=2), "incompatible version"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda m: m["decoder"].pop("num_layers"), "lacks decoder.num_layers"),
+        (lambda m: m["decoder"].update(kv_heads="8"), "decoder.kv_heads as a whole number"),
+        (lambda m: m.pop("tokens"), "lacks tokens"),
+        (lambda m: m.update(vision=[]), "lacks vision"),
+        (lambda m: m.update(manifest_version=2), "incompatible version"),
+    ],
+)
 def test_a_manifest_missing_what_the_engine_needs_says_so(folder, change, says):
     rewrite(folder, change)
     with pytest.raises(ArtifactError, match=says):

@@ -1,4 +1,5 @@
 """engine.positions against transformers' Qwen3VLModel.get_rope_index on the tiny reference model."""
+
 from __future__ import annotations
 
 import numpy as np

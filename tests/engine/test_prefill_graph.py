@@ -1,4 +1,5 @@
 """A second decoder graph for prompt chunks shares the KV cache with the decode graph exactly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,11 @@ def test_prompt_graph_and_decode_graph_take_turns_on_one_cache(with_prefill, tin
     conv = engine.new_conversation()
     history = History(engine)
     pending: list[int] = []
-    for text, images in [("Describe this image.", [random_image(300, 200, 1)]), ("More?", []),
-                         ("And this one, compared with the first?", [random_image(200, 260, 4)])]:
+    for text, images in [
+        ("Describe this image.", [random_image(300, 200, 1)]),
+        ("More?", []),
+        ("And this one, compared with the first?", [random_image(200, 260, 4)]),
+    ]:
         history.add_question(text, images, pending)
         stats = run_turn(conv, text, images)[-1]
         assert stats.token_ids == reference_generate(tiny_checkpoint[1], history.ids, history.images, 12)
@@ -58,15 +62,21 @@ def test_int8_prompt_graph_is_closer_to_fp32_than_int4(with_prefill, tiny_fp32):
     fast = Engine(with_prefill / "int8")
     plain = Engine(with_prefill / "int8", EngineOptions(use_prefill_graph=False))
     assert fast.decoder.wait_for_prefill_graph(60) and not plain.decoder.wait_for_prefill_graph(0)
-    ids = np.array(reference.prompts.encode(
-        "<|im_start|>user\nTell me a story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n") * 3)
+    ids = np.array(
+        reference.prompts.encode(
+            "<|im_start|>user\nTell me a story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
+        )
+        * 3
+    )
     pos = np.tile(np.arange(len(ids)), (3, 1))
     exact = reference.decoder.prefill(ids, pos)[-1]
     err_int8 = np.abs(fast.decoder.prefill(ids, pos)[-1] - exact).max() / np.abs(exact).max()
     err_int4 = np.abs(plain.decoder.prefill(ids, pos)[-1] - exact).max() / np.abs(exact).max()
     assert err_int8 < err_int4
-    assert run_turn(fast.new_conversation(), "Describe this image.", [random_image(300, 200, 1)],
-                    GREEDY)[-1].new_tokens == 12
+    assert (
+        run_turn(fast.new_conversation(), "Describe this image.", [random_image(300, 200, 1)], GREEDY)[-1].new_tokens
+        == 12
+    )
 
 
 def test_the_engine_answers_while_the_prompt_graph_is_still_loading(with_prefill, monkeypatch):
@@ -132,8 +142,14 @@ def test_leaving_python_while_the_prompt_graph_loads_exits_cleanly(with_prefill,
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root))
     for _ in range(3):
-        done = subprocess.run([sys.executable, str(script), str(with_prefill / "int8")], cwd=root, env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(script), str(with_prefill / "int8")],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert "terminate called" not in done.stderr
         assert done.returncode == 1, done.stderr
         assert "leaving while the prompt graph loads" in done.stderr

@@ -1,5 +1,6 @@
 """Images read before their question (attach / prepare): the answer is the one transformers gives
 for asking everything at once, and the question then reads only its own tokens."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,9 @@ def expected(engine, model, turns, text, images):
     for question, pictures in turns:
         history.add_question(question, pictures, pending)
         stats = run_turn(conv, question, pictures)[-1]
-        history.add_answer(stats.token_ids[:-1], engine.prompts.decode(
-            [t for t in stats.token_ids if t not in engine.eos_ids]))
+        history.add_answer(
+            stats.token_ids[:-1], engine.prompts.decode([t for t in stats.token_ids if t not in engine.eos_ids])
+        )
         last = stats.token_ids[-1]
         pending = ([last] if last not in engine.eos_ids else []) + [engine.prompts.end_of_turn_id]
     history.add_question(text, images, pending)

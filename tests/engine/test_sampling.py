@@ -1,4 +1,5 @@
 """engine.sampling against transformers' logits processors (built by generate's own factory)."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.errors import EngineError
-from engine.sampling import SamplingOptions, Sampler, apply_penalties, filter_logits
+from engine.sampling import Sampler, SamplingOptions, apply_penalties, filter_logits
 
 VOCAB = 5000
 
@@ -107,8 +108,12 @@ def test_frequency_penalty_subtracts_per_occurrence_as_openai_does():
     expected[5] -= 0.5 + 3 * 0.25  # OpenAI: mu[j] - c[j] * frequency - (c[j] > 0) * presence
     expected[9] -= 0.5 + 0.25
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
-    assert Sampler(SamplingOptions(greedy=True, presence_penalty=0.0, frequency_penalty=1.0)).next_token(
-        np.array([3.0, 2.5, 0.0], np.float32), seen_ids=[0]) == 1
+    assert (
+        Sampler(SamplingOptions(greedy=True, presence_penalty=0.0, frequency_penalty=1.0)).next_token(
+            np.array([3.0, 2.5, 0.0], np.float32), seen_ids=[0]
+        )
+        == 1
+    )
 
 
 def test_greedy_is_argmax_after_penalties():
@@ -168,20 +173,27 @@ def _broken_rows():
 
 
 @pytest.mark.parametrize("row", list(_broken_rows()))
-@pytest.mark.parametrize("options", [
-    SamplingOptions(greedy=True, presence_penalty=0.0),
-    SamplingOptions(greedy=True, presence_penalty=1.5, repetition_penalty=1.1),
-    SamplingOptions(seed=0),  # the card's defaults: top-k 20, top-p 0.8
-    SamplingOptions(seed=0, top_k=0, top_p=1.0, temperature=1.0),
-], ids=["greedy", "greedy+penalties", "default", "plain draw"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        SamplingOptions(greedy=True, presence_penalty=0.0),
+        SamplingOptions(greedy=True, presence_penalty=1.5, repetition_penalty=1.1),
+        SamplingOptions(seed=0),  # the card's defaults: top-k 20, top-p 0.8
+        SamplingOptions(seed=0, top_k=0, top_p=1.0, temperature=1.0),
+    ],
+    ids=["greedy", "greedy+penalties", "default", "plain draw"],
+)
 def test_non_finite_logits_are_a_clear_error_never_a_token(row, options):
     import warnings
 
     logits = _broken_rows()[row]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no numpy RuntimeWarning on the way either
-        with pytest.raises(EngineError, match=r"^The model produced invalid numbers .*the model files may be "
-                                              r"damaged: convert it again\.$"):
+        with pytest.raises(
+            EngineError,
+            match=r"^The model produced invalid numbers .*the model files may be "
+            r"damaged: convert it again\.$",
+        ):
             Sampler(options).next_token(logits, seen_ids=[1, 2, 3])
 
 

@@ -1,5 +1,6 @@
 """The speed model: the cost laws fitted to samples predict other sizes, follow a machine that
 changed, and are kept per model and CPU in one file that can be damaged or unwritable."""
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,10 @@ def test_samples_are_stored_per_key(tmp_path):
     assert sorted(json.loads(path.read_text())["entries"]) == ["model-a|cpu", "model-b|cpu"]
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": {"k": {"vision": [["x"]]}}}',
-                                     '{"version": 99, "entries": {}}', "[]"])
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"version": 1, "entries": {"k": {"vision": [["x"]]}}}', '{"version": 99, "entries": {}}', "[]"],
+)
 def test_a_damaged_file_starts_afresh_and_is_replaced(tmp_path, content):
     path = tmp_path / "speeds.json"
     path.write_text(content)

@@ -1,4 +1,5 @@
 """engine.text_stream with the real Qwen tokenizer: whole characters only, nothing lost."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_pieces_add_up_to_the_full_decode(fast_tokenizer, byte_ids):
 def test_incomplete_tail_comes_out_on_flush(fast_tokenizer, byte_ids):
     stream = TextStream(fast_tokenizer)
     assert stream.push(fast_tokenizer.token_to_id("ok")) == "ok"
-    first_byte = "👍".encode("utf-8")[0]
+    first_byte = "👍".encode()[0]
     assert stream.push(byte_ids[first_byte]) == ""
     assert stream.flush() == REPLACEMENT  # same as a full decode of the dangling byte
     assert stream.push(fast_tokenizer.token_to_id("ok")) == "ok"  # ready for a new answer

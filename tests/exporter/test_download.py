@@ -2,6 +2,7 @@
 
 huggingface_hub itself is not mocked; the fake Hub (tests/fixtures/fake_hub.py) serves a folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,14 @@ WEIGHTS = "model.safetensors"
 WEIGHTS_SIZE = 3_000_000
 # What the brief asks for from this repo: the config, the side files and the safetensors weights.
 NEEDED = {
-    "config.json", "generation_config.json", "preprocessor_config.json", "chat_template.json",
-    "tokenizer_config.json", "vocab.json", "merges.txt", WEIGHTS,
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "chat_template.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    WEIGHTS,
 }
 NOT_NEEDED = {"modeling_qwen3_vl.py", "pytorch_model.bin", "README.md", "original/model.safetensors"}
 
@@ -89,8 +96,16 @@ def test_plan_lists_only_needed_files_with_sizes_and_commit(hub: FakeHub, source
 
 def test_is_hub_id_tells_ids_from_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_hub_id("Qwen/Qwen3-VL-4B-Instruct")
-    for path_like in ("", "./model", "/opt/models/qwen", "~/models/qwen", r"C:\models\qwen", "a/b/c",
-                      "bad--name/x", "qwen"):
+    for path_like in (
+        "",
+        "./model",
+        "/opt/models/qwen",
+        "~/models/qwen",
+        r"C:\models\qwen",
+        "a/b/c",
+        "bad--name/x",
+        "qwen",
+    ):
         assert not is_hub_id(path_like), path_like
     (tmp_path / "Qwen" / "Qwen3-VL-4B-Instruct").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
@@ -130,7 +145,6 @@ def test_second_download_reuses_the_cache(hub: FakeHub) -> None:
     assert download_checkpoint(REPO, progress=events.append) == first
     assert file_requests(hub, since=requests_before) == [], "no file was fetched or even HEADed"
     assert events[-1].bytes_done == events[-1].bytes_total == plan.total_bytes
-
 
 
 def test_token_goes_to_the_hub_but_not_to_the_cdn(hub: FakeHub) -> None:

@@ -1,4 +1,5 @@
 """Bad input gets a clear error and writes nothing; a failed or cancelled export can be re-run."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import load_config, parse_config
-from exporter.errors import (CheckpointError, DiskSpaceError, ExportCancelled, ExportError,
-                             UnsupportedModelError)
+from exporter.errors import CheckpointError, DiskSpaceError, ExportCancelled, ExportError, UnsupportedModelError
 from exporter.export import ExportOptions, export_model
 from tests.fixtures.tiny_checkpoint import DATA
 
@@ -32,8 +32,8 @@ def _rewrite_safetensors(path: Path, edit) -> None:
     """Apply `edit(header_dict)` to a safetensors file's header, keeping the data."""
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
+    header = json.loads(raw[8 : 8 + n])
+    data = raw[8 + n :]
     edit(header)
     new = json.dumps(header).encode()
     new += b" " * ((-len(new)) % 8)
@@ -87,14 +87,17 @@ def test_nan_or_inf_weights_are_refused_naming_the_tensor(bits, ckpt_copy, tmp_p
     path = ckpt_copy / "model.safetensors"
     raw = bytearray(path.read_bytes())
     (n,) = struct.unpack("<Q", raw[:8])
-    entry = json.loads(raw[8:8 + n])[name]
+    entry = json.loads(raw[8 : 8 + n])[name]
     assert entry["dtype"] == "BF16"
     at = 8 + n + entry["data_offsets"][0] + 2 * 37  # element 37 of the tensor
-    raw[at:at + 2] = struct.pack("<H", bits)
+    raw[at : at + 2] = struct.pack("<H", bits)
     path.write_bytes(bytes(raw))
     stages = []
-    with pytest.raises(CheckpointError, match=rf"tensor '{name}' holds 1 NaN or infinite value \(the first at "
-                                              rf"\[0, 37\]\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"tensor '{name}' holds 1 NaN or infinite value \(the first at "
+        rf"\[0, 37\]\)",
+    ):
         export_model(ckpt_copy, tmp_path / "out", progress=lambda p: stages.append(p.stage))
     assert "vision" in stages
     _assert_nothing_written(tmp_path / "out")
@@ -107,11 +110,14 @@ def test_unreadable_config(ckpt_copy, tmp_path):
     _assert_nothing_written(tmp_path / "out")
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("missing", "missing tensor 'model.language_model.norm.weight'"),
-    ("unexpected", "unexpected tensor 'model.extra.weight'"),
-    ("misshapen", "model.language_model.norm.weight' has shape"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing", "missing tensor 'model.language_model.norm.weight'"),
+        ("unexpected", "unexpected tensor 'model.extra.weight'"),
+        ("misshapen", "model.language_model.norm.weight' has shape"),
+    ],
+)
 def test_wrong_tensors_are_named(problem, message, ckpt_copy, tmp_path):
     name = "model.language_model.norm.weight"
 
@@ -123,6 +129,7 @@ def test_wrong_tensors_are_named(problem, message, ckpt_copy, tmp_path):
         else:
             entry = header[name]
             entry["shape"] = [entry["shape"][0] // 2, 2]
+
     _rewrite_safetensors(ckpt_copy / "model.safetensors", edit)
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace("[", r"\[")):
         export_model(ckpt_copy, tmp_path / "out")
@@ -172,6 +179,7 @@ def test_cancel_leaves_nothing_and_a_rerun_works(ckpt_copy, tmp_path):
         seen.append(p.stage)
         if p.stage == "decoder" and p.done >= 2:
             cancel.set()
+
     with pytest.raises(ExportCancelled):
         export_model(ckpt_copy, tmp_path / "out", progress=progress, cancel=cancel)
     _assert_nothing_written(tmp_path / "out")
@@ -195,8 +203,11 @@ def test_manifest_lists_every_file_with_size_and_sha256(tiny_int4):
 
     manifest = json.loads((tiny_int4 / "manifest.json").read_text())
     on_disk = {p.name for p in tiny_int4.iterdir()} - {"manifest.json", ".verified.json"}
-    assert set(manifest["files"]) == on_disk == {"vision.onnx", "vision.onnx.data", "decoder.onnx",
-                                                 "decoder.onnx.data", "tokenizer.json"}
+    assert (
+        set(manifest["files"])
+        == on_disk
+        == {"vision.onnx", "vision.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json"}
+    )
     for name, rec in manifest["files"].items():
         assert rec["size"] == (tiny_int4 / name).stat().st_size
         assert rec["sha256"] == sha256_file(tiny_int4 / name)
@@ -218,8 +229,7 @@ def test_tied_embedding_is_stored_once(tiny_int4):
             info = {e.key: e.value for e in t.external_data}
             regions.setdefault((info["offset"], info["length"]), []).append(t.name)
     shared = [names for names in regions.values() if len(names) > 1]
-    assert shared == [["model.language_model.embed_tokens.qweight",
-                       "model.language_model.embed_tokens.qweight_rows"]]
+    assert shared == [["model.language_model.embed_tokens.qweight", "model.language_model.embed_tokens.qweight_rows"]]
     ops = {n.op_type for n in model.graph.node}
     assert {"GatherBlockQuantized", "MatMulNBits", "GroupQueryAttention", "RotaryEmbedding"} <= ops
 
@@ -251,8 +261,9 @@ def test_fp32_and_fp16_checkpoints_convert_too(dtype, tiny_checkpoint, tiny_fp32
     assert np.abs(ours - expected).max() <= 1e-3 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("field, value", [("kv_cache", "int8"), ("vision", "int3"), ("prefill", "int4"),
-                                          ("precision", "bf16")])
+@pytest.mark.parametrize(
+    "field, value", [("kv_cache", "int8"), ("vision", "int3"), ("prefill", "int4"), ("precision", "bf16")]
+)
 def test_unknown_formats_are_refused_with_the_choices(field, value):
     with pytest.raises(ExportError, match="choose one of"):
         ExportOptions(**{field: value})
@@ -261,16 +272,19 @@ def test_unknown_formats_are_refused_with_the_choices(field, value):
 def test_the_kv_cache_type_is_fp16_for_int4_and_fp32_for_the_reference(tiny_int4, tiny_fp32):
     import onnx
 
-    for folder, expected, elem in ((tiny_int4, "fp16", onnx.TensorProto.FLOAT16),
-                                   (tiny_fp32, "fp32", onnx.TensorProto.FLOAT)):
+    for folder, expected, elem in (
+        (tiny_int4, "fp16", onnx.TensorProto.FLOAT16),
+        (tiny_fp32, "fp32", onnx.TensorProto.FLOAT),
+    ):
         assert json.loads((folder / "manifest.json").read_text())["decoder"]["kv_dtype"] == expected
         graph = onnx.load(folder / "decoder.onnx", load_external_data=False).graph
         caches = [i for i in graph.input if i.name.startswith("past_key_values.")]
         assert caches and {i.type.tensor_type.elem_type for i in caches} == {elem}
 
 
-def test_a_fresh_export_loads_without_hashing_and_a_changed_file_is_hashed_again(tiny_checkpoint, tmp_path,
-                                                                                monkeypatch):
+def test_a_fresh_export_loads_without_hashing_and_a_changed_file_is_hashed_again(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
     """The exporter records the digests it took while writing; a later change is still caught."""
     import engine.artifacts as artifacts
     from engine.errors import ArtifactError

@@ -1,5 +1,6 @@
 """The artifact folder: one export at a time, leftovers of killed exports cleaned, file-system errors
 explained in one line with nothing left behind. Real processes, real signals, a real small disk."""
+
 from __future__ import annotations
 
 import errno
@@ -37,8 +38,13 @@ def dead_pid() -> int:
 
 def start_cli_export(checkpoint: Path, out: Path, *extra: str) -> subprocess.Popen:
     """`python -m exporter` in its own process, returned once it is writing the vision graph."""
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", str(checkpoint), str(out), *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", str(checkpoint), str(out), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("[vision]"):
             return proc
@@ -48,8 +54,9 @@ def start_cli_export(checkpoint: Path, out: Path, *extra: str) -> subprocess.Pop
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -165,8 +172,11 @@ def small_disk(folder: Path, size: str, read_only: bool = False):
     """A tmpfs of `size` at `folder`, mounted for the block (needs root; skips otherwise)."""
     folder.mkdir()
     options = f"size={size}" + (",ro" if read_only else "")
-    if sys.platform != "linux" or os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode:
+    if (
+        sys.platform != "linux"
+        or os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode
+    ):
         pytest.skip("mounting a small disk needs root on Linux")
     try:
         yield folder
@@ -209,6 +219,7 @@ def test_a_full_disk_reported_by_the_file_is_one_line_and_leaves_nothing(tiny_ch
     def init(self, path):
         real_init(self, path)
         self._fh = FillingFile(self._fh)
+
     monkeypatch.setattr(writer_module.ExternalDataWriter, "__init__", init)
     with pytest.raises(DiskSpaceError, match="is full"):
         export_model(tiny_checkpoint[0], tmp_path / "model")

@@ -5,6 +5,7 @@ VPMADDUBSW elsewhere, which adds two u8 x s8 products into a saturating int16. T
 that instruction on the exported weights, so they fail on any machine if full-range int8 weights
 came back, and they check onnxruntime's own kernel on this machine against the dequantized weights.
 """
+
 from __future__ import annotations
 
 import numpy as np

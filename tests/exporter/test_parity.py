@@ -1,11 +1,18 @@
 """The exported graphs against transformers on a tiny random Qwen3-VL (the ground truth)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tests.reference import (ExportedModel, image_prompt, random_image, reference_greedy, reference_logits,
-                             reference_rope)
+from tests.reference import (
+    ExportedModel,
+    image_prompt,
+    random_image,
+    reference_greedy,
+    reference_logits,
+    reference_rope,
+)
 
 # (width, height, max_pixels): square, wide, tall, tiny (scaled up to the minimum), over the budget
 IMAGES = {
@@ -72,8 +79,9 @@ def test_prefill_and_20_greedy_steps_through_the_kv_cache_equal_generate(name, t
 @pytest.mark.parametrize("image", [None, (256, 256)])
 def test_the_tiny_model_does_not_collapse_to_one_token(image, tiny_checkpoint):
     """Token-by-token comparison only has teeth if greedy decoding gives varied tokens."""
-    prompt = image_prompt(None if image is None else random_image(*image, seed=6),
-                          text_ids=(9707, 1879, 0, 3555, 374, 419, 30))
+    prompt = image_prompt(
+        None if image is None else random_image(*image, seed=6), text_ids=(9707, 1879, 0, 3555, 374, 419, 30)
+    )
     assert len(set(reference_greedy(tiny_checkpoint[1], prompt, 20))) >= 4
 
 
@@ -90,8 +98,10 @@ def test_int4_export_stays_close(tiny_checkpoint, tiny_int4, capsys):
     agree = sum(a == b for a, b in zip(ours_tokens, ref_tokens))
     top1 = float(np.mean(ours.argmax(-1) == ref.argmax(-1)))
     with capsys.disabled():
-        print(f"\n[int4 tiny] max logit error {err:.3f} of scale, prefill top-1 agreement {top1:.2f}, "
-              f"greedy agreement {agree}/20")
+        print(
+            f"\n[int4 tiny] max logit error {err:.3f} of scale, prefill top-1 agreement {top1:.2f}, "
+            f"greedy agreement {agree}/20"
+        )
     # Tiny random weights (K=64, two blocks per row) are the worst case for 4-bit; this bound still
     # catches a broken packing or a wrong scale layout, which give errors of order 1 or more.
     assert err < 0.35
@@ -172,10 +182,13 @@ def test_quantized_vision_stays_close(vision, tiny_checkpoint, tiny_int4, tmp_pa
         ref = tiny_checkpoint[1].model.visual(prompt.pixel_values, grid_thw=prompt.grid_thw)
     embeds, deepstack = ExportedModel(model_dir).encode(prompt)
     errors = [rel_err(embeds, ref.pooler_output.numpy())] + [
-        rel_err(deepstack[i], f.numpy()) for i, f in enumerate(ref.deepstack_features)]
+        rel_err(deepstack[i], f.numpy()) for i, f in enumerate(ref.deepstack_features)
+    ]
     with capsys.disabled():
-        print(f"\n[{vision} vision tiny] max error of scale: embeds {errors[0]:.4f}, "
-              f"DeepStack {', '.join(f'{e:.4f}' for e in errors[1:])}")
+        print(
+            f"\n[{vision} vision tiny] max error of scale: embeds {errors[0]:.4f}, "
+            f"DeepStack {', '.join(f'{e:.4f}' for e in errors[1:])}"
+        )
     assert max(errors) < 0.05
 
 

@@ -5,6 +5,7 @@ those tests run only with IRIS_BUILD_BUNDLE=1 (see packaging/README.md); they bu
 IRIS_BUILD_DIR if set, else a temporary folder, and run the built programs in a bare environment
 (no PYTHONPATH, no site-packages) so only what the bundle carries can be used.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -38,28 +39,45 @@ def needs_build(test):
     """Only in CI or with IRIS_BUILD_BUNDLE=1, and on Linux (the layout and tools these tests use)."""
     return unless_asked_to_build(linux_only(test))
 
+
 # What must never ship: the parity tests' ground truth and test tools (path parts of the bundle).
-FORBIDDEN = re.compile(r"^(torch|torchvision|transformers|safetensors|pytest|_pytest|pytestqt|tests)"
-                       r"([-_.][\w.]*dist-info|\.libs)?$|^libtorch", re.IGNORECASE)
+FORBIDDEN = re.compile(
+    r"^(torch|torchvision|transformers|safetensors|pytest|_pytest|pytestqt|tests)"
+    r"([-_.][\w.]*dist-info|\.libs)?$|^libtorch",
+    re.IGNORECASE,
+)
 # Unused Qt pieces the spec drops (see packaging/iris.spec).
-DROPPED_QT = re.compile(r"translations/.*\.qm$|libQt6(Qml|Quick|Pdf|Network|Wayland|VirtualKeyboard)"
-                        r"|plugins/(platforms/lib(qeglfs|qlinuxfb|qvnc|qwayland)|platformthemes/libqgtk3"
-                        r"|tls|qmltooling|sqldrivers|wayland-)")
+DROPPED_QT = re.compile(
+    r"translations/.*\.qm$|libQt6(Qml|Quick|Pdf|Network|Wayland|VirtualKeyboard)"
+    r"|plugins/(platforms/lib(qeglfs|qlinuxfb|qvnc|qwayland)|platformthemes/libqgtk3"
+    r"|tls|qmltooling|sqldrivers|wayland-)"
+)
 
 
 def bare_env(home: Path, **extra: str) -> dict[str, str]:
     """Like a double-click: no Python variables, a fresh home and data folders, no display."""
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home), "QT_QPA_PLATFORM": "offscreen",
-           "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
-           "XDG_CACHE_HOME": str(home / "cache")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "QT_QPA_PLATFORM": "offscreen",
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
     return {**env, **extra}
 
 
 # ---- Linux launcher entry (no build needed) ----------------------------------------------------------
 def install_entry(data_home: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, XDG_DATA_HOME=str(data_home))
-    return subprocess.run(["bash", str(PACKAGING / "install-desktop-entry.sh"), *args],
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(PACKAGING / "install-desktop-entry.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def fake_bundle(folder: Path) -> Path:
@@ -108,8 +126,9 @@ def test_desktop_entry_refuses_a_missing_or_unquotable_bundle(tmp_path):
 
 
 def test_build_script_keeps_build_output_out_of_the_repository():
-    done = subprocess.run(["bash", str(PACKAGING / "build.sh"), str(ROOT / "dist")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(PACKAGING / "build.sh"), str(ROOT / "dist")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "inside the repository" in done.stderr
     assert not (ROOT / "dist").exists()
 
@@ -119,8 +138,7 @@ def test_build_script_keeps_build_output_out_of_the_repository():
 def bundle(tmp_path_factory) -> Path:
     out = Path(os.environ.get("IRIS_BUILD_DIR") or tmp_path_factory.mktemp("iris-build"))
     started = time.monotonic()
-    done = subprocess.run(["bash", str(PACKAGING / "build.sh"), str(out)],
-                          capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(["bash", str(PACKAGING / "build.sh"), str(out)], capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     folder = out / "dist" / "iris"
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
@@ -162,10 +180,14 @@ def test_bundled_qt_libraries_find_every_library_they_link(bundle):
     assert qt_binaries
     missing = {}
     for binary in qt_binaries:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
-                             env={"LD_LIBRARY_PATH": str(internal)}).stdout
-        lost = [line.split()[0] for line in out.splitlines()
-                if "not found" in line and re.search(r"Qt|pyside|shiboken|icu", line)]
+        out = subprocess.run(
+            ["ldd", str(binary)], capture_output=True, text=True, env={"LD_LIBRARY_PATH": str(internal)}
+        ).stdout
+        lost = [
+            line.split()[0]
+            for line in out.splitlines()
+            if "not found" in line and re.search(r"Qt|pyside|shiboken|icu", line)
+        ]
         if lost:
             missing[binary.relative_to(bundle).as_posix()] = lost
     assert missing == {}
@@ -177,9 +199,25 @@ def run_smoke(program: Path, model_dir: Path, home: Path, max_new_tokens: int, *
     random_image(400, 300).save(image)
     shot = home / "window.png"
     started = time.monotonic()
-    done = subprocess.run([*prefix, str(program), "--model-dir", str(model_dir), "--smoke", str(image),
-                           SMOKE_PROMPT, "--screenshot", str(shot), "--max-new-tokens", str(max_new_tokens)],
-                          env=bare_env(home), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            *prefix,
+            str(program),
+            "--model-dir",
+            str(model_dir),
+            "--smoke",
+            str(image),
+            SMOKE_PROMPT,
+            "--screenshot",
+            str(shot),
+            "--max-new-tokens",
+            str(max_new_tokens),
+        ],
+        env=bare_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return done, shot, time.monotonic() - started
 
 
@@ -209,16 +247,26 @@ def test_built_app_answers_in_smoke_mode_like_the_source_app(bundle, tiny_fp32, 
 
 
 @needs_build
-def test_bundled_exporter_downloads_and_converts_like_the_source_exporter(bundle, tiny_checkpoint, tiny_int4,
-                                                                          tmp_path):
+def test_bundled_exporter_downloads_and_converts_like_the_source_exporter(bundle, tiny_checkpoint, tiny_int4, tmp_path):
     """The wizard's path (Hub download, int4 quantization via onnxruntime.capi) in frozen code."""
     out = tmp_path / "model"
     hf_home = tmp_path / "hf_home"
     with FakeHub(tiny_checkpoint[0], "iris-test/tiny-model") as hub:
-        env = bare_env(tmp_path, HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"),
-                       HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
-        done = subprocess.run([str(bundle / "iris-export"), "iris-test/tiny-model", str(out)],
-                              env=env, capture_output=True, text=True, timeout=600)
+        env = bare_env(
+            tmp_path,
+            HF_ENDPOINT=hub.url,
+            HF_HOME=str(hf_home),
+            HF_HUB_CACHE=str(hf_home / "hub"),
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+        )
+        done = subprocess.run(
+            [str(bundle / "iris-export"), "iris-test/tiny-model", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
     # Same checkpoint, same code: the frozen export must be byte-identical to the in-process one
@@ -236,8 +284,13 @@ def test_bundled_exporter_downloads_and_converts_like_the_source_exporter(bundle
 
 @needs_build
 def test_bundled_exporter_reports_a_bad_source_clearly(bundle, tmp_path):
-    done = subprocess.run([str(bundle / "iris-export"), str(tmp_path / "nope" / "x"), str(tmp_path / "out")],
-                          env=bare_env(tmp_path, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(bundle / "iris-export"), str(tmp_path / "nope" / "x"), str(tmp_path / "out")],
+        env=bare_env(tmp_path, HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "error:" in done.stderr and "Traceback" not in done.stderr
 
@@ -248,14 +301,20 @@ def test_bundled_server_answers_an_openai_request(bundle, tiny_fp32, tmp_path):
     import json
     import urllib.request
 
-    proc = subprocess.Popen([str(bundle / "iris-serve"), str(tiny_fp32), "--port", "0"], env=bare_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(bundle / "iris-serve"), str(tiny_fp32), "--port", "0"],
+        env=bare_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert " at http://127.0.0.1:" in line, line + proc.stderr.read()[-4000:]
         url = line.split(" at ")[1].split()[0]
-        body = json.dumps({"model": "iris", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0,
-                           "max_tokens": 3}).encode()
+        body = json.dumps(
+            {"model": "iris", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 3}
+        ).encode()
         request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=120) as response:
             answer = json.loads(response.read())

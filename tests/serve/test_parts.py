@@ -1,4 +1,5 @@
 """The server's parts on their own: request validation, prefix choice, stop sequences, host rules."""
+
 from __future__ import annotations
 
 import base64
@@ -32,50 +33,112 @@ def refused(**fields) -> ApiError:
 
 def test_a_full_request_is_read_into_its_fields():
     png = base64.b64encode(b"\x89PNG fake").decode()
-    request = parse(messages=[
-        {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is it?"},
-                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}",
-                                                                         "detail": "high"}}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
-        {"role": "user", "content": "Sure?"}],
-        stream=True, stream_options={"include_usage": True}, temperature=0, top_p=0.5, seed=3,
-        max_completion_tokens=7, max_tokens=99, stop="END", presence_penalty=1, frequency_penalty=-0.5)
+    request = parse(
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is it?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}", "detail": "high"}},
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+            {"role": "user", "content": "Sure?"},
+        ],
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+        top_p=0.5,
+        seed=3,
+        max_completion_tokens=7,
+        max_tokens=99,
+        stop="END",
+        presence_penalty=1,
+        frequency_penalty=-0.5,
+    )
     assert [m.role for m in request.messages] == ["system", "user", "assistant", "user"]
     assert request.images == [ImagePart(b"\x89PNG fake", "high", "messages[1].content[1]")]
-    assert (request.stream, request.include_usage, request.temperature, request.top_p, request.seed) == \
-           (True, True, 0.0, 0.5, 3)
+    assert (request.stream, request.include_usage, request.temperature, request.top_p, request.seed) == (
+        True,
+        True,
+        0.0,
+        0.5,
+        3,
+    )
     assert request.max_tokens == 7 and request.stop == ("END",)  # max_completion_tokens wins
     assert (request.presence_penalty, request.frequency_penalty) == (1.0, -0.5)
 
 
-@pytest.mark.parametrize("fields, code, param", [
-    ({"temperature": 3}, "invalid_value", "temperature"),
-    ({"temperature": "hot"}, "invalid_type", "temperature"),
-    ({"max_tokens": 0}, "invalid_value", "max_tokens"),
-    ({"seed": -1}, "invalid_value", "seed"),
-    ({"n": 2}, "unsupported_value", "n"),
-    ({"tools": [{"type": "function"}]}, "unsupported_parameter", "tools"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "invalid_value", "stop"),
-    ({"messages": []}, "invalid_value", "messages"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "invalid_value", "messages[0].role"),
-    ({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
-     "invalid_value", "messages[1].role"),
-    ({"messages": [{"role": "assistant", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, "invalid_value",
-     "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "unsupported_value",
-     "messages[0].content[0].type"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:text/plain;base64,AAAA"}}]}]}, "invalid_image_url",
-     "messages[0].content[0].image_url.url"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}}]}]}, "invalid_image_url",
-     "messages[0].content[0].image_url.url"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "/home/me/photo.png"}}]}]}, "image_url_not_supported",
-     "messages[0].content[0].image_url.url"),
-])
+@pytest.mark.parametrize(
+    "fields, code, param",
+    [
+        ({"temperature": 3}, "invalid_value", "temperature"),
+        ({"temperature": "hot"}, "invalid_type", "temperature"),
+        ({"max_tokens": 0}, "invalid_value", "max_tokens"),
+        ({"seed": -1}, "invalid_value", "seed"),
+        ({"n": 2}, "unsupported_value", "n"),
+        ({"tools": [{"type": "function"}]}, "unsupported_parameter", "tools"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "invalid_value", "stop"),
+        ({"messages": []}, "invalid_value", "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "invalid_value", "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
+            "invalid_value",
+            "messages[1].role",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+                    }
+                ]
+            },
+            "invalid_value",
+            "messages[0].content[0]",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "unsupported_value",
+            "messages[0].content[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:text/plain;base64,AAAA"}}],
+                    }
+                ]
+            },
+            "invalid_image_url",
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}}],
+                    }
+                ]
+            },
+            "invalid_image_url",
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/home/me/photo.png"}}]}
+                ]
+            },
+            "image_url_not_supported",
+            "messages[0].content[0].image_url.url",
+        ),
+    ],
+)
 def test_bad_fields_are_named_in_the_error(fields, code, param):
     error = refused(**fields)
     assert (error.code, error.param) == (code, param)

@@ -4,6 +4,7 @@ Greedy answers must equal `python -m engine --greedy`; follow-ups must reuse the
 and still answer exactly as a cold read would; bad requests get OpenAI's error object; a client
 that leaves frees the engine; a full line gets 429.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,8 +66,10 @@ def data_url(data: bytes, kind: str = "image/png") -> str:
 
 
 def image_message(text: str, data: bytes) -> dict:
-    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(data)}},
-                                        {"type": "text", "text": text}]}
+    return {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": data_url(data)}}, {"type": "text", "text": text}],
+    }
 
 
 def cli_greedy(model_dir, capsys, prompt: str, tokens: int, image=None) -> dict:
@@ -96,8 +99,12 @@ def test_greedy_answers_plain_and_streamed_equal_the_command_line(serve, engine,
     expected = cli_greedy(tiny_fp32, capsys, "Write a haiku about the sea.", 16)
     server = serve()
     client = client_for(server)
-    request = dict(model="iris", messages=[{"role": "user", "content": "Write a haiku about the sea."}],
-                   temperature=0, max_tokens=16)
+    request = dict(
+        model="iris",
+        messages=[{"role": "user", "content": "Write a haiku about the sea."}],
+        temperature=0,
+        max_tokens=16,
+    )
     plain = client.chat.completions.create(**request)
     assert server.service.last.token_ids == expected["token_ids"]
     assert plain.choices[0].message.content == expected["text"]
@@ -123,7 +130,8 @@ def test_an_image_as_a_data_url_answers_like_the_command_line(serve, tiny_fp32, 
     expected = cli_greedy(tiny_fp32, capsys, QUESTION, 12, image=path)
     server = serve()
     answer = client_for(server).chat.completions.create(
-        model="iris", messages=[image_message(QUESTION, path.read_bytes())], temperature=0, max_tokens=12)
+        model="iris", messages=[image_message(QUESTION, path.read_bytes())], temperature=0, max_tokens=12
+    )
     assert server.service.last.token_ids == expected["token_ids"]
     assert answer.choices[0].message.content == expected["text"]
     assert answer.usage.prompt_tokens == expected["stats"]["prompt_tokens"]  # 70 image tokens included
@@ -135,8 +143,10 @@ def test_a_follow_up_reads_only_its_new_tokens_and_answers_as_a_cold_read(serve,
     history = [{"role": "system", "content": "You are terse."}, image_message(QUESTION, png_bytes())]
     first = client.chat.completions.create(model="iris", messages=history, temperature=0, max_tokens=8)
     first_ids = list(server.service.pool.slots[0].keys) or list(server.service.pool.slots[1].keys)
-    follow_up = history + [{"role": "assistant", "content": first.choices[0].message.content},
-                           {"role": "user", "content": "And the colours?"}]
+    follow_up = history + [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And the colours?"},
+    ]
 
     read = []
     original = engine.decoder.prefill
@@ -151,8 +161,9 @@ def test_a_follow_up_reads_only_its_new_tokens_and_answers_as_a_cold_read(serve,
     assert prompt.cached_tokens == cached
 
     cold_server = serve()  # fresh slots: reads everything
-    cold = client_for(cold_server).chat.completions.create(model="iris", messages=follow_up, temperature=0,
-                                                           max_tokens=8)
+    cold = client_for(cold_server).chat.completions.create(
+        model="iris", messages=follow_up, temperature=0, max_tokens=8
+    )
     assert cold.usage.prompt_tokens_details.cached_tokens == 0
     assert cold_server.service.last.token_ids == server.service.last.token_ids
     assert cold.choices[0].message.content == warm.choices[0].message.content
@@ -169,10 +180,12 @@ def _prompt_keys(server, messages) -> list:
 def test_a_different_image_in_the_same_place_is_read_again(serve):
     server = serve(limits=Limits(slots=1))
     client = client_for(server)
-    client.chat.completions.create(model="iris", messages=[image_message(QUESTION, png_bytes(1))], temperature=0,
-                                   max_tokens=2)
-    other = client.chat.completions.create(model="iris", messages=[image_message(QUESTION, png_bytes(2))],
-                                           temperature=0, max_tokens=2)
+    client.chat.completions.create(
+        model="iris", messages=[image_message(QUESTION, png_bytes(1))], temperature=0, max_tokens=2
+    )
+    other = client.chat.completions.create(
+        model="iris", messages=[image_message(QUESTION, png_bytes(2))], temperature=0, max_tokens=2
+    )
     # Only the tokens before the image (<|im_start|>user\n<|vision_start|>) can be shared.
     assert other.usage.prompt_tokens_details.cached_tokens == 4
 
@@ -182,15 +195,17 @@ def test_stop_sequences_seed_and_penalties(serve, tiny_fp32, capsys):
     client = client_for(serve())
     base = dict(model="iris", messages=[{"role": "user", "content": "Count to ten."}], max_tokens=16)
     cut = len(expected) // 2
-    stop = expected[cut:cut + 3]
+    stop = expected[cut : cut + 3]
     stopped = client.chat.completions.create(temperature=0, stop=[stop], **base)
-    assert stopped.choices[0].message.content == expected[:expected.find(stop)]
+    assert stopped.choices[0].message.content == expected[: expected.find(stop)]
     assert stopped.choices[0].finish_reason == "stop"
     text, _ = streamed(client, temperature=0, stop=stop, **base)
-    assert text == expected[:expected.find(stop)]
+    assert text == expected[: expected.find(stop)]
 
-    sampled = [client.chat.completions.create(temperature=1.0, top_p=0.9, seed=7, **base).choices[0].message.content
-               for _ in range(2)]
+    sampled = [
+        client.chat.completions.create(temperature=1.0, top_p=0.9, seed=7, **base).choices[0].message.content
+        for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]
     penalised = client.chat.completions.create(temperature=0, frequency_penalty=2.0, presence_penalty=2.0, **base)
     assert penalised.usage.completion_tokens >= 1
@@ -223,19 +238,27 @@ def test_bad_requests_get_openai_shaped_errors(serve):
         client.chat.completions.create(model="iris", messages=[image_message(QUESTION, b"not a picture")])
     assert bad_image.value.code == "invalid_image" and "content[0]" in bad_image.value.message
     with pytest.raises(openai.BadRequestError) as remote:
-        client.chat.completions.create(model="iris", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+        client.chat.completions.create(
+            model="iris",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}],
+                }
+            ],
+        )
     assert remote.value.code == "image_url_not_supported" and "nothing leaves this computer" in remote.value.message
     with pytest.raises(openai.BadRequestError) as path:
-        client.chat.completions.create(model="iris", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}])
+        client.chat.completions.create(
+            model="iris",
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}],
+        )
     assert path.value.code == "image_url_not_supported"
     with pytest.raises(openai.BadRequestError) as missing:
         client.chat.completions.create(model="iris", messages=[{"role": "user"}])
     assert missing.value.code == "missing_required_parameter" and missing.value.param == "messages[0].content"
     with pytest.raises(openai.BadRequestError) as too_long:
-        client.chat.completions.create(model="iris", messages=[{"role": "user", "content": "hi"}],
-                                       max_tokens=10**6)
+        client.chat.completions.create(model="iris", messages=[{"role": "user", "content": "hi"}], max_tokens=10**6)
     assert too_long.value.code == "context_length_exceeded"
 
     status, _, body = raw_request(server, "POST", "/v1/chat/completions", b'{"model": "iris", "messages": [')
@@ -259,8 +282,11 @@ def test_body_size_is_limited(serve):
 
 def test_host_and_origin_headers_from_elsewhere_are_refused(serve):
     server = serve()
-    for headers in ({"Host": "attacker.example:8088"}, {"Host": "localhost.attacker.example"},
-                    {"Origin": "http://attacker.example"}):
+    for headers in (
+        {"Host": "attacker.example:8088"},
+        {"Host": "localhost.attacker.example"},
+        {"Origin": "http://attacker.example"},
+    ):
         status, _, body = raw_request(server, "GET", "/v1/models", headers=headers)
         assert status == 403, headers
         assert_openai_error(body)
@@ -296,8 +322,9 @@ def slow_decoding(engine, monkeypatch):
     monkeypatch.setattr(engine.decoder, "forward", slow)
 
 
-LONG = dict(model="iris", messages=[{"role": "user", "content": "Tell me a long story."}], temperature=0,
-            max_tokens=2000)
+LONG = dict(
+    model="iris", messages=[{"role": "user", "content": "Tell me a long story."}], temperature=0, max_tokens=2000
+)
 
 
 def test_a_client_that_disconnects_mid_stream_frees_the_engine(serve, engine, slow_decoding):
@@ -361,8 +388,9 @@ def test_the_app_chat_and_the_server_take_turns_without_mixing_conversations(ser
     client = client_for(server)
     conversation = engine.new_conversation()
     events = list(conversation.ask("Hello there.", sampling=greedy))
-    client.chat.completions.create(model="iris", messages=[{"role": "user", "content": "Something else."}],
-                                   temperature=0, max_tokens=20)
+    client.chat.completions.create(
+        model="iris", messages=[{"role": "user", "content": "Something else."}], temperature=0, max_tokens=20
+    )
     events += list(conversation.ask("What did I just say?", sampling=greedy))
     got = [e.token_ids for e in events if isinstance(e, TurnStats)]
     assert got == expected
@@ -389,20 +417,31 @@ def test_command_line_serves_until_stopped_and_refuses_unsafe_binds(tiny_fp32):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    refused = subprocess.run([sys.executable, "-m", "engine.serve", str(tiny_fp32), "--host", "0.0.0.0"],
-                             cwd=root, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "engine.serve", str(tiny_fp32), "--host", "0.0.0.0"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and refused.stderr.startswith("error:") and "--api-key" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", str(tiny_fp32), "--port", "0", "--api-key", "k"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.serve", str(tiny_fp32), "--port", "0", "--api-key", "k"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("Serving fp32 at http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split(" at ")[1].split()[0]
         client = openai.OpenAI(base_url=url, api_key="k", max_retries=0, timeout=60)
-        answer = client.chat.completions.create(model="fp32", messages=[{"role": "user", "content": "Hi"}],
-                                                temperature=0, max_tokens=3)
+        answer = client.chat.completions.create(
+            model="fp32", messages=[{"role": "user", "content": "Hi"}], temperature=0, max_tokens=3
+        )
         assert answer.usage.completion_tokens >= 1
     finally:
         proc.send_signal(signal.SIGINT)

@@ -1,5 +1,6 @@
 """UI fixtures: a private settings file and data folder per test, images made on the fly, and
 the real main window running the real engine on the tiny exported checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -102,13 +103,13 @@ def drop_files(widget, paths: list[Path]) -> bool:
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     center = widget.rect().center()
     pos = QPointF(center)
-    enter = QDragEnterEvent(center, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        center, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     QApplication.sendEvent(widget, enter)
     if not enter.isAccepted():
         return False
-    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
     return True
 

@@ -1,5 +1,6 @@
 """A scripted engine for the UI's read-ahead states: each read step waits until the test lets it
 through, so a test can act (type, send, remove, stop) while an image is being read."""
+
 from __future__ import annotations
 
 import threading
@@ -18,6 +19,7 @@ ANSWER = ("It is ", "blue.")
 @dataclass
 class Script:
     """What the engine does and what it was asked; shared with the engine thread."""
+
     seconds: float | None = 8.0  # estimate_image's predicted seconds (None: not measured yet)
     prepare_error: Exception | None = None
     fail_after_step: bool = False  # prepare_error comes after the first read step, not at once
@@ -87,8 +89,11 @@ class ScriptedConversation:
             raise self.script.prepare_error
         wanted = _contents(images)
         kept = 0
-        while kept < min(len(wanted), len(self._attached)) and wanted[kept] == self._attached[kept] \
-                and detail == self._detail:
+        while (
+            kept < min(len(wanted), len(self._attached))
+            and wanted[kept] == self._attached[kept]
+            and detail == self._detail
+        ):
             kept += 1
         total = STEP_SECONDS * (len(wanted) - kept)
         for index in range(kept, len(wanted)):
@@ -127,10 +132,20 @@ class ScriptedConversation:
 
 
 def _stats(stop_reason="eos", asked=True, ahead_tokens=0, image_tokens=0) -> TurnStats:
-    return TurnStats(image_tokens=image_tokens, prompt_tokens=image_tokens + 10, new_tokens=2, vision_seconds=0.0,
-                     prefill_seconds=0.0, time_to_first_token=0.0, decode_tokens_per_second=0.0,
-                     stop_reason=stop_reason, context_used=image_tokens + 12, context_limit=4096, asked=asked,
-                     ahead_tokens=ahead_tokens)
+    return TurnStats(
+        image_tokens=image_tokens,
+        prompt_tokens=image_tokens + 10,
+        new_tokens=2,
+        vision_seconds=0.0,
+        prefill_seconds=0.0,
+        time_to_first_token=0.0,
+        decode_tokens_per_second=0.0,
+        stop_reason=stop_reason,
+        context_used=image_tokens + 12,
+        context_limit=4096,
+        asked=asked,
+        ahead_tokens=ahead_tokens,
+    )
 
 
 class ScriptedDecoder:

@@ -1,4 +1,5 @@
 """Parsing Qwen-style grounding answers, and where the boxes land on a non-square image."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,13 +28,14 @@ def test_single_object_in_prose_and_python_quotes():
     assert [coords(b) for b in parse_boxes('The cup is at {"bbox_2d": [10, 20, 30, 40], "label": "cup"}.')] == [
         ("cup", 10, 20, 30, 40)
     ]
-    assert [coords(b) for b in parse_boxes("{'bbox_2d': [1, 2, 3, 4], 'label': 'pen'}")] == [
-        ("pen", 1, 2, 3, 4)
-    ]
+    assert [coords(b) for b in parse_boxes("{'bbox_2d': [1, 2, 3, 4], 'label': 'pen'}")] == [("pen", 1, 2, 3, 4)]
 
 
 def test_trailing_comma_and_a_list_cut_off_by_the_token_limit():
-    answer = '```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"},\n {"bbox_2d": [5, 6, 7, 8], "label": "b"},\n {"bbox_2d": [9,'
+    answer = (
+        '```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"},\n'
+        ' {"bbox_2d": [5, 6, 7, 8], "label": "b"},\n {"bbox_2d": [9,'
+    )
     assert [b.label for b in parse_boxes(answer)] == ["a", "b"]
     assert [b.label for b in parse_boxes('[{"bbox_2d": [1, 2, 3, 4], "label": "a",},]')] == ["a"]
 

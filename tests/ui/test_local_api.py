@@ -1,5 +1,6 @@
 """The app's "Serve on this computer" setting: the real window serves its own engine to other
 programs, and the chat and the server take turns without mixing their conversations."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ def free_port() -> int:
 
 
 def chat(url: str, text: str) -> dict:
-    body = json.dumps({"model": "iris", "messages": [{"role": "user", "content": text}], "temperature": 0,
-                       "max_tokens": 4}).encode()
+    body = json.dumps(
+        {"model": "iris", "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 4}
+    ).encode()
     request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
@@ -30,8 +32,9 @@ def chat(url: str, text: str) -> dict:
 def test_the_window_serves_its_engine_when_asked_and_stops_when_turned_off(qtbot, open_window, tiny_fp32):
     port = free_port()
     window = open_window(tiny_fp32, wait_loaded=False, serve_local=True, serve_port=port, max_new_tokens=4)
-    with qtbot.waitSignal(window.controller.servingChanged, timeout=60_000,
-                          check_params_cb=lambda url, error: bool(url)) as serving:
+    with qtbot.waitSignal(
+        window.controller.servingChanged, timeout=60_000, check_params_cb=lambda url, error: bool(url)
+    ) as serving:
         pass  # it starts once the model is loaded
     url = serving.args[0]
     assert url == f"http://127.0.0.1:{port}/v1"
@@ -61,8 +64,9 @@ def test_a_port_in_use_is_reported_and_the_chat_still_works(qtbot, open_window, 
         taken.listen(1)
         port = taken.getsockname()[1]
         window = open_window(tiny_fp32, wait_loaded=False, serve_local=True, serve_port=port, max_new_tokens=4)
-        with qtbot.waitSignal(window.controller.servingChanged, timeout=60_000,
-                              check_params_cb=lambda url, error: bool(error)) as failed:
+        with qtbot.waitSignal(
+            window.controller.servingChanged, timeout=60_000, check_params_cb=lambda url, error: bool(error)
+        ) as failed:
             pass
     assert str(port) in failed.args[1] and "Choose another port" in failed.args[1]
     qtbot.waitUntil(lambda: window.info is not None, timeout=60_000)

@@ -1,5 +1,6 @@
 """The real main window on the real engine (tiny exported checkpoint): drop, ask, stream, stop,
 follow up, regenerate, paste, refuse, reopen, and close in the middle of an answer."""
+
 from __future__ import annotations
 
 import json
@@ -115,9 +116,7 @@ def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, 
     assert (on_screen.width(), on_screen.height()) == (drawn.width() / 2, drawn.height() / 2)
 
 
-def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(
-    qtbot, open_window, tiny_fp32, make_image
-):
+def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(qtbot, open_window, tiny_fp32, make_image):
     big = make_image("big.png", 2000, 1500)
     window = open_window(tiny_fp32, max_new_tokens=3)
     window.image_pane.add_files([big])
@@ -203,9 +202,7 @@ def test_a_bad_model_folder_is_reported(qtbot, open_window, tmp_path):
     assert window.model_label.text() == "no model"
 
 
-def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(
-    qtbot, open_window, tiny_fp32, make_image
-):
+def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32, max_new_tokens=LONG)
     window.image_pane.add_files([make_image("a.png")])
     with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
@@ -269,15 +266,16 @@ def test_a_model_that_loses_accuracy_on_this_processor_says_so(qtbot, open_windo
     assert window.composer.button.isEnabled()  # it still answers
 
 
-def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, open_window, tiny_fp32,
-                                                                        monkeypatch):
+def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, open_window, tiny_fp32, monkeypatch):
     """The local server holds the engine; the chat's question waits, then the user stops it: the
     model never saw it, so it goes back to the box instead of staying as an empty turn."""
     import ui.worker as worker_module
 
     engines = []
     build = worker_module._default_engine_factory
-    monkeypatch.setattr(worker_module, "_default_engine_factory", lambda setup: engines.append(build(setup)) or engines[-1])
+    monkeypatch.setattr(
+        worker_module, "_default_engine_factory", lambda setup: engines.append(build(setup)) or engines[-1]
+    )
     window = open_window(tiny_fp32)
     ask_and_wait(qtbot, window, "first")
     engines[-1].lock.acquire()  # as a server answer in progress would
@@ -294,8 +292,9 @@ def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, 
     assert len(window.chat.messages()) == 2
 
 
-def test_an_answer_that_fails_mid_way_is_taken_back_like_the_model_forgets_it(qtbot, open_window, tiny_fp32,
-                                                                              monkeypatch):
+def test_an_answer_that_fails_mid_way_is_taken_back_like_the_model_forgets_it(
+    qtbot, open_window, tiny_fp32, monkeypatch
+):
     from engine import conversation as conversation_module
     from engine.errors import EngineError
 

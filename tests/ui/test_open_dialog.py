@@ -1,4 +1,5 @@
 """The open dialog offers every format the engine's loader reads, and what it offers is accepted."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """The pending images are read while the question is typed: the states of the window around a
 read-ahead, on a scripted engine whose read steps wait for the test (tests/ui/scripted_engine.py)."""
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,11 @@ def scripted(qtbot, tmp_path, settings_file):
         script = script or Script()
         (tmp_path / "attachments").mkdir(exist_ok=True)
         window = build_main_window(
-            tmp_path / "scripted-model", engine_factory=lambda setup: ScriptedEngine(script),
+            tmp_path / "scripted-model",
+            engine_factory=lambda setup: ScriptedEngine(script),
             settings_store=QSettings(str(settings_file), QSettings.Format.IniFormat),
-            history_root=tmp_path / "history", attachments_dir=lambda: tmp_path / "attachments",
+            history_root=tmp_path / "history",
+            attachments_dir=lambda: tmp_path / "attachments",
             speed_file=tmp_path / "speeds.json",
         )
         qtbot.addWidget(window)

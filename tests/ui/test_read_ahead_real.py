@@ -1,5 +1,6 @@
 """Reading ahead on the real engine (tiny exported checkpoint): an image dropped before the
 question is read while it is typed, and the answer is the one asking all at once gives."""
+
 from __future__ import annotations
 
 from engine.sampling import SamplingOptions

@@ -1,6 +1,7 @@
 """A reopened saved chat is re-read by the real engine (tiny exported checkpoint) when, and only
 when, the user asks a new question in it; Stop during that re-reading sends nothing, and a chat
 too long to re-read goes on as a fresh conversation."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ def test_a_reopened_chat_is_re_read_before_the_follow_up(qtbot, open_window, tin
 
     first, second = engine_turns(window)  # the model now holds the saved turn, image included
     assert (first.text, first.answer, len(first.images)) == ("What is in the picture?", answer, 1)
-    assert first.images[0] == window.session.store.image_path(window.session.record.id,
-                                                              window.session.record.turns[0].images[0])
+    assert first.images[0] == window.session.store.image_path(
+        window.session.record.id, window.session.record.turns[0].images[0]
+    )
     assert second.text == "And the colours?" and second.images == []
     stats = second.stats
     # The new question alone would fill prompt + answer tokens; the earlier turn and its image are there too.

@@ -1,4 +1,5 @@
 """Settings survive a restart and shrug off bad values; chats round-trip and export to Markdown."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,10 @@ def test_the_detail_text_predicts_the_wait_of_each_choice_from_the_engine_estima
         return measured[detail]
 
     text = detail_summary("high", (2000, 1000), estimate)
-    assert text == ("The current image (2000×1000) at high detail: 1000 image tokens, about 55 s to read on this "
-                    "computer. At standard detail: 256 image tokens, about 10 s to read.")
+    assert text == (
+        "The current image (2000×1000) at high detail: 1000 image tokens, about 55 s to read on this "
+        "computer. At standard detail: 256 image tokens, about 10 s to read."
+    )
     assert sorted(calls) == [(2000, 1000, "high"), (2000, 1000, "standard")]
     unmeasured = detail_summary("standard", (2000, 1000), lambda w, h, d: Estimate(measured[d].tokens, None))
     assert "256 image tokens." in unmeasured and " s to read" not in unmeasured
@@ -102,8 +105,7 @@ def test_dialog_names_the_processor(qtbot, monkeypatch):
     assert dialog.threads.specialValueText() == "automatic (2)"
 
 
-def test_check_the_model_files_reports_intact_files_and_a_damaged_one(qtbot, tiny_int4, tmp_path,
-                                                                      monkeypatch):
+def test_check_the_model_files_reports_intact_files_and_a_damaged_one(qtbot, tiny_int4, tmp_path, monkeypatch):
     """The full check runs off the GUI thread and says what it found, in both outcomes."""
     import shutil
     import threading
@@ -189,17 +191,27 @@ def test_the_local_api_setting_is_off_by_default_and_shows_a_copyable_example(qt
 
 
 def _stats(**overrides) -> dict:
-    values = dict(image_tokens=256, prompt_tokens=280, new_tokens=12, vision_seconds=1.0,
-                  prefill_seconds=0.5, time_to_first_token=1.6, decode_tokens_per_second=8.25,
-                  stop_reason="eos", context_used=300, context_limit=8192)
+    values = dict(
+        image_tokens=256,
+        prompt_tokens=280,
+        new_tokens=12,
+        vision_seconds=1.0,
+        prefill_seconds=0.5,
+        time_to_first_token=1.6,
+        decode_tokens_per_second=8.25,
+        stop_reason="eos",
+        context_used=300,
+        context_limit=8192,
+    )
     values.update(overrides)
     return values
 
 
 def test_describe_stats():
     assert describe_stats(_stats()) == "256 image tokens · first token 1.60 s · 8.2 tokens/s · 12 tokens"
-    assert describe_stats(_stats(ahead_tokens=270)) == ("256 image tokens · first token 1.60 s · image read while "
-                                                        "you typed · 8.2 tokens/s · 12 tokens")
+    assert describe_stats(_stats(ahead_tokens=270)) == (
+        "256 image tokens · first token 1.60 s · image read while you typed · 8.2 tokens/s · 12 tokens"
+    )
     assert describe_stats(_stats(image_tokens=0, stop_reason="cancelled")).endswith("12 tokens · stopped")
     assert describe_stats(None) == ""
 

@@ -1,5 +1,6 @@
 """`main.py --smoke` end to end in a subprocess, the PySide6 6.12.0 emit() workaround, and garbage
 collection kept on the GUI thread."""
+
 from __future__ import annotations
 
 import gc
@@ -20,10 +21,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_main(tmp_path, *args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_DATA_HOME=str(tmp_path / "data"),
-               XDG_CONFIG_HOME=str(tmp_path / "config"), HOME=str(tmp_path))
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        HOME=str(tmp_path),
+    )
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_image):
@@ -33,8 +45,18 @@ def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_imag
     real_settings.parent.mkdir(parents=True)
     real_settings.write_text("[options]\nimage_detail=high\nthreads=1\n")
     before = real_settings.read_bytes(), real_settings.stat().st_mtime_ns
-    done = run_main(tmp_path, "--model-dir", tiny_fp32, "--smoke", make_image("p.png", 400, 300),
-                    "Describe the picture.", "--screenshot", shot, "--max-new-tokens", "12")
+    done = run_main(
+        tmp_path,
+        "--model-dir",
+        tiny_fp32,
+        "--smoke",
+        make_image("p.png", 400, 300),
+        "Describe the picture.",
+        "--screenshot",
+        shot,
+        "--max-new-tokens",
+        "12",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()  # the streamed answer
     image = QImage(str(shot))

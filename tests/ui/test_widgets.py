@@ -1,13 +1,13 @@
 """The image pane, the composer and the message view on their own: drop, paste, refuse, remove,
 draw boxes, keys, Markdown."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
-from tests.ui.conftest import drop_files
 from engine.engine import ReadEstimate
+from tests.ui.conftest import drop_files
 from ui.composer import Composer
 from ui.grounding import BOX_COLORS, parse_boxes
 from ui.image_pane import ImagePane

@@ -3,6 +3,7 @@
 Shared helpers live here (the brief gives this folder no conftest): each test module defines its
 small fixtures with them.
 """
+
 from __future__ import annotations
 
 import contextlib

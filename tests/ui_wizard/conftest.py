@@ -1,5 +1,6 @@
 """Fixtures every wizard test uses: a local fake Hub serving the tiny checkpoint, and no wizard
 (or its threads) left behind after a test."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,6 @@ import pytest
 from engine.kernel_probe import PromptGraphAdvice
 from tests.ui_wizard import close_wizards, serve
 from ui.wizard import choose_page
-
 
 # What the kernel measurement says on a machine where the int8 prompt graph pays a little: offered,
 # not ticked. Real timings vary with the CPU and its load; tests that need another verdict patch it.

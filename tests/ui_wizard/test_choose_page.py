@@ -1,4 +1,5 @@
 """The choose page: sizes and free space before anything is written, and every refusal explained."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,7 +10,13 @@ import pytest
 
 from tests.fixtures.fake_hub import point_huggingface_hub_at
 from tests.ui_wizard import (
-    REPO, choose_download, choose_folder, click, make_wizard, next_button, type_into,
+    REPO,
+    choose_download,
+    choose_folder,
+    click,
+    make_wizard,
+    next_button,
+    type_into,
     wait_next_enabled,
 )
 from ui.wizard import needs_setup

@@ -1,14 +1,21 @@
 """Converting a checkpoint folder the user has, checking an Iris model folder, and Finish -> modelReady."""
+
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
 
-
 from tests.ui_wizard import (
-    WAIT_MS, choose_download, choose_folder, click, finish_button, make_wizard, next_button,
-    wait_failed, wait_page,
+    WAIT_MS,
+    choose_download,
+    choose_folder,
+    click,
+    finish_button,
+    make_wizard,
+    next_button,
+    wait_failed,
+    wait_page,
 )
 from ui.wizard import needs_setup
 from ui.wizard.choice import PageId

@@ -1,4 +1,5 @@
 """The download page against a real local HTTP 'Hub': progress, cancel + resume, errors + Retry."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,15 @@ import pytest
 from PySide6.QtWidgets import QWizard
 
 from tests.ui_wizard import (
-    WAIT_MS, WEIGHTS, choose_download, click, make_wizard, next_button, partial_files, wait_failed, wait_page,
+    WAIT_MS,
+    WEIGHTS,
+    choose_download,
+    click,
+    make_wizard,
+    next_button,
+    partial_files,
+    wait_failed,
+    wait_page,
 )
 from ui.wizard.choice import PageId
 
@@ -37,8 +46,10 @@ def download_under_way(qtbot, hub, tmp_path):
 
 def wait_inside_weights(qtbot, page, at_least: int) -> None:
     """Until the page shows progress inside the weights file, past `at_least` bytes of the whole download."""
-    qtbot.waitUntil(lambda: page._last is not None and page._last.current_file == WEIGHTS
-                    and page._last.bytes_done > at_least, timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: page._last is not None and page._last.current_file == WEIGHTS and page._last.bytes_done > at_least,
+        timeout=WAIT_MS,
+    )
 
 
 def sha256(path) -> str:
@@ -51,8 +62,9 @@ def test_download_then_conversion_writes_the_model(qtbot, hub, tiny_checkpoint, 
     start_download(qtbot, wizard)
     page = wizard.download_page
     shown: set[str] = set()
-    qtbot.waitUntil(lambda: shown.add(page.detail_label.text()) or wizard.currentId() != PageId.DOWNLOAD,
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: shown.add(page.detail_label.text()) or wizard.currentId() != PageId.DOWNLOAD, timeout=WAIT_MS
+    )
     assert any("MB/s" in text and "left" in text for text in shown), shown
     wait_page(qtbot, wizard, PageId.VERIFY)  # the wizard moves on by itself after each step
 

@@ -1,4 +1,5 @@
 """The "Faster first answer" box: an extra int8 prompt graph, its disk space, and who may tick it."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,8 @@ def test_the_box_decides_whether_a_prefill_graph_is_written(qtbot, tiny_checkpoi
 
 
 def test_ticking_grows_the_space_needed_and_only_the_ticked_variant_is_refused(
-        qtbot, tiny_checkpoint, tmp_path, monkeypatch, plenty_of_ram):
+    qtbot, tiny_checkpoint, tmp_path, monkeypatch, plenty_of_ram
+):
     plain, fast = space_needed(tiny_checkpoint[0], None), space_needed(tiny_checkpoint[0], "int8")
     assert fast > plain
     real = shutil.disk_usage(tmp_path)
@@ -99,13 +101,18 @@ def test_total_ram_is_what_the_kernel_reports(tmp_path, monkeypatch):
     assert memory.fast_prefill_blocker(None) == "", "unknown RAM: offered, the user decides"
 
 
-@pytest.mark.parametrize("int8_gops,enabled,ticked,words", [
-    (105.0, False, False, "Not offered: measured on this computer (a test CPU), it would read questions only 1.0x"),
-    (200.0, True, False, "Measured on this computer: questions about an image are read about 1.5x faster"),
-    (700.0, True, True, "Measured on this computer: questions about an image are read about 2.5x faster"),
-], ids=["no gain", "some gain", "large gain"])
-def test_the_box_follows_the_measurement_on_this_computer(qtbot, tiny_checkpoint, tmp_path, monkeypatch,
-                                                          plenty_of_ram, int8_gops, enabled, ticked, words):
+@pytest.mark.parametrize(
+    "int8_gops,enabled,ticked,words",
+    [
+        (105.0, False, False, "Not offered: measured on this computer (a test CPU), it would read questions only 1.0x"),
+        (200.0, True, False, "Measured on this computer: questions about an image are read about 1.5x faster"),
+        (700.0, True, True, "Measured on this computer: questions about an image are read about 2.5x faster"),
+    ],
+    ids=["no gain", "some gain", "large gain"],
+)
+def test_the_box_follows_the_measurement_on_this_computer(
+    qtbot, tiny_checkpoint, tmp_path, monkeypatch, plenty_of_ram, int8_gops, enabled, ticked, words
+):
     from engine.kernel_probe import PromptGraphAdvice
     from ui.wizard import choose_page
 

@@ -1,4 +1,5 @@
 """Judge the choose page's inputs: what will happen, what it takes, and why Next is refused (Qt-free)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,10 @@ def assess_download(
     if plan.missing_bytes == 0:
         download = f"Download: {human_bytes(plan.total_bytes)}, already downloaded"
     elif plan.present_bytes:
-        download = (f"Download: {human_bytes(plan.total_bytes)}, {human_bytes(plan.present_bytes)} of it already "
-                    "downloaded (it resumes from there)")
+        download = (
+            f"Download: {human_bytes(plan.total_bytes)}, {human_bytes(plan.present_bytes)} of it already "
+            "downloaded (it resumes from there)"
+        )
     else:
         download = f"Download: {human_bytes(plan.total_bytes)}"
     needs = [SpaceNeed("the download", plan.cache_dir, plan.missing_bytes)]
@@ -58,30 +61,39 @@ def assess_folder(folder_text: str, target_text: str, options: ExportOptions) ->
     if info.kind is FolderKind.ARTIFACTS:
         manifest = manifest_summary(info.path)
         made = f", made {manifest.created[:10]}" if manifest and manifest.created else ""
-        line = (f"An Iris model ({manifest.precision if manifest else 'unknown precision'}{made}): "
-                "it is checked and used as is.")
+        line = (
+            f"An Iris model ({manifest.precision if manifest else 'unknown precision'}{made}): "
+            "it is checked and used as is."
+        )
         return Assessment(lines=(line,), mode=Mode.VERIFY, source=info)
     if info.kind is FolderKind.DAMAGED:
-        return Assessment(problem=f"This folder holds an Iris model that cannot be used: {info.detail} "
-                                  "Convert the checkpoint again, or choose another folder.")
+        return Assessment(
+            problem=f"This folder holds an Iris model that cannot be used: {info.detail} "
+            "Convert the checkpoint again, or choose another folder."
+        )
     if info.kind is FolderKind.EMPTY:
         missing = "There is no folder at" if not info.path.exists() else "This folder is empty:"
         return Assessment(problem=f"{missing} {info.path}.")
     if info.kind is FolderKind.OTHER:
-        return Assessment(problem="This folder holds neither an Iris model (manifest.json) nor a Hugging Face "
-                                  "checkpoint (config.json and *.safetensors weights).")
+        return Assessment(
+            problem="This folder holds neither an Iris model (manifest.json) nor a Hugging Face "
+            "checkpoint (config.json and *.safetensors weights)."
+        )
     try:
         config, _ = load_config(info.path)
     except ExportError as error:
         return Assessment(problem=str(error))
-    line = (f"A Hugging Face checkpoint of Qwen3-VL ({config.text.num_hidden_layers} layers, hidden size "
-            f"{config.text.hidden_size}): it is converted.")
+    line = (
+        f"A Hugging Face checkpoint of Qwen3-VL ({config.text.num_hidden_layers} layers, hidden size "
+        f"{config.text.hidden_size}): it is converted."
+    )
     assessed = _with_target(Mode.CONVERT, [line], [], config, options, target_text)
     return Assessment(assessed.lines, assessed.problem, assessed.waiting, assessed.mode, info, assessed.replace_target)
 
 
-def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], config: ModelConfig,
-                 options: ExportOptions, target_text: str) -> Assessment:
+def _with_target(
+    mode: Mode, lines: list[str], needs: list[SpaceNeed], config: ModelConfig, options: ExportOptions, target_text: str
+) -> Assessment:
     """Add the converted model's size, the target folder's checks and the free space of every disk used."""
     if not target_text.strip():
         return Assessment(tuple(lines), waiting="Choose where to save the model.", mode=mode)
@@ -96,9 +108,14 @@ def _with_target(mode: Mode, lines: list[str], needs: list[SpaceNeed], config: M
     if replace:
         lines.append(f"The model now in {target.path} is replaced once the new one is complete.")
     elif target.kind is not FolderKind.EMPTY:
-        return Assessment(tuple(lines), mode=mode, problem=(
-            f"{target.path} already holds other files. Choose an empty or new folder: Iris only replaces a "
-            "folder that holds an Iris model."))
+        return Assessment(
+            tuple(lines),
+            mode=mode,
+            problem=(
+                f"{target.path} already holds other files. Choose an empty or new folder: Iris only replaces a "
+                "folder that holds an Iris model."
+            ),
+        )
     needs = needs + [SpaceNeed("the converted model", target.path.parent, free_space_needed(artifact_bytes))]
     problem = ""
     for disk in disks_for(needs):

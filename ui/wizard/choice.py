@@ -3,6 +3,7 @@
 The pages pass one SetupChoice along: the choose page fills it in, the download page adds the
 checkpoint folder it fetched, the convert page reads both, the verify page reads `model_dir`.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,9 @@ def _read_config(plan: DownloadPlan) -> dict:
 
     url = hf_hub_url(plan.repo_id, "config.json", revision=plan.commit_sha)
     try:
-        response = get_session().get(url, headers=build_hf_headers(), follow_redirects=True,
-                                     timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT)
+        response = get_session().get(
+            url, headers=build_hf_headers(), follow_redirects=True, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT
+        )
         hf_raise_for_status(response)
         raw = response.json()
     except (httpx2.HTTPError, OSError, ValueError) as error:  # HfHubHTTPError is an httpx2.HTTPError

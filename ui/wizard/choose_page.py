@@ -4,26 +4,45 @@ Sizes and free space are shown before anything is written, and Next is refused w
 something does not fit. Asking the Hub for the file list takes a network round trip, so it runs on a
 Task, a moment after the user stops typing the model id.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtWidgets import (
-    QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit,
-    QPushButton, QRadioButton, QStyle, QVBoxLayout, QWidget, QWizardPage,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QStyle,
+    QVBoxLayout,
+    QWidget,
+    QWizardPage,
 )
 
 from engine.kernel_probe import PromptGraphAdvice, prompt_graph_advice
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
-
 from ui.paths import data_dir
 
 from . import memory
 from .assess import Assessment, assess_download, assess_folder
 from .choice import (
-    FAST_PREFILL, NEXT_PAGE, PRECISION_CHOICES, HubEstimate, Mode, estimate_hub_download, split_repo_text,
+    FAST_PREFILL,
+    NEXT_PAGE,
+    PRECISION_CHOICES,
+    HubEstimate,
+    Mode,
+    estimate_hub_download,
+    split_repo_text,
 )
 from .task import Task
 from .work_page import ERROR_STYLE
@@ -42,8 +61,10 @@ class ChoosePage(QWizardPage):
     def __init__(self, default_target: Path, repo_id: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setTitle("Get the model")
-        self.setSubTitle("Iris runs Qwen3-VL on your own computer. The model is downloaded once and converted "
-                         "into a format your CPU runs quickly; nothing leaves your computer afterwards.")
+        self.setSubTitle(
+            "Iris runs Qwen3-VL on your own computer. The model is downloaded once and converted "
+            "into a format your CPU runs quickly; nothing leaves your computer afterwards."
+        )
         self._estimate: HubEstimate | None = None
         self._estimate_error = ""
         self._estimate_for: tuple[str, str] | None = None  # (repo id, revision) of the estimate or error
@@ -218,8 +239,9 @@ class ChoosePage(QWizardPage):
             if self._estimate_for != self._repo() and self._planning is None and not self._plan_timer.isActive():
                 self._plan_timer.start(0)  # first show, or back in download mode after a change
             pending = self._planning is not None or self._plan_timer.isActive()
-            assessment = assess_download(self._estimate, self._estimate_error, pending,
-                                         self.target_edit.text(), options)
+            assessment = assess_download(
+                self._estimate, self._estimate_error, pending, self.target_edit.text(), options
+            )
         else:
             assessment = assess_folder(self.folder_edit.text(), self.target_edit.text(), options)
         uses_target = assessment.mode is not Mode.VERIFY

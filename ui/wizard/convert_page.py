@@ -3,6 +3,7 @@
 exporter.export writes into a hidden folder beside the target and renames it at the end, so a
 cancelled or failed conversion leaves nothing that looks like a model, and Start again is safe.
 """
+
 from __future__ import annotations
 
 from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar, QWidget
@@ -80,8 +81,9 @@ class ConvertPage(WorkPage):
     def show_success(self, result: ExportResult) -> None:
         for bar in self.stage_bars.values():
             bar.setValue(bar.maximum())
-        self._set_status(f"Converted in {human_duration(result.seconds)}: {human_bytes(result.total_bytes)} "
-                         f"in {result.out_dir}.")
+        self._set_status(
+            f"Converted in {human_duration(result.seconds)}: {human_bytes(result.total_bytes)} in {result.out_dir}."
+        )
 
     def cancelled_message(self) -> str:
         return "Conversion cancelled. Nothing was written to the target folder; Start again begins anew."

@@ -3,6 +3,7 @@
 Resuming needs nothing from this page: exporter.download keeps partial files and continues them with
 a Range request, also after the app was closed, and reuses whatever the HF cache already holds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,9 @@ class DownloadPage(WorkPage):
         self.setTitle(f"Downloading {choice.repo_id}")
         plan = choice.plan
         if plan is not None:
-            self.cache_label.setText(f"Saved in the Hugging Face cache ({plan.cache_dir}), where other tools "
-                                     "can reuse it.")
+            self.cache_label.setText(
+                f"Saved in the Hugging Face cache ({plan.cache_dir}), where other tools can reuse it."
+            )
         super().initializePage()
 
     def make_job(self) -> Job:
@@ -61,8 +63,11 @@ class DownloadPage(WorkPage):
     def reset_view(self) -> None:
         """Show what is on disk already: from the last run on this page, else from the choose page's plan."""
         plan = self.wizard().choice.plan
-        done, total = (self._last.bytes_done, self._last.bytes_total) if self._last else (
-            (plan.present_bytes, plan.total_bytes) if plan else (0, 0))
+        done, total = (
+            (self._last.bytes_done, self._last.bytes_total)
+            if self._last
+            else ((plan.present_bytes, plan.total_bytes) if plan else (0, 0))
+        )
         self.file_label.setText("")
         self._show_bytes(done, total)
         if done:
@@ -84,8 +89,12 @@ class DownloadPage(WorkPage):
     def show_success(self, snapshot: Path) -> None:
         choice = self.wizard().choice
         choice.source_dir = Path(snapshot)
-        choice.source_info = {"kind": "hub", "repo_id": choice.repo_id, "revision": choice.revision,
-                              "commit": Path(snapshot).name}
+        choice.source_info = {
+            "kind": "hub",
+            "repo_id": choice.repo_id,
+            "revision": choice.revision,
+            "commit": Path(snapshot).name,
+        }
         self.file_label.setText("")
         self.progress_bar.setValue(BAR_STEPS)
         self._set_status("Download complete.")
@@ -95,8 +104,10 @@ class DownloadPage(WorkPage):
             self.detail_label.setText(f"{human_bytes(self._last.bytes_done)} of {human_bytes(self._last.bytes_total)}")
 
     def cancelled_message(self) -> str:
-        return ("Download paused. What was downloaded is kept: Resume continues where it stopped, "
-                "also after Iris was closed.")
+        return (
+            "Download paused. What was downloaded is kept: Resume continues where it stopped, "
+            "also after Iris was closed."
+        )
 
     def _show_bytes(self, done: int, total: int) -> None:
         self.progress_bar.setValue(round(BAR_STEPS * done / total) if total else 0)

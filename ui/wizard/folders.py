@@ -1,4 +1,5 @@
 """What a folder holds (an Iris model, a Hugging Face checkpoint, nothing, something else), Qt-free."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

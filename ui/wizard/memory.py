@@ -4,6 +4,7 @@ The extra int8 prompt graph of the full-size model takes ~3.7 GB more memory (pe
 of ~3.8 GB at a 4k context); below ~12 GB installed, the system and other programs would be pushed
 into swap, which costs more time than the graph saves.
 """
+
 from __future__ import annotations
 
 import os

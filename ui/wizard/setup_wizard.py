@@ -3,6 +3,7 @@
 The app can open it again from its menu. Closing it at any point (Cancel, Escape, the window's close
 button) cancels the running job and waits for its thread before the dialog goes away.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,12 @@ class SetupWizard(QWizard):
         self.download_page = DownloadPage()
         self.convert_page = ConvertPage()
         self.verify_page = VerifyPage()
-        for page_id, page in ((PageId.CHOOSE, self.choose_page), (PageId.DOWNLOAD, self.download_page),
-                              (PageId.CONVERT, self.convert_page), (PageId.VERIFY, self.verify_page)):
+        for page_id, page in (
+            (PageId.CHOOSE, self.choose_page),
+            (PageId.DOWNLOAD, self.download_page),
+            (PageId.CONVERT, self.convert_page),
+            (PageId.VERIFY, self.verify_page),
+        ):
             self.setPage(int(page_id), page)
         self.setStartId(int(PageId.CHOOSE))
         self.currentIdChanged.connect(self._page_changed)

@@ -3,6 +3,7 @@
 The download lands in the Hugging Face cache and the converted model in the target folder; these can
 be on different disks, so the needs are added up per disk before comparing with its free space.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .units import human_bytes
+
 
 @dataclass(frozen=True)
 class SpaceNeed:
@@ -37,9 +39,11 @@ class Disk:
 
     def shortage_message(self) -> str:
         what = " and ".join(f"{n.what} ({human_bytes(n.nbytes)})" for n in self.needs if n.nbytes)
-        return (f"Not enough free disk space on {self.anchor}: {what} need {human_bytes(self.needed)}, "
-                f"only {human_bytes(self.free)} is free. Free up {human_bytes(self.needed - self.free)} "
-                "or choose another folder.")
+        return (
+            f"Not enough free disk space on {self.anchor}: {what} need {human_bytes(self.needed)}, "
+            f"only {human_bytes(self.free)} is free. Free up {human_bytes(self.needed - self.free)} "
+            "or choose another folder."
+        )
 
 
 def existing_parent(path: Path) -> Path:

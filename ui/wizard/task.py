@@ -7,6 +7,7 @@ and exceptions come back as signals, which Qt delivers on the thread of the rece
 A running Task keeps itself alive (Qt aborts the process if a QThread object is destroyed while
 its thread runs), and is cancelled when the object that owns it is destroyed without stopping it.
 """
+
 from __future__ import annotations
 
 import threading
@@ -18,7 +19,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 Report = Callable[[Any], None]
 Job = Callable[[Report, threading.Event], Any]
 
-_running: set["Task"] = set()
+_running: set[Task] = set()
 
 
 class Cancelled(Exception):

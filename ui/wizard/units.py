@@ -1,4 +1,5 @@
 """Human-readable sizes, speeds and durations for the wizard's labels."""
+
 from __future__ import annotations
 
 from exporter.units import human_bytes  # the exporter's messages and the wizard's labels agree

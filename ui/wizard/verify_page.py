@@ -3,6 +3,7 @@
 An Iris model folder the user brought gets every file hashed (it may be a damaged copy); one this
 wizard has just written is hashed once too, which records the check so the app's loads stay quick.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,6 +38,7 @@ class VerifyResult:
 
 def verify_model(model_dir: Path, full_hash: bool | None, report, cancel) -> VerifyResult:
     """The job: every step announces itself first, so a failure points at the step that failed."""
+
     def step(name: str) -> None:
         if cancel.is_set():
             raise Cancelled(name)
@@ -104,8 +106,10 @@ class VerifyPage(WorkPage):
             self._mark(step, "done")
         size = sum(record.size for record in result.manifest.files.values())
         precision = result.manifest.precision
-        self._set_status(f"Iris is ready: {precision} model, {human_bytes(size)}, in {result.model_dir}. "
-                         "Press Finish to start chatting.")
+        self._set_status(
+            f"Iris is ready: {precision} model, {human_bytes(size)}, in {result.model_dir}. "
+            "Press Finish to start chatting."
+        )
 
     def show_failure(self, error: BaseException) -> None:
         if self._current is not None:

@@ -4,6 +4,7 @@ A page is complete once its job succeeded; then the wizard moves on by itself (e
 page, which waits for Finish). Leaving the page (Back, closing the wizard) stops the job and waits
 for its thread, so no thread outlives the wizard.
 """
+
 from __future__ import annotations
 
 from typing import Any
