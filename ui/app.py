@@ -15,6 +15,7 @@ from ui.controller import EngineController
 from ui.gc_guard import install_gc_guard
 from ui.history import HistoryStore
 from ui.main_window import MainWindow
+from ui.pyside_guard import install_pyside_guard
 from ui.settings import open_qsettings
 
 COLOR_SCHEMES = ("system", "light", "dark")
@@ -32,6 +33,7 @@ def set_application_names() -> None:
 
 
 def create_application(argv: list[str], color_scheme: str = "system") -> QApplication:
+    install_pyside_guard()  # before the first signal is emitted
     set_application_names()
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationDisplayName("Iris")

@@ -12,11 +12,14 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from ui.app import set_application_names
+from ui.pyside_guard import install_pyside_guard
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _qt_names_and_test_paths():
-    """Never touch the real user's data folder or settings from a test."""
+    """Never touch the real user's data folder or settings from a test; the PySide6 guard as the
+    app installs it when it creates its application."""
+    install_pyside_guard()
     set_application_names()
     QStandardPaths.setTestModeEnabled(True)
     yield

@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
-import ui  # noqa: F401  (installs the guard when needed)
+from ui.pyside_guard import keep_alive_if_leaking
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,6 +104,21 @@ def test_many_emits_do_not_use_up_references_to_true():
     assert abs(after - before) < 50 or after > 1 << 39  # no leak, or the guard made True unkillable
 
 
+def test_the_guard_is_installed_when_the_application_is_created_not_on_import(tmp_path):
+    script = (
+        "import ui, ui.app, ui.worker\n"
+        "from ui.pyside_guard import pyside_guard_installed\n"
+        "assert not pyside_guard_installed(), 'installed on import'\n"
+        "ui.app.create_application([])\n"
+        "assert pyside_guard_installed(), 'not installed with the application'\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_many_void_calls_do_not_use_up_references_to_none(qtbot):
     """PySide6 6.12.0's methods that return nothing stole a reference to None per call."""
     from PySide6.QtWidgets import QLabel
@@ -120,8 +135,6 @@ def test_many_void_calls_do_not_use_up_references_to_none(qtbot):
 def test_the_guard_keeps_alive_an_object_that_a_call_leaks_and_leaves_others_alone():
     """The guard against a fake leaky call: one reference lost per call, as PySide6 6.12.0 did."""
     import ctypes
-
-    from ui import keep_alive_if_leaking
 
     class Singleton:
         pass
