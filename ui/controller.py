@@ -118,9 +118,6 @@ class EngineController(QObject):
         """Stop the answer or read-ahead running and any request still waiting in the queue."""
         self._worker.cancel(self._turn_counter)
 
-    def is_running(self) -> bool:
-        return self._thread.isRunning()
-
     def shutdown(self) -> None:
         """Cancel, quit, wait: the thread ends before its QThread object can be destroyed."""
         if self._stopped:

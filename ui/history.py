@@ -249,10 +249,6 @@ class ChatsPanel(QWidget):
                 self.list.setCurrentItem(item)
         self.list.blockSignals(False)
 
-    def selected_id(self) -> str | None:
-        item = self.list.currentItem()
-        return self._id(item) if item is not None else None
-
     @staticmethod
     def _id(item: QListWidgetItem) -> str:
         return item.data(Qt.ItemDataRole.UserRole)
