@@ -18,7 +18,7 @@ from .errors import ArtifactError, EngineError
 from .image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
 from .manifest import Manifest
 from .prompt import PromptBuilder
-from .runtime import DecoderRunner, DecoderShape, VisionRunner
+from .runtime import DecoderRunner, VisionRunner
 from .sampling import SamplingOptions
 from .speeds import SpeedModel
 
@@ -105,9 +105,7 @@ class Engine:
             )
             self.image_config = ImageProcessorConfig.from_preprocessor_json(m.image_processor)
             d = m.decoder
-            self.shape = DecoderShape(
-                d.num_layers, d.kv_heads, d.head_dim, d.hidden_size, d.vocab_size, d.deepstack_levels
-            )
+            self.shape = d  # the KV cache's shapes
             self.context_limit = min(options.max_context, int(m.context_limit))
             self.vision = VisionRunner(
                 self.model_dir / m.vision.file,

@@ -17,17 +17,8 @@ import onnxruntime as ort
 
 from .cpu import cpu_info
 from .errors import ArtifactError
+from .manifest import DecoderSection
 from .memory import cache_buffer, releasing_run_options
-
-
-@dataclass(frozen=True)
-class DecoderShape:
-    num_layers: int
-    kv_heads: int
-    head_dim: int
-    hidden_size: int
-    vocab_size: int
-    deepstack_levels: int
 
 
 @dataclass(frozen=True)
@@ -109,7 +100,7 @@ class KVCache:
     the runner appends to whichever is bound. Slots after `length` are stale and simply
     overwritten later."""
 
-    def __init__(self, shape: DecoderShape, max_len: int, dtype: np.dtype):
+    def __init__(self, shape: DecoderSection, max_len: int, dtype: np.dtype):
         dims = (1, shape.kv_heads, max_len, shape.head_dim)
         self.buffers = [cache_buffer(dims, dtype) for _ in range(2 * shape.num_layers)]
         self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in self.buffers]
@@ -131,7 +122,7 @@ class DecoderRunner:
     def __init__(
         self,
         path: Path,
-        shape: DecoderShape,
+        shape: DecoderSection,
         max_len: int,
         threads: int | None = None,
         prefill_path: Path | None = None,
@@ -214,18 +205,9 @@ class DecoderRunner:
         """Which session reads a chunk of `tokens`: "prompt" (the prompt graph) or "decoder"."""
         return "prompt" if self.prefill_session is not None and tokens >= self.PREFILL_MIN_TOKENS else "decoder"
 
-    def prefill(
-        self,
-        input_ids: np.ndarray,
-        position_ids: np.ndarray,
-        visual_embeds: np.ndarray | None = None,
-        visual_pos: np.ndarray | None = None,
-        deepstack: np.ndarray | None = None,
-        chunk: int = 256,
-        should_stop=lambda: False,
-    ) -> np.ndarray | None:
+    def prefill(self, *args, **kwargs) -> np.ndarray | None:
         """prefill_steps() run to the end: the last row's logits, or None if stopped."""
-        steps = self.prefill_steps(input_ids, position_ids, visual_embeds, visual_pos, deepstack, chunk, should_stop)
+        steps = self.prefill_steps(*args, **kwargs)
         while True:
             try:
                 next(steps)

@@ -102,12 +102,11 @@ class ExportedModel:
 
     def __init__(self, artifact_dir: Path, max_len: int = 1024):
         from engine.manifest import Manifest
-        from engine.runtime import DecoderRunner, DecoderShape, VisionRunner
+        from engine.runtime import DecoderRunner, VisionRunner
 
         d = Manifest.load(artifact_dir).decoder
-        shape = DecoderShape(d.num_layers, d.kv_heads, d.head_dim, d.hidden_size, d.vocab_size, d.deepstack_levels)
         self.vision = VisionRunner(Path(artifact_dir) / "vision.onnx")
-        self.decoder = DecoderRunner(Path(artifact_dir) / "decoder.onnx", shape, max_len)
+        self.decoder = DecoderRunner(Path(artifact_dir) / "decoder.onnx", d, max_len)
 
     def encode(self, prompt: Prompt):
         return self.vision.encode(prompt.pixel_values.numpy(), tuple(prompt.grid_thw[0].tolist()))
