@@ -11,9 +11,9 @@ from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from ui import paths
+from ui.chat_store import HistoryStore
 from ui.controller import EngineController
 from ui.gc_guard import install_gc_guard
-from ui.history import HistoryStore
 from ui.main_window import MainWindow
 from ui.pyside_guard import install_pyside_guard
 from ui.settings import open_qsettings

@@ -28,7 +28,7 @@ class EngineController(QObject):
 
     loaded = Signal(object)
     loadFailed = Signal(str)
-    status = Signal(str)
+    status = Signal(object)
     textPiece = Signal(str)
     turnFinished = Signal(object)
     turnFailed = Signal(str)
@@ -36,7 +36,7 @@ class EngineController(QObject):
     restored = Signal(object)
     restoreFailed = Signal(str, bool)
     servingChanged = Signal(str, str)
-    reading = Signal(int, str, object)
+    reading = Signal(int, object, object)
     readAheadEnded = Signal(int, object)
     readAheadFailed = Signal(int, str)
     measuring = Signal(bool)

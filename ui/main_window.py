@@ -15,10 +15,11 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from ui import settings as app_settings
+from ui.chat_store import HistoryStore
 from ui.chat_view import ChatView
+from ui.chats_panel import ChatsPanel
 from ui.composer import Composer
 from ui.controller import EngineController
-from ui.history import ChatsPanel, HistoryStore
 from ui.image_pane import ImagePane
 from ui.session import STAGE_TEXT, ChatSession
 from ui.settings_dialog import SettingsDialog

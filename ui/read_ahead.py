@@ -22,7 +22,7 @@ from ui.worker import RESTORING, History
 
 READING_TEXT = {
     RESTORING: "Re-reading the conversation",
-    Stage.WAITING.value: "Waiting for the local server's answer",
+    Stage.WAITING: "Waiting for the local server's answer",
 }
 
 
@@ -88,7 +88,7 @@ class ImageReadAhead(QObject):
         """A new conversation: nothing is read ahead in it, and older reads are not shown."""
         self._requested, self._current = ((), None), None
 
-    def _on_reading(self, request_id: int, stage: str, progress) -> None:
+    def _on_reading(self, request_id: int, stage, progress) -> None:
         if request_id == self._current:
             count = len(self._requested[0])
             text = READING_TEXT.get(stage, "Reading the images" if count > 1 else "Reading the image")

@@ -6,18 +6,14 @@ what to do once it stops)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from engine.events import Stage
-from ui.chat_view import ChatView, MessageWidget
-from ui.composer import Composer
-from ui.controller import EngineController
-from ui.grounding import parse_boxes
-from ui.history import (
-    ChatsPanel,
+from ui.chat_store import (
     ConversationRecord,
     HistoryError,
     HistoryStore,
@@ -26,6 +22,11 @@ from ui.history import (
     export_markdown,
     stats_to_dict,
 )
+from ui.chat_view import ChatView, MessageWidget
+from ui.chats_panel import ChatsPanel
+from ui.composer import Composer
+from ui.controller import EngineController
+from ui.grounding import parse_boxes
 from ui.image_pane import ImagePane
 from ui.read_ahead import ImageReadAhead
 from ui.worker import LOADING, RESTORING, History
@@ -33,16 +34,32 @@ from ui.worker import LOADING, RESTORING, History
 STAGE_TEXT = {
     LOADING: "Loading the model",
     RESTORING: "Re-reading the conversation",
-    "encoding image": "Encoding the image",
-    "reading the prompt": "Reading the prompt",
-    "answering": "Answering",
-    "waiting for another answer": "Waiting for the local server's answer",
+    Stage.ENCODING_IMAGE: "Encoding the image",
+    Stage.READING_PROMPT: "Reading the prompt",
+    Stage.ANSWERING: "Answering",
+    Stage.WAITING: "Waiting for the local server's answer",
 }
+
+
+def stage_text(stage) -> str:
+    """What the status bar says for a WorkerStage or an engine Stage."""
+    return STAGE_TEXT.get(stage, getattr(stage, "value", str(stage)))
+
+
 REOPENED_NOTICE = (
     "Reopened from your saved chats. The model does not remember these earlier turns yet: "
     "it re-reads them, images included, before it answers your next question."
 )
 NOT_RESTORED_NOTICE = "Stopped before your question was sent; the model has not re-read this chat yet."
+
+
+@dataclass
+class RunningTurn:
+    """What the engine is doing for this chat: one value instead of a flag per question."""
+
+    regenerating: bool  # answering the last question again, not a new one
+    restoring: bool = False  # it began by re-reading a reopened chat
+    started: bool = False  # the engine reported progress: it accepted the question
 
 
 class ChatSession(QObject):
@@ -76,11 +93,8 @@ class ChatSession(QObject):
         self._answer: MessageWidget | None = None  # the answer being written, if any
         self._turn: TurnRecord | None = None
         self._turn_images: list[Path] = []
-        self._busy = False
-        self._turn_started = False  # the engine reported progress, so it accepted the question
-        self._regenerating = False
+        self._running: RunningTurn | None = None  # the question or Regenerate the engine is on
         self._needs_restore = False  # a reopened chat the engine has not re-read yet
-        self._restoring = False  # the running question began with that re-reading
         self._after_turn: Callable | None = None  # what to do once the running answer stopped
         self._turn_id = 0  # the controller's id of the running question
         self.context_used = 0  # tokens the engine's conversation holds (after the last answer)
@@ -106,12 +120,12 @@ class ChatSession(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        return self._running is not None
 
     # -- a turn -------------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
-        if self._busy or not self.model_name:
+        if self.busy or not self.model_name:
             return
         try:
             names = [self.store.add_image(self.record, path) for path in self.images.pending()]
@@ -126,20 +140,20 @@ class ChatSession(QObject):
         self._turn = TurnRecord(text, names)
         self.record.turns.append(self._turn)
         self._start_answer(regenerating=False)
-        self._restoring = history is not None
+        self._running.restoring = history is not None
         self.read_ahead.sent()  # what was read of the images is the question's now
         self._turn_id = self.controller.ask(text, copies, self._sampling(), self._detail(), history)
 
     def stop(self) -> None:
         """Stop the answer, or the images being read ahead (and anything waiting behind them)."""
-        if self._busy:
+        if self.busy:
             self.controller.cancel()
             self.status.emit("Stopping", True)
         elif self.read_ahead.reading:
             self.controller.cancel()
 
     def regenerate(self) -> None:
-        if self._busy or not self.model_name or self._turn is None:
+        if self.busy or not self.model_name or self._turn is None:
             return
         self._turn.answer, self._turn.stats, self._turn.error = "", None, ""
         self.chat.remove_last()
@@ -149,7 +163,7 @@ class ChatSession(QObject):
 
     def when_idle(self, action: Callable) -> None:
         """Run `action` now, or stop the answer and run it as soon as the engine is free."""
-        if not self._busy:
+        if not self.busy:
             action()
             return
         self._after_turn = action
@@ -164,33 +178,32 @@ class ChatSession(QObject):
 
     def save_partial(self) -> None:
         """On close: keep the part of an answer that had arrived."""
-        if self._busy and self._turn is not None and self._turn_started:
+        if self._running is not None and self._turn is not None and self._running.started:
             self._turn.error = self._turn.error or "Iris was closed during this answer."
             self._save()
 
     def _start_answer(self, regenerating: bool) -> None:
         self._answer = self.chat.add_answer()
-        self._turn_started, self._regenerating = False, regenerating
-        self._busy = True
+        self._running = RunningTurn(regenerating)
         self.composer.set_busy(True)
         if self.read_ahead.reading:  # its progress goes on showing: the question follows the read
             self._answer.show_waiting("Reading the image")
         else:
             self.status.emit("Waiting for the engine", True)
 
-    def _on_status(self, stage: str) -> None:
-        if stage == LOADING or not self._busy:
+    def _on_status(self, stage) -> None:  # a WorkerStage or an engine Stage
+        if stage == LOADING or self._running is None:
             return
         # Re-reading a chat or waiting for the engine is not asking yet: a refusal or Stop then
         # gives the question back instead of leaving a turn the model never saw.
-        self._turn_started = self._turn_started or stage not in (RESTORING, Stage.WAITING.value)
-        self.status.emit(STAGE_TEXT.get(stage, stage), True)
+        self._running.started = self._running.started or stage not in (RESTORING, Stage.WAITING)
+        self.status.emit(stage_text(stage), True)
         if self._answer is not None:
-            self._answer.show_waiting(STAGE_TEXT.get(stage, stage))
+            self._answer.show_waiting(stage_text(stage))
 
-    def _on_reading(self, request_id: int, stage: str, progress) -> None:
-        if self._busy and request_id == self._turn_id and progress is not None:
-            self.progress.emit(STAGE_TEXT.get(stage, stage), progress)
+    def _on_reading(self, request_id: int, stage, progress) -> None:
+        if self._running is not None and request_id == self._turn_id and progress is not None:
+            self.progress.emit(stage_text(stage), progress)
 
     def _on_text(self, piece: str) -> None:
         if self._answer is not None and self._turn is not None:
@@ -206,8 +219,9 @@ class ChatSession(QObject):
         self._end_turn(describe_stats(data))
 
     def _on_skipped(self) -> None:
-        if not self._restoring:
-            if self._regenerating or self._turn is None:
+        running = self._running or RunningTurn(regenerating=False)
+        if not running.restoring:
+            if running.regenerating or self._turn is None:
                 self._end_turn(note="Stopped before the answer began")
             else:  # the model never saw the question: give it back, ready to send again
                 self.notice.emit("Stopped before your question was sent.")
@@ -240,7 +254,7 @@ class ChatSession(QObject):
             self._finish_busy()
             self.error.emit(message)
             return
-        started = self._turn_started or self._regenerating
+        started = self._running is not None and (self._running.started or self._running.regenerating)
         # Either way the model does not hold this question now (a failed answer is rolled back in
         # the engine), so the screen must not show it as asked: it goes back to the box.
         self._take_back_question()
@@ -275,7 +289,7 @@ class ChatSession(QObject):
             self.answerFinished.emit(turn.answer, turn.error)
 
     def _finish_busy(self) -> None:
-        self._busy = self._restoring = False
+        self._running = None
         self.composer.set_busy(False)
         self.status.emit("Ready" if self.model_name else "No model", False)
         action, self._after_turn = self._after_turn, None
@@ -285,7 +299,7 @@ class ChatSession(QObject):
     # -- chats ----------------------------------------------------------------------------------
 
     def new_chat(self) -> None:
-        if self._busy:
+        if self.busy:
             self.when_idle(self.new_chat)
             return
         if self.read_ahead.reading:
@@ -315,7 +329,7 @@ class ChatSession(QObject):
     def open_saved_chat(self, record_id: str) -> None:
         if record_id == self.record.id:
             return
-        if self._busy:
+        if self.busy:
             self.when_idle(lambda: self.open_saved_chat(record_id))
             return
         try:

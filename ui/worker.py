@@ -23,6 +23,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -35,8 +36,15 @@ from ui.requests import RequestLedger, Running
 
 log = logging.getLogger(__name__)
 
-LOADING = "loading the model"
-RESTORING = "re-reading the conversation"
+
+class WorkerStage(Enum):
+    """What the engine thread does besides the engine's own stages (engine.events.Stage)."""
+
+    LOADING = "loading the model"
+    RESTORING = "re-reading the conversation"
+
+
+LOADING, RESTORING = WorkerStage.LOADING, WorkerStage.RESTORING
 
 # A reopened chat as the engine re-reads it: (question, image paths, answer) per turn.
 History = list[tuple[str, list[Path], str]]
@@ -86,7 +94,7 @@ class EngineWorker(QObject):
 
     loaded = Signal(object)  # EngineInfo
     loadFailed = Signal(str)
-    status = Signal(str)  # LOADING or an engine Stage value
+    status = Signal(object)  # a WorkerStage or an engine Stage
     textPiece = Signal(str)
     turnFinished = Signal(object)  # TurnStats
     turnFailed = Signal(str)
@@ -95,7 +103,7 @@ class EngineWorker(QObject):
     restoreFailed = Signal(str, bool)  # it could not be (message, too long for the context);
     # the question then goes to a fresh conversation
     servingChanged = Signal(str, str)  # (URL, error): URL "" while not serving, error "" if none
-    reading = Signal(int, str, object)  # (request id, stage, Progress or None) of a question or read-ahead
+    reading = Signal(int, object, object)  # (request id, stage, Progress or None) of a question or read-ahead
     readAheadEnded = Signal(int, object)  # (request id, ReadAhead, or None if it did not run)
     readAheadFailed = Signal(int, str)  # (request id, message): the question will read them at send
     measuring = Signal(bool)  # the background speed measurement started / ended
@@ -196,7 +204,7 @@ class EngineWorker(QObject):
                 if self._ledger.should_stop(running):
                     conversation.cancel()  # again at every event, as for a question
                 if isinstance(event, StatusEvent):
-                    self.reading.emit(request_id, event.stage.value, event.progress)
+                    self.reading.emit(request_id, event.stage, event.progress)
                 elif isinstance(event, ReadAhead):
                     result = event
             self.readAheadEnded.emit(request_id, result)
@@ -362,9 +370,9 @@ class EngineWorker(QObject):
         if isinstance(event, TextEvent):
             self.textPiece.emit(event.text)
         elif isinstance(event, StatusEvent):
-            self.status.emit(event.stage.value)
+            self.status.emit(event.stage)
             if event.progress is not None:
-                self.reading.emit(turn_id, event.stage.value, event.progress)
+                self.reading.emit(turn_id, event.stage, event.progress)
         elif isinstance(event, TurnStats):
             if event.asked:
                 self.turnFinished.emit(event)

@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings, Qt
 from engine.errors import ContextFullError
 from tests.ui.conftest import ask, drop_files
 from tests.ui.scripted_engine import Script, ScriptedEngine
-from ui.history import TurnRecord
+from ui.chat_store import TurnRecord
 
 WAIT = 10_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine.sampling import SamplingOptions
 from tests.ui.conftest import ask_and_wait, drop_files, engine_turns
-from ui.history import TurnRecord
+from ui.chat_store import TurnRecord
 
 GREEDY = SamplingOptions(greedy=True, max_new_tokens=8)
 WAIT = 60_000

@@ -8,8 +8,9 @@ import json
 
 from PySide6.QtCore import Qt
 
+from engine.events import Stage
 from tests.ui.conftest import ask_and_wait, engine_turns
-from ui.history import TurnRecord
+from ui.chat_store import TurnRecord
 from ui.worker import RESTORING
 
 
@@ -33,11 +34,11 @@ def test_a_reopened_chat_is_re_read_before_the_follow_up(qtbot, open_window, tin
     assert window.banner.isVisible() and "does not remember" in window.banner.text()
     assert engine_turns(window) == []  # browsing an old chat costs nothing
 
-    statuses: list[str] = []
+    statuses: list = []
     window.controller.status.connect(statuses.append)
     with qtbot.waitSignal(window.controller.restored, timeout=60_000) as restored:
         follow_up, error = ask_and_wait(qtbot, window, "And the colours?")
-    assert error == "" and statuses[0] == RESTORING and "answering" in statuses
+    assert error == "" and statuses[0] == RESTORING and Stage.ANSWERING in statuses
     assert restored.args[0].stop_reason == "restored" and restored.args[0].image_tokens == cost
 
     first, second = engine_turns(window)  # the model now holds the saved turn, image included

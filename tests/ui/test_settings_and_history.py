@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import QSettings
 
 from engine.sampling import SamplingOptions
-from ui.history import HistoryError, HistoryStore, TurnRecord, describe_stats, export_markdown
+from ui.chat_store import HistoryError, HistoryStore, TurnRecord, describe_stats, export_markdown
 from ui.settings import AppSettings, load_settings, save_settings
 from ui.settings_dialog import SettingsDialog, detail_summary
 
@@ -20,10 +20,17 @@ class Estimate:  # as engine.estimate_image returns it
     seconds: float | None
 
 
-def test_defaults_follow_the_engine_sampling_defaults(settings_store):
+def test_defaults_are_the_checkpoints_own_sampling(settings_store):
+    """A fresh install samples as the real checkpoint's generation_config.json says (plus the model
+    card's presence penalty for images), which is also what the engine and the local API use."""
+    import json
+
+    from tests.fixtures.tiny_checkpoint import DATA
+
     settings = load_settings(settings_store)
-    assert settings == AppSettings()
-    assert settings.sampling() == SamplingOptions()
+    assert settings == AppSettings()  # nothing stored: the defaults
+    checkpoint = json.loads((DATA / "generation_config.json").read_text())
+    assert settings.sampling() == SamplingOptions.from_generation_config(checkpoint, presence_penalty=1.5)
 
 
 def test_settings_written_by_one_qsettings_are_read_by_a_fresh_one(settings_file):
