@@ -184,6 +184,11 @@ class Engine:
 
         return calibrate(self, should_stop)
 
+    @property
+    def active_conversation(self):
+        """The conversation on the default KV cache (the app's chat), if one was started."""
+        return self._active
+
     def new_conversation(self):
         """A fresh conversation; it takes over the KV cache from any earlier one."""
         from .conversation import Conversation

@@ -110,7 +110,7 @@ class EngineWorker(QObject):
 
     def __init__(self, engine_factory: Callable | None = None):
         super().__init__()
-        self._engine_factory = engine_factory or _default_engine_factory
+        self._engine_factory = engine_factory or default_engine_factory
         self._engine = None
         self._conversation = None
         self._ledger = RequestLedger()
@@ -380,7 +380,7 @@ class EngineWorker(QObject):
                 self.turnSkipped.emit()
 
 
-def _default_engine_factory(setup: EngineSetup):
+def default_engine_factory(setup: EngineSetup):
     from engine.engine import Engine, EngineOptions
 
     # No image detail here: each question carries its own, so changing it needs no reload.

@@ -72,18 +72,22 @@ def open_window(qtbot, tmp_path, settings_file):
 
     from ui.app import build_main_window
     from ui.settings import load_settings, save_settings
+    from ui.worker import default_engine_factory
 
     def open_(model_dir: Path, wait_loaded: bool = True, **settings):
         if settings:
             store = QSettings(str(settings_file), QSettings.Format.IniFormat)
             save_settings(replace(load_settings(store), **settings), store)
+        engines = []  # every engine the window builds, through its public factory seam
         window = build_main_window(
             model_dir,
+            engine_factory=lambda setup: engines.append(default_engine_factory(setup)) or engines[-1],
             settings_store=QSettings(str(settings_file), QSettings.Format.IniFormat),
             history_root=tmp_path / "history",
             attachments_dir=lambda: _ensure(tmp_path / "attachments"),
             speed_file=tmp_path / "speeds.json",  # each test measures this computer afresh
         )
+        window.test_engines = engines
         qtbot.addWidget(window)
         if wait_loaded:
             with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
@@ -132,4 +136,5 @@ def ask_and_wait(qtbot, window, text: str, timeout: int = 60_000) -> tuple[str, 
 
 def engine_turns(window):
     """The turns the engine's current conversation holds (what the model remembers)."""
-    return window.controller._worker._conversation.turns
+    conversation = window.test_engines[-1].active_conversation
+    return conversation.turns if conversation is not None else []

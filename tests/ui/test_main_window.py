@@ -126,14 +126,15 @@ def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(qtbot,
     ask_and_wait(qtbot, window, "First look")
     assert window.session.record.turns[0].stats["image_tokens"] == standard_cost
 
-    engine, conversation = window.controller._worker._engine, window.controller._worker._conversation
+    engine = window.test_engines[-1]
+    conversation = engine.active_conversation
     loads: list = []
     window.modelLoaded.connect(lambda: loads.append(True))
     new = replace(window.settings, image_detail="high", temperature=0.4, top_p=0.95, top_k=5, max_new_tokens=77)
     window.apply_settings(new)
     qtbot.wait(200)  # a reload, if one had been queued, would have started by now
-    assert loads == [] and window.controller._worker._engine is engine  # no reload
-    assert window.controller._worker._conversation is conversation  # and no new chat
+    assert loads == [] and window.test_engines == [engine]  # no reload
+    assert engine.active_conversation is conversation  # and no new chat
     assert [i.tokens for i in window.image_pane.images()] == [standard_cost]  # what it cost when sent
 
     window.image_pane.add_files([big])  # the same picture again, now at high detail
@@ -155,10 +156,10 @@ def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(qtbot,
 def test_a_threads_change_reloads_the_model_and_starts_a_new_chat(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32)
     window.image_pane.add_files([make_image("a.png")])
-    engine = window.controller._worker._engine
+    engine = window.test_engines[-1]
     with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
         window.apply_settings(replace(window.settings, threads=1, model_dir=str(tiny_fp32)))
-    assert window.controller._worker._engine is not engine
+    assert len(window.test_engines) == 2 and window.test_engines[-1] is not engine
     assert window.image_pane.images() == []
 
 
@@ -266,17 +267,11 @@ def test_a_model_that_loses_accuracy_on_this_processor_says_so(qtbot, open_windo
     assert window.composer.button.isEnabled()  # it still answers
 
 
-def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, open_window, tiny_fp32, monkeypatch):
+def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, open_window, tiny_fp32):
     """The local server holds the engine; the chat's question waits, then the user stops it: the
     model never saw it, so it goes back to the box instead of staying as an empty turn."""
-    import ui.worker as worker_module
-
-    engines = []
-    build = worker_module._default_engine_factory
-    monkeypatch.setattr(
-        worker_module, "_default_engine_factory", lambda setup: engines.append(build(setup)) or engines[-1]
-    )
     window = open_window(tiny_fp32)
+    engines = window.test_engines
     ask_and_wait(qtbot, window, "first")
     engines[-1].lock.acquire()  # as a server answer in progress would
     try:
