@@ -37,6 +37,8 @@ def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
         return True
     if not engine.hold(should_stop):
         return False
+    asked = should_stop
+    should_stop = lambda: asked() or engine.others_waiting  # noqa: E731 (the local server's questions too)
     bound = decoder.cache
     try:
         if not speeds.has_vision():

@@ -140,6 +140,7 @@ class Engine:
         self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
         self._active = None
         self.lock = threading.Lock()  # one generation at a time (the CPU is the bottleneck anyway)
+        self._count_lock, self._waiting = threading.Lock(), 0
 
     def _token(self, token_id: int) -> str:
         """The text of a special token the manifest names, as the tokenizer spells it."""
@@ -153,10 +154,21 @@ class Engine:
     def hold(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
         """Take `lock`, waiting while another caller generates; False (not held) if `should_stop()`
         said so first."""
-        while not self.lock.acquire(timeout=poll):
-            if should_stop():
-                return False
-        return True
+        with self._count_lock:
+            self._waiting += 1
+        try:
+            while not self.lock.acquire(timeout=poll):
+                if should_stop():
+                    return False
+            return True
+        finally:
+            with self._count_lock:
+                self._waiting -= 1
+
+    @property
+    def others_waiting(self) -> bool:
+        """Someone waits in hold() for the engine (background work should make way)."""
+        return self._waiting > 0
 
     def default_sampling(self, **overrides) -> SamplingOptions:
         """generation_config.json of the checkpoint plus the model card's advice for images."""

@@ -82,3 +82,31 @@ def test_waiting_for_the_prompt_graph_stops_when_asked(tiny_fp32, monkeypatch):
         loading.set()
         loader.join()
     assert engine.calibrate()  # loaded (here: nothing to load): measured
+
+
+def test_a_question_from_another_thread_ends_calibration_between_steps(tiny_fp32, monkeypatch):
+    """The local server asks through engine.hold(): the first-start measurement makes way."""
+    import threading
+
+    engine = Engine(tiny_fp32)
+    got_it = threading.Event()
+
+    def server_question():
+        if engine.hold(lambda: False):
+            got_it.set()
+            engine.lock.release()
+
+    asker = threading.Thread(target=server_question)
+    original = engine.vision.encode
+
+    def encode_then_a_question_arrives(pixels, grid):
+        if not asker.is_alive() and not got_it.is_set():
+            asker.start()
+            while not engine.others_waiting:  # it is waiting for the engine now
+                threading.Event().wait(0.01)
+        return original(pixels, grid)
+
+    monkeypatch.setattr(engine.vision, "encode", encode_then_a_question_arrives)
+    assert not engine.calibrate()
+    asker.join(10)
+    assert got_it.is_set() and not engine.speeds.has_chunks("decoder")
