@@ -26,6 +26,7 @@ from .read_ahead import Ahead, Before, segment_marks
 from .reading import ImageInput, Plan, Reader, prepare_inputs
 from .sampling import Sampler, SamplingOptions
 from .text_stream import TextStream
+from .tokens import Tokens
 
 
 @dataclass
@@ -142,13 +143,13 @@ class Conversation:
             yield ReadAhead(0, 0, 0, 0.0, 0.0)
             return
         ahead = self._ahead_or_new(max_pixels)
-        kept = self._keep(ahead, inputs, marks[-1][1] if marks else [])
+        kept = self._keep(ahead, inputs, marks[-1][1].ids if marks else ())
         snapshot, before_length = len(ahead.marks), eng.decoder.length
         segments = [(count, ids) for count, ids in marks if count > kept]
         plan = self._plan_segments(ahead, inputs, segments)
         vision = prefill = 0.0
-        for count, ids in segments:
-            new_ids = ids[len(ahead.ids) :]
+        for count, tokens in segments:
+            new_ids = tokens.after(len(ahead.ids))
             if eng.decoder.length + len(new_ids) + 2 > eng.context_limit:
                 eng.decoder.reset(ahead.cut(snapshot))
                 raise ContextFullError(
@@ -161,7 +162,7 @@ class Conversation:
                 eng.decoder.reset(ahead.cut(snapshot))
                 yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
                 return
-            ahead.add(inputs[len(ahead.images) : count], new_ids, read.positions)
+            ahead.add(inputs[len(ahead.images) : count], list(new_ids.ids), read.positions)
             vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
         if not ahead.images:
             self._drop_ahead()
@@ -202,7 +203,9 @@ class Conversation:
             if self._ahead
             else Before(eng.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns))
         )
-        all_ids = base.pending + eng.prompts.encode_turn(self._messages, message, [i.image.num_tokens for i in inputs])
+        all_ids = Tokens.text(base.pending) + eng.prompts.encode_turn(
+            self._messages, message, [i.image.num_tokens for i in inputs]
+        )
         if base.cache_length + len(all_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
             raise ContextFullError(
                 f"This conversation is full: the question needs {len(all_ids)} more tokens but only "
@@ -210,9 +213,9 @@ class Conversation:
                 f"Start a new chat to go on (or ask with a smaller image)."
             )
         ahead = self._ahead_or_new(max_pixels)
-        kept = self._keep(ahead, inputs, all_ids)
+        kept = self._keep(ahead, inputs, all_ids.ids)
         ahead_tokens = len(ahead.ids)
-        new_ids, new_inputs = all_ids[ahead_tokens:], inputs[kept:]
+        new_ids, new_inputs = all_ids.after(ahead_tokens), inputs[kept:]
         plan = self._reader.plan(new_inputs, len(new_ids), eng.decoder.length)
         try:
             read = yield from self._reader.read(new_ids, new_inputs, ahead.positions, plan)
@@ -262,8 +265,8 @@ class Conversation:
         ids = eng.prompts.encode_conversation(
             messages, [i.image.num_tokens for i in inputs], add_generation_prompt=False
         )
-        cut = len(ids) - ids[::-1].index(eng.prompts.end_of_turn_id) if messages else 0
-        ids, pending = ids[: cut - 1], [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
+        cut = len(ids) - ids.ids[::-1].index(eng.prompts.end_of_turn_id) if messages else 0
+        ids, pending = ids.before(max(cut - 1, 0)), [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
         if len(ids) + len(pending) + 2 > eng.context_limit:
             raise ContextFullError(
                 f"This saved conversation needs {len(ids)} tokens, more than the "
@@ -350,7 +353,8 @@ class Conversation:
     def _plan_segments(self, ahead: Ahead, inputs: list[ImageInput], segments) -> Plan:
         """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
         plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.engine.decoder.length
-        for count, ids in segments:
+        for count, tokens_to in segments:
+            ids = tokens_to.ids
             plan = plan.then(self._reader.plan(inputs[images:count], len(ids) - tokens, length))
             images, length, tokens = count, length + len(ids) - tokens, len(ids)
         return plan

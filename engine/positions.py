@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import EngineError
+from engine.tokens import ImageRun, Tokens
 
 Grid = tuple[int, int, int]  # (t, gh, gw) in patches, as PreparedImage.grid_thw
 
@@ -46,6 +47,33 @@ def image_token_count(grid: Grid, spatial_merge_size: int = 2) -> int:
     return t * gh * gw // spatial_merge_size**2
 
 
+def token_positions(
+    tokens: Tokens,
+    image_grids: Sequence[Grid],
+    state: PositionState = PositionState(),
+    spatial_merge_size: int = 2,
+) -> tuple[np.ndarray, PositionState]:
+    """Positions [3, L] (int64) for the next `tokens` and the state after them; `image_grids`
+    are the grids of the images whose runs `tokens` holds, in order."""
+    if len(image_grids) != len(tokens.images):
+        raise EngineError(f"{len(image_grids)} image(s) were given but the tokens hold {len(tokens.images)}.")
+    length = len(tokens)
+    out = np.empty((3, length), dtype=np.int64)
+    cur, i = state.next_pos, 0
+    for number, (run, grid) in enumerate(zip(tokens.images, image_grids), start=1):
+        count = image_token_count(grid, spatial_merge_size)
+        if run.count != count:
+            raise EngineError(f"Image {number} (grid {tuple(grid)}) needs {count} image tokens at index {run.start}.")
+        out[:, i : run.start] = cur + np.arange(run.start - i)  # the text before it
+        cur += run.start - i
+        out[:, run.start : run.end] = image_positions(cur, grid, spatial_merge_size)
+        cur += max(int(grid[1]), int(grid[2])) // spatial_merge_size
+        i = run.end
+    out[:, i:] = cur + np.arange(length - i)
+    cur += length - i
+    return out, PositionState(next_pos=cur, length=state.length + length)
+
+
 def chunk_positions(
     token_ids: Sequence[int] | np.ndarray,
     image_grids: Sequence[Grid],
@@ -53,38 +81,28 @@ def chunk_positions(
     state: PositionState = PositionState(),
     spatial_merge_size: int = 2,
 ) -> tuple[np.ndarray, PositionState]:
-    """Positions [3, L] (int64) for the next `token_ids` and the state after them.
-
-    `image_grids` are the grids of the images whose tokens appear in this chunk, in order;
-    each image's tokens must be one unbroken run of `image_token_id`.
-    """
+    """token_positions() for bare ids, as transformers takes them: each image's tokens are the
+    next unbroken run of `image_token_id`, as long as its grid says."""
     ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-    length = ids.shape[0]
-    out = np.empty((3, length), dtype=np.int64)
     image_starts = np.flatnonzero(ids == image_token_id)
     grids = list(image_grids)
-    cur, i, used = state.next_pos, 0, 0
-    while i < length:
+    runs, i = [], 0
+    while True:
         k = int(np.searchsorted(image_starts, i))
-        next_image = int(image_starts[k]) if k < len(image_starts) else length
-        if next_image > i:  # a run of text
-            out[:, i:next_image] = cur + np.arange(next_image - i)
-            cur += next_image - i
-            i = next_image
-            continue
-        if used == len(grids):
-            raise EngineError(f"Image tokens at index {i} but only {len(grids)} image(s) were given.")
-        grid = grids[used]
+        if k == len(image_starts):
+            break
+        start = int(image_starts[k])
+        if len(runs) == len(grids):
+            raise EngineError(f"Image tokens at index {start} but only {len(grids)} image(s) were given.")
+        grid = grids[len(runs)]
         count = image_token_count(grid, spatial_merge_size)
-        if i + count > length or not np.all(ids[i : i + count] == image_token_id):
-            raise EngineError(f"Image {used + 1} (grid {tuple(grid)}) needs {count} image tokens at index {i}.")
-        out[:, i : i + count] = image_positions(cur, grid, spatial_merge_size)
-        cur += max(int(grid[1]), int(grid[2])) // spatial_merge_size
-        i += count
-        used += 1
-    if used != len(grids):
-        raise EngineError(f"{len(grids)} image(s) were given but the tokens hold {used}.")
-    return out, PositionState(next_pos=cur, length=state.length + length)
+        if start + count > len(ids) or not np.all(ids[start : start + count] == image_token_id):
+            raise EngineError(
+                f"Image {len(runs) + 1} (grid {tuple(grid)}) needs {count} image tokens at index {start}."
+            )
+        runs.append(ImageRun(start, count))
+        i = start + count
+    return token_positions(Tokens(tuple(int(t) for t in ids), tuple(runs)), grids, state, spatial_merge_size)
 
 
 def decode_positions(state: PositionState, count: int = 1) -> tuple[np.ndarray, PositionState]:

@@ -24,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
 from engine.errors import ArtifactError, EngineError
+from engine.tokens import ImageRun, Tokens
 
 # {"role": "user", "content": str | [{"type": "image"}, {"type": "text", "text": ...}]}
 Message = dict[str, Any]
@@ -187,8 +188,8 @@ class PromptBuilder:
         messages: Sequence[Message],
         image_tokens: Sequence[int] = (),
         add_generation_prompt: bool = True,
-    ) -> list[int]:
-        """All token ids of a conversation; `image_tokens[k]` is the k-th image's token count."""
+    ) -> Tokens:
+        """All tokens of a conversation; `image_tokens[k]` is the k-th image's token count."""
         text = self.render(messages, add_generation_prompt=add_generation_prompt)
         return self._expand_image_pads(self._encode_rendered(text), image_tokens)
 
@@ -197,8 +198,8 @@ class PromptBuilder:
         history: Sequence[Message],
         message: Message | Sequence[Message],
         image_tokens: Sequence[int] = (),
-    ) -> list[int]:
-        """Token ids to prefill for a new message (or messages, e.g. system + user) after `history`.
+    ) -> Tokens:
+        """Tokens to prefill for a new message (or messages, e.g. system + user) after `history`.
 
         With no history this is the whole prompt. Otherwise the cache must already hold the
         history up to and including the last answer's `<|im_end|>` (if an answer stopped early,
@@ -214,7 +215,7 @@ class PromptBuilder:
         self,
         history: Sequence[Message],
         image_tokens: Sequence[int],
-    ) -> list[int] | None:
+    ) -> Tokens | None:
         """The start of encode_turn() for a user message whose images come before its text: what
         the template writes up to where the text begins, so the images can be read before the
         question is typed. Rendered from the template itself; None if it would not show where
@@ -237,20 +238,22 @@ class PromptBuilder:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def _expand_image_pads(self, ids: list[int], image_tokens: Sequence[int]) -> list[int]:
+    def _expand_image_pads(self, ids: list[int], image_tokens: Sequence[int]) -> Tokens:
+        """Each image slot becomes its image's run of tokens; where each run lies is kept."""
         slots = ids.count(self.image_token_id)
         if slots != len(image_tokens):
             raise EngineError(f"The prompt has {slots} image slot(s) but {len(image_tokens)} image(s) were given.")
-        if not slots:
-            return ids
         counts = iter(image_tokens)
         out: list[int] = []
+        runs: list[ImageRun] = []
         for token_id in ids:
             if token_id == self.image_token_id:
-                out.extend([token_id] * int(next(counts)))
+                count = int(next(counts))
+                runs.append(ImageRun(len(out), count))
+                out.extend([token_id] * count)
             else:
                 out.append(token_id)
-        return out
+        return Tokens(tuple(out), tuple(runs))
 
     def _encode_rendered(self, text: str) -> list[int]:
         """Tokenize rendered text; marked control tokens become plain text (transformers'

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .positions import PositionState
 from .prompt import Message, PromptBuilder
 from .reading import ImageInput
+from .tokens import Tokens
 
 
 @dataclass(frozen=True)
@@ -76,18 +77,18 @@ class Ahead:
 
 def segment_marks(
     prompts: PromptBuilder, history: Sequence[Message], pending: Sequence[int], image_tokens: Sequence[int]
-) -> list[tuple[int, list[int]]] | None:
-    """(images, ids to read from the base) for each segment of a read-ahead: one per image where
-    the template's prefixes nest (each image's run just adds to the last), else one for all;
-    None if the template does not show where the question's text goes."""
-    marks: list[tuple[int, list[int]]] = []
+) -> list[tuple[int, Tokens]] | None:
+    """(images, tokens to read from the base) for each segment of a read-ahead: one per image
+    where the template's prefixes nest (each image's run just adds to the last), else one for
+    all; None if the template does not show where the question's text goes."""
+    marks: list[tuple[int, Tokens]] = []
     for n in range(1, len(image_tokens) + 1):
         prefix = prompts.encode_turn_prefix(history, image_tokens[:n])
         if prefix is None:
             return None
-        ids = [*pending, *prefix]
-        if marks and ids[: len(marks[-1][1])] != marks[-1][1]:
+        tokens = Tokens.text(pending) + prefix
+        if marks and tokens.ids[: len(marks[-1][1])] != marks[-1][1].ids:
             whole = prompts.encode_turn_prefix(history, image_tokens)
-            return None if whole is None else [(len(image_tokens), [*pending, *whole])]
-        marks.append((n, ids))
+            return None if whole is None else [(len(image_tokens), Tokens.text(pending) + whole)]
+        marks.append((n, tokens))
     return marks

@@ -18,8 +18,9 @@ from PIL import Image
 
 from .events import Progress, Stage, StatusEvent
 from .image import PreparedImage, load_image, preprocess
-from .positions import PositionState, chunk_positions
+from .positions import PositionState, token_positions
 from .speeds import chunk_sizes
+from .tokens import Tokens
 
 Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack features [levels, T, H]
 
@@ -137,14 +138,14 @@ class Reader:
         return Plan(vision + chunks)
 
     def read(
-        self, ids: Sequence[int], images: Sequence[ImageInput], positions: PositionState, plan: Plan | None = None
+        self, tokens: Tokens, images: Sequence[ImageInput], positions: PositionState, plan: Plan | None = None
     ) -> Generator[StatusEvent, None, ReadResult | None]:
-        """Encode the images that are not yet, then prefill `ids` (which hold every image's token
-        run) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
+        """Encode the images that are not yet, then prefill `tokens` (which hold each image's run,
+        in order) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
         this read's own) is what progress is reported against: a caller reading in several
         parts passes one plan for all of them."""
         eng = self.engine
-        plan = plan or self.plan(images, len(ids), eng.decoder.length)
+        plan = plan or self.plan(images, len(tokens), eng.decoder.length)
         vision_seconds = 0.0
         for item in images:
             if item.encoded is not None:
@@ -160,17 +161,17 @@ class Reader:
             plan.step_done()
         if self.should_stop():
             return None
-        positions_ids, after = chunk_positions(
-            ids, [item.image.grid_thw for item in images], eng.image_token_id, positions, eng.merge_size
+        positions_ids, after = token_positions(
+            tokens, [item.image.grid_thw for item in images], positions, eng.merge_size
         )
         yield plan.status(Stage.READING_PROMPT)
         t0 = time.perf_counter()
         logits = None
-        if len(ids):
+        if len(tokens):
             reading = eng.decoder.prefill_steps(
-                np.asarray(ids),
+                np.asarray(tokens.ids),
                 positions_ids,
-                *self._visual(ids, images),
+                *self._visual(tokens, images),
                 chunk=eng.options.prefill_chunk,
                 should_stop=self.should_stop,
             )
@@ -189,12 +190,12 @@ class Reader:
         eng.speeds.save()
         return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
 
-    def _visual(self, ids: Sequence[int], images: Sequence[ImageInput]):
+    @staticmethod
+    def _visual(tokens: Tokens, images: Sequence[ImageInput]):
         if not images:
             return ()
-        pos = np.flatnonzero(np.asarray(ids) == self.engine.image_token_id)
         return (
             np.concatenate([item.encoded[0] for item in images], 0),
-            pos,
+            np.asarray(tokens.image_rows(), np.int64),
             np.concatenate([item.encoded[1] for item in images], 1),
         )

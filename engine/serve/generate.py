@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.decoding import Decoding
-from engine.positions import PositionState, chunk_positions
+from engine.positions import PositionState, token_positions
 from engine.sampling import Sampler, SamplingOptions
 from engine.text_stream import TextStream
 
@@ -132,13 +132,14 @@ def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
         e, d = engine.vision.encode(span.image.pixel_values, span.image.grid_thw)
         embeds.append(e)
         deepstack.append(d)
-    ids = np.asarray(prompt.ids[keep:])
-    positions, after = chunk_positions(
-        prompt.ids, [s.image.grid_thw for s in prompt.spans], engine.image_token_id, PositionState(), engine.merge_size
+    tokens = prompt.tokens
+    positions, after = token_positions(
+        tokens, [s.image.grid_thw for s in prompt.spans], PositionState(), engine.merge_size
     )
+    ids, rest = np.asarray(prompt.ids[keep:]), tokens.after(keep)
     visual = ()
     if spans:
-        visual = (np.concatenate(embeds, 0), np.flatnonzero(ids == engine.image_token_id), np.concatenate(deepstack, 1))
+        visual = (np.concatenate(embeds, 0), np.asarray(rest.image_rows(), np.int64), np.concatenate(deepstack, 1))
     logits = engine.decoder.prefill(
         ids, positions[:, keep:], *visual, chunk=engine.options.prefill_chunk, should_stop=cancel.is_set
     )

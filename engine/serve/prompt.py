@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from engine.errors import EngineError
 from engine.image import PreparedImage, load_image, preprocess
+from engine.tokens import ImageRun, Tokens
 
 from .errors import ApiError
 from .limits import Limits
@@ -34,6 +35,10 @@ class Prompt:
     keys: list[Key]
     spans: list[ImageSpan]
 
+    @property
+    def tokens(self) -> Tokens:
+        return Tokens(tuple(self.ids), tuple(ImageRun(s.start, s.end - s.start) for s in self.spans))
+
     def spans_from(self, start: int) -> list[ImageSpan]:
         """The images at or after token `start` (a prefix is never cut inside an image)."""
         return [s for s in self.spans if s.start >= start]
@@ -53,22 +58,15 @@ def build_prompt(engine, request: ChatRequest, limits: Limits = Limits()) -> Pro
                 content.append({"type": "image"})
         messages.append({"role": message.role, "content": content})
     try:
-        ids = engine.prompts.encode_conversation(messages, [p.num_tokens for p in prepared])
+        tokens = engine.prompts.encode_conversation(messages, [p.num_tokens for p in prepared])
     except EngineError as exc:
         raise ApiError(400, f"The conversation cannot be rendered: {exc}", "messages", "invalid_value") from None
-    keys: list[Key] = list(ids)
+    keys: list[Key] = list(tokens.ids)
     spans: list[ImageSpan] = []
-    i, image = 0, 0
-    while i < len(ids):
-        if ids[i] == engine.image_token_id:
-            count = prepared[image].num_tokens
-            keys[i : i + count] = [hashes[image]] * count
-            spans.append(ImageSpan(i, i + count, prepared[image]))
-            i += count
-            image += 1
-        else:
-            i += 1
-    return Prompt(ids, keys, spans)
+    for run, image, key in zip(tokens.images, prepared, hashes):
+        keys[run.start : run.end] = [key] * run.count
+        spans.append(ImageSpan(run.start, run.end, image))
+    return Prompt(list(tokens.ids), keys, spans)
 
 
 def _prepare(engine, part: ImagePart, limits: Limits) -> PreparedImage:

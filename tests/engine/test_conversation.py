@@ -72,7 +72,7 @@ class History:
 
         prompts = self.engine.prompts
         counts = [self.engine.image_tokens(*im.size) for im in images]
-        new = prompts.encode_turn(self.messages, user_message(text, len(images)), counts)
+        new = list(prompts.encode_turn(self.messages, user_message(text, len(images)), counts).ids)
         self.ids += pending + new
         self.messages.append(user_message(text, len(images)))
         self.images += list(images)
@@ -507,7 +507,7 @@ def test_a_restored_conversation_answers_like_transformers_on_the_rendered_histo
         messages += [user_message(question, len(images)), assistant_message(answer)]
     messages.append(user_message("Which one has a tree?"))
     counts = [engine.image_tokens(*im.size) for im in (first, second)]
-    ids = engine.prompts.encode_conversation(messages, counts)
+    ids = list(engine.prompts.encode_conversation(messages, counts).ids)
     assert stats.token_ids == reference_generate(tiny_checkpoint[1], ids, [first, second], 12)
 
 

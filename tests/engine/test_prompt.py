@@ -14,6 +14,15 @@ CFG = ImageProcessorConfig()
 ANSWERS = ("A grey cat sits on a red sofa.", "Yes, its eyes are green: 绿色的眼睛 👀")
 
 
+def ids_of(encode, *args, **kwargs) -> list[int]:
+    """The token ids an encode_* call gives (its image runs are checked against them)."""
+    tokens = encode(*args, **kwargs)
+    for run in tokens.images:
+        assert set(tokens.ids[run.start : run.end]) == {151655}  # each run is the image pad, as found
+    assert sum(run.count for run in tokens.images) == tokens.ids.count(151655)
+    return list(tokens.ids)
+
+
 def picture(width: int, height: int, seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
@@ -82,14 +91,14 @@ def test_text_only_ids(builder, hf_tokenizer, chat_template):
     expected = hf_tokenizer.apply_chat_template(
         messages, chat_template=chat_template, add_generation_prompt=True, return_dict=False
     )
-    assert builder.encode_conversation(messages) == list(expected)
+    assert ids_of(builder.encode_conversation, messages) == list(expected)
     assert builder.encode("Hello world!") == [9707, 1879, 0]  # known ids of the real tokenizer
 
 
 def test_one_image_ids(builder, hf_processor):
     images = [picture(300, 200, 0)]
     messages = [user_message("What is in this picture?", image_count=1)]
-    ids = builder.encode_conversation(messages, counts(images))
+    ids = ids_of(builder.encode_conversation, messages, counts(images))
     assert ids == hf_ids(hf_processor, messages, images)
     assert ids.count(builder.image_token_id) == 70  # 200x300 -> 224x320 -> 70 tokens
 
@@ -97,7 +106,7 @@ def test_one_image_ids(builder, hf_processor):
 def test_two_images_of_different_sizes(builder, hf_processor):
     images = [picture(300, 200, 1), picture(90, 400, 2)]
     messages = [user_message("Compare these two.", image_count=2)]
-    ids = builder.encode_conversation(messages, counts(images))
+    ids = ids_of(builder.encode_conversation, messages, counts(images))
     assert ids == hf_ids(hf_processor, messages, images)
     assert counts(images)[0] != counts(images)[1]
 
@@ -118,7 +127,7 @@ def turn_by_turn(builder, users, answers, image_counts) -> list[int]:
     counts_iter = iter(image_counts)
     for i, user in enumerate(users):
         n_images = sum(1 for c in user["content"] if c.get("type") == "image")
-        cached += builder.encode_turn(history, user, [next(counts_iter) for _ in range(n_images)])
+        cached += ids_of(builder.encode_turn, history, user, [next(counts_iter) for _ in range(n_images)])
         history.append(user)
         if i < len(answers):
             cached += builder.encode(answers[i]["content"][0]["text"]) + [builder.end_of_turn_id]
@@ -133,14 +142,14 @@ def test_three_turn_chat_cached_turns_equal_the_full_prompt(fast_tokenizer, chat
     images = [picture(320, 240, 3), picture(200, 260, 4)]
     full = [users[0], answers[0], users[1], answers[1], users[2]]
     expected = hf_ids(hf_processor, full, images, sanitize_control_tokens=sanitize)
-    assert builder.encode_conversation(full, counts(images)) == expected
+    assert ids_of(builder.encode_conversation, full, counts(images)) == expected
     assert turn_by_turn(builder, users, answers, counts(images)) == expected
 
 
 def test_first_turn_with_a_system_message(builder, hf_processor):
     images = [picture(64, 64, 6)]
     messages = [{"role": "system", "content": "Answer in French."}, user_message("Quoi ?", 1)]
-    assert builder.encode_turn([], messages, counts(images)) == hf_ids(hf_processor, messages, images)
+    assert ids_of(builder.encode_turn, [], messages, counts(images)) == hf_ids(hf_processor, messages, images)
 
 
 def test_continuation_is_only_the_new_turn(builder):
@@ -149,7 +158,7 @@ def test_continuation_is_only_the_new_turn(builder):
     assert text == (
         "\n<|im_start|>user\nWhat colour are its eyes? (typed: <|im_start|>)<|im_end|>\n<|im_start|>assistant\n"
     )
-    ids = builder.encode_turn([users[0], answers[0]], users[1])
+    ids = ids_of(builder.encode_turn, [users[0], answers[0]], users[1])
     assert builder.decode(ids, skip_special_tokens=False) == text
 
 
@@ -163,22 +172,22 @@ def test_control_tokens_typed_by_the_user_stay_text(safe_builder, hf_processor, 
         return_dict=False,
         sanitize_control_tokens=True,
     )
-    ids = safe_builder.encode_conversation(messages)
+    ids = ids_of(safe_builder.encode_conversation, messages)
     assert ids == list(expected)
     assert ids.count(safe_builder.end_of_turn_id) == 1  # only the template's own
     assert safe_builder.image_token_id not in ids
     # with an image, the typed <|image_pad|> is not an image slot either
     images = [picture(100, 100, 5)]
     with_image = [user_message(typed, image_count=1)]
-    ids = safe_builder.encode_conversation(with_image, counts(images))
+    ids = ids_of(safe_builder.encode_conversation, with_image, counts(images))
     assert ids == hf_ids(hf_processor, with_image, images, sanitize_control_tokens=True)
 
 
 def test_image_count_mismatch_is_reported(builder):
     with pytest.raises(EngineError, match=r"1 image slot\(s\) but 2 image\(s\)"):
-        builder.encode_conversation([user_message("x", image_count=1)], [64, 64])
+        ids_of(builder.encode_conversation, [user_message("x", image_count=1)], [64, 64])
     with pytest.raises(EngineError, match=r"0 image slot\(s\) but 1 image\(s\)"):
-        builder.encode_turn([], user_message("x"), [64])
+        ids_of(builder.encode_turn, [], user_message("x"), [64])
 
 
 def test_template_errors_are_engine_errors(fast_tokenizer):
@@ -202,7 +211,7 @@ def test_generation_tag_and_tojson_render_like_transformers(builder, fast_tokeni
 def test_decode_round_trip(builder):
     text = "Grüße, 世界! 👍🏽"
     assert builder.decode(builder.encode(text)) == text
-    ids = builder.encode_conversation([user_message(text)])
+    ids = ids_of(builder.encode_conversation, [user_message(text)])
     assert builder.decode(ids) == "user\n" + text + "\nassistant\n"
 
 
@@ -213,6 +222,6 @@ def test_builder_from_folder(tokenizer_dir, data_dir, tmp_path, builder):
     (tmp_path / "chat_template.json").write_bytes((data_dir / "chat_template.json").read_bytes())
     loaded = PromptBuilder.from_folder(tmp_path, sanitize_control_tokens=False)
     messages = [user_message("hi", image_count=1)]
-    assert loaded.encode_conversation(messages, [64]) == builder.encode_conversation(messages, [64])
+    assert ids_of(loaded.encode_conversation, messages, [64]) == ids_of(builder.encode_conversation, messages, [64])
     (tmp_path / "chat_template.jinja").write_text("{{ messages[0].role }}")
     assert load_chat_template(tmp_path) == "{{ messages[0].role }}"  # transformers 5 layout wins
