@@ -15,6 +15,8 @@ Outputs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..checkpoint import Checkpoint
@@ -95,26 +97,28 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
     return embeds, lm_head
 
 
-def _attention(
-    g,
-    ck,
-    cfg: TextConfig,
-    i: int,
-    y: str,
-    cos: str,
-    sin: str,
-    rot_pos: str,
-    seqlens: str,
-    total: str,
-    fmt: WeightFormat,
-    kv_type: int,
-) -> str:
+@dataclass(frozen=True)
+class LayerInputs:
+    """Graph values every decoder layer reads, and how its weights and cache are stored."""
+
+    cos: str  # rotary tables [S, head_dim/2]
+    sin: str
+    rot_pos: str  # [1, S] row index into cos/sin
+    seqlens: str  # GroupQueryAttention's cache lengths
+    total: str
+    scatter_idx: str  # [M, 2] rows of the image tokens (for DeepStack)
+    deepstack: str  # [levels, M, H]
+    fmt: WeightFormat
+    kv_type: int
+
+
+def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> str:
     a = f"{T}.layers.{i}.self_attn"
     nq, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     fused = np.concatenate(
         [ck.get(f"{a}.q_proj.weight"), ck.get(f"{a}.k_proj.weight"), ck.get(f"{a}.v_proj.weight")], axis=0
     )
-    qkv = linear(g, y, f"{a}.qkv_proj", fused, None, fmt)
+    qkv = linear(g, y, f"{a}.qkv_proj", fused, None, inputs.fmt)
     del fused
     q, k, v = g.op("Split", qkv, g.const([nq * hd, nkv * hd, nkv * hd]), outputs=3, axis=-1)
 
@@ -122,11 +126,11 @@ def _attention(
         x = g.op("Reshape", x, g.const([1, -1, heads, hd]))
         x = rms_norm(g, x, f"{a}.{which}_norm", ck.get(f"{a}.{which}_norm.weight"), cfg.rms_norm_eps)
         x = g.op("Reshape", x, g.const([1, -1, heads * hd]))
-        return g.ms("RotaryEmbedding", x, rot_pos, cos, sin, num_heads=heads, interleaved=0)
+        return g.ms("RotaryEmbedding", x, inputs.rot_pos, inputs.cos, inputs.sin, num_heads=heads, interleaved=0)
 
     q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
-    if kv_type != FLOAT:  # GroupQueryAttention takes q, k, v and the cache in one type
-        q, k, v = (g.op("Cast", t, to=kv_type) for t in (q, k, v))
+    if inputs.kv_type != FLOAT:  # GroupQueryAttention takes q, k, v and the cache in one type
+        q, k, v = (g.op("Cast", t, to=inputs.kv_type) for t in (q, k, v))
     out, _, _ = g.ms(
         "GroupQueryAttention",
         q,
@@ -134,17 +138,17 @@ def _attention(
         v,
         f"past_key_values.{i}.key",
         f"past_key_values.{i}.value",
-        seqlens,
-        total,
+        inputs.seqlens,
+        inputs.total,
         outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
         num_heads=nq,
         kv_num_heads=nkv,
         scale=float(hd**-0.5),
         do_rotary=0,
     )
-    if kv_type != FLOAT:
+    if inputs.kv_type != FLOAT:
         out = g.op("Cast", out, to=FLOAT)
-    return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, fmt)
+    return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, inputs.fmt)
 
 
 def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
@@ -156,23 +160,7 @@ def _mlp(g, ck, cfg: TextConfig, i: int, y: str, fmt: WeightFormat) -> str:
     return linear(g, silu_mul(g, gate, up), f"{m}.down_proj", ck.get(f"{m}.down_proj.weight"), None, fmt)
 
 
-def _layer(
-    g,
-    ck,
-    cfg: TextConfig,
-    i: int,
-    x: str,
-    pending,
-    cos,
-    sin,
-    rot_pos,
-    seqlens,
-    total,
-    fmt: WeightFormat,
-    kv_type: int,
-    deepstack: str | None,
-    scatter_idx: str,
-):
+def _layer(g, ck, cfg: TextConfig, i: int, x: str, pending, inputs: LayerInputs, add_deepstack: bool):
     """One decoder layer. The residual add that ends it is left `pending` (fused into the next
     layer's norm by SkipSimplifiedLayerNormalization) unless DeepStack features are added here."""
     ln = f"{T}.layers.{i}"
@@ -190,7 +178,7 @@ def _layer(
                 epsilon=cfg.rms_norm_eps,
             )
     with g.scope("attn"):
-        attn = _attention(g, ck, cfg, i, y, cos, sin, rot_pos, seqlens, total, fmt, kv_type)
+        attn = _attention(g, ck, cfg, i, y, inputs)
     with g.scope("post_attention_norm"):
         y2, _, _, x = g.ms(
             "SkipSimplifiedLayerNormalization",
@@ -201,13 +189,13 @@ def _layer(
             epsilon=cfg.rms_norm_eps,
         )
     with g.scope("mlp"):
-        mlp = _mlp(g, ck, cfg, i, y2, fmt)
-    if deepstack is None:
+        mlp = _mlp(g, ck, cfg, i, y2, inputs.fmt)
+    if not add_deepstack:
         return x, (x, mlp)
     with g.scope("deepstack"):  # add the level-i visual features at the image rows
         x = g.op("Add", x, mlp)
-        level = g.op("Squeeze", g.op("Gather", deepstack, g.const([i]), axis=0), g.const([0]))
-        return g.op("ScatterND", x, scatter_idx, level, reduction="add"), None
+        level = g.op("Squeeze", g.op("Gather", inputs.deepstack, g.const([i]), axis=0), g.const([0]))
+        return g.op("ScatterND", x, inputs.scatter_idx, level, reduction="add"), None
 
 
 def build_decoder(
@@ -254,26 +242,11 @@ def build_decoder(
         seq = g.op("Squeeze", g.op("Shape", ids, start=1, end=2), g.const([0]))
         rot_pos = g.op("Unsqueeze", g.op("Range", g.const(0), seq, g.const(1)), g.const([0]))
 
+    inputs = LayerInputs(cos, sin, rot_pos, seqlens, total, scatter_idx, deep, fmt, kv_type)
     pending = None  # (residual, branch) not yet summed: fused into the next norm
     for i in range(cfg.num_hidden_layers):
         with g.scope(f"layers.{i}"):
-            x, pending = _layer(
-                g,
-                ck,
-                cfg,
-                i,
-                x,
-                pending,
-                cos,
-                sin,
-                rot_pos,
-                seqlens,
-                total,
-                fmt,
-                kv_type,
-                deep if i < deepstack_levels else None,
-                scatter_idx,
-            )
+            x, pending = _layer(g, ck, cfg, i, x, pending, inputs, add_deepstack=i < deepstack_levels)
         progress(i + 2, steps)
     with g.scope("final_norm"):
         if pending is not None:
