@@ -145,24 +145,24 @@ class Conversation:
         ahead = self._ahead_or_new(max_pixels)
         kept = self._keep(ahead, inputs, marks[-1][1].ids if marks else ())
         snapshot, before_length = len(ahead.marks), eng.decoder.length
-        segments = [(count, ids) for count, ids in marks if count > kept]
+        segments = [(count, tokens) for count, tokens in marks if count > kept]
         plan = self._plan_segments(ahead, inputs, segments)
         vision = prefill = 0.0
         for count, tokens in segments:
-            new_ids = tokens.after(len(ahead.ids))
-            if eng.decoder.length + len(new_ids) + 2 > eng.context_limit:
+            new_tokens = tokens.after(len(ahead.ids))
+            if eng.decoder.length + len(new_tokens) + 2 > eng.context_limit:
                 eng.decoder.reset(ahead.cut(snapshot))
                 raise ContextFullError(
-                    f"This conversation is full: the image needs {len(new_ids)} more tokens but only "
+                    f"This conversation is full: the image needs {len(new_tokens)} more tokens but only "
                     f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
                     f"Start a new chat to go on (or use a smaller image)."
                 )
-            read = yield from self._reader.read(new_ids, inputs[len(ahead.images) : count], ahead.positions, plan)
+            read = yield from self._reader.read(new_tokens, inputs[len(ahead.images) : count], ahead.positions, plan)
             if read is None:
                 eng.decoder.reset(ahead.cut(snapshot))
                 yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
                 return
-            ahead.add(inputs[len(ahead.images) : count], list(new_ids.ids), read.positions)
+            ahead.add(inputs[len(ahead.images) : count], list(new_tokens.ids), read.positions)
             vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
         if not ahead.images:
             self._drop_ahead()
@@ -203,27 +203,27 @@ class Conversation:
             if self._ahead
             else Before(eng.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns))
         )
-        all_ids = Tokens.text(base.pending) + eng.prompts.encode_turn(
+        all_tokens = Tokens.text(base.pending) + eng.prompts.encode_turn(
             self._messages, message, [i.image.num_tokens for i in inputs]
         )
-        if base.cache_length + len(all_ids) + 2 > eng.context_limit:  # + an answer token + end of turn
+        if base.cache_length + len(all_tokens) + 2 > eng.context_limit:  # + an answer token + end of turn
             raise ContextFullError(
-                f"This conversation is full: the question needs {len(all_ids)} more tokens but only "
+                f"This conversation is full: the question needs {len(all_tokens)} more tokens but only "
                 f"{max(eng.context_limit - base.cache_length - 2, 0)} of {eng.context_limit} are left. "
                 f"Start a new chat to go on (or ask with a smaller image)."
             )
         ahead = self._ahead_or_new(max_pixels)
-        kept = self._keep(ahead, inputs, all_ids.ids)
+        kept = self._keep(ahead, inputs, all_tokens.ids)
         ahead_tokens = len(ahead.ids)
-        new_ids, new_inputs = all_ids.after(ahead_tokens), inputs[kept:]
-        plan = self._reader.plan(new_inputs, len(new_ids), eng.decoder.length)
+        new_tokens, new_inputs = all_tokens.after(ahead_tokens), inputs[kept:]
+        plan = self._reader.plan(new_inputs, len(new_tokens), eng.decoder.length)
         try:
-            read = yield from self._reader.read(new_ids, new_inputs, ahead.positions, plan)
+            read = yield from self._reader.read(new_tokens, new_inputs, ahead.positions, plan)
         finally:
             if not ahead.marks:  # nothing read ahead (any more): the conversation is as after its last answer
                 self._ahead = None
         if read is None:  # cancelled while encoding or reading: what was read ahead stays
-            yield self._nothing_answered(len(all_ids))
+            yield self._nothing_answered(len(all_tokens))
             return
         self._ahead, self._next_images = None, []
         after, logits = read.positions, read.logits[-1]
@@ -235,7 +235,7 @@ class Conversation:
             eng.decoder.length,
             after,
             logits,
-            len(all_ids),
+            len(all_tokens),
             sum(i.image.num_tokens for i in inputs),
             read.vision_seconds,
             read.prefill_seconds,
@@ -353,8 +353,7 @@ class Conversation:
     def _plan_segments(self, ahead: Ahead, inputs: list[ImageInput], segments) -> Plan:
         """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
         plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.engine.decoder.length
-        for count, tokens_to in segments:
-            ids = tokens_to.ids
+        for count, ids in segments:
             plan = plan.then(self._reader.plan(inputs[images:count], len(ids) - tokens, length))
             images, length, tokens = count, length + len(ids) - tokens, len(ids)
         return plan
