@@ -35,6 +35,14 @@ def model_title(info: EngineInfo) -> str:
     return f"{info.model_dir.name} · {precision}" if precision else info.model_dir.name
 
 
+def read_ahead_status(result) -> str:
+    """What the status bar says once the pending images are read (result: ReadAhead or None)."""
+    if result is None or result.cancelled or not result.images:
+        return "Ready"
+    what = "the image is" if result.images == 1 else "the images are"
+    return f"Ready · {what} read: the answer starts as soon as you send"
+
+
 class MainWindow(QMainWindow):
     modelLoaded = Signal()
 
@@ -283,10 +291,10 @@ class MainWindow(QMainWindow):
         else:
             self.status_line.show_progress(text, progress)
 
-    def _read_ahead_ended(self, _result) -> None:
+    def _read_ahead_ended(self, result) -> None:
         self._refresh_image_costs()
         if not self.session.busy and self.info is not None:  # else the question's own status follows
-            self._set_status("Ready", busy=False)
+            self._set_status(read_ahead_status(result), busy=False)
 
     def _read_ahead_failed(self, message: str) -> None:
         if not self.session.busy:  # else the question sent meanwhile reads the images itself, and says

@@ -66,7 +66,8 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
         script.step()
     assert ended.args[0].images == 1 and not ended.args[0].cancelled
-    assert window.status_label.text() == "Ready" and not window.busy_bar.isVisible()
+    assert window.status_label.text() == "Ready · the image is read: the answer starts as soon as you send"
+    assert not window.busy_bar.isVisible()
 
 
 def test_send_during_the_read_lets_it_finish_and_the_answer_follows(qtbot, scripted, make_image):
