@@ -50,6 +50,7 @@ class AttachedImage:
     sent: bool = False
     tokens: int | None = None
     seconds: float | None = None  # predicted reading time on this computer (None: not measured yet)
+    read: bool = False  # pending, and already read by the engine: a question about it starts at once
     boxes: list[GroundingBox] = field(default_factory=list)
 
 
@@ -184,6 +185,13 @@ class ImagePane(QWidget):
                 image.sent = False
         self._refresh()
 
+    def mark_read(self, count: int) -> None:
+        """The first `count` pending images are read ahead (the engine reads them in order); the
+        others are not (yet)."""
+        for index, image in enumerate(image for image in self._images if not image.sent):
+            image.read = index < count
+        self._refresh()
+
     def clear(self) -> None:
         self._images.clear()
         self._refresh()
@@ -198,6 +206,8 @@ class ImagePane(QWidget):
         speed is known); None while no model is loaded. Call it again when the image detail
         changes: pending images get the new cost, sent ones keep what they cost."""
         self._cost = cost
+        for image in self._images:
+            image.read = False  # read at the old detail, or by the model that was replaced
         self._estimate_all()
         self.imagesChanged.emit()
 
@@ -370,7 +380,9 @@ class ImagePane(QWidget):
             self.info.setText("")
         else:
             cost = "" if image.tokens is None else f" · {image.tokens} image tokens"
-            if image.seconds is not None and not image.sent:
+            if image.read and not image.sent:
+                cost = f" · {image.tokens} image tokens, already read"
+            elif image.seconds is not None and not image.sent:
                 cost = f" · {image_cost(image.tokens, image.seconds)} to read"
             state = "in the conversation" if image.sent else "will be sent with your next question"
             self.info.setText(f"{image.path.name} · {image.width}×{image.height}{cost} · {state}")
@@ -390,4 +402,6 @@ def thumbnail_text(image: AttachedImage) -> str:
     if image.sent:
         return f"{image.tokens} tokens"
     text = f"new · {image.tokens} tokens"
+    if image.read:
+        return f"{text}\nready"
     return text if image.seconds is None else f"{text}\n{about(image.seconds)}"

@@ -82,11 +82,13 @@ class ImageReadAhead(QObject):
         """The engine dropped what was read ahead (an answer is being given again): read the
         pending images again once it is done (the request waits behind it)."""
         self._requested = ((), None)
+        self.images.mark_read(0)
         self.update()
 
     def forget(self) -> None:
         """A new conversation: nothing is read ahead in it, and older reads are not shown."""
         self._requested, self._current = ((), None), None
+        self.images.mark_read(0)
 
     def _on_reading(self, request_id: int, stage, progress) -> None:
         if request_id == self._current:

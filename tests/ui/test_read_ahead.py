@@ -68,6 +68,7 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     assert ended.args[0].images == 1 and not ended.args[0].cancelled
     assert window.status_label.text() == "Ready · the image is read: the answer starts as soon as you send"
     assert not window.busy_bar.isVisible()
+    assert window.image_pane.thumbnails.item(0).text().endswith("\nready")  # and the thumbnail says so
 
 
 def test_send_during_the_read_lets_it_finish_and_the_answer_follows(qtbot, scripted, make_image):
@@ -186,7 +187,8 @@ def test_new_chat_and_a_detail_change(qtbot, scripted, make_image):
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
         window.apply_settings(replace(window.settings, image_detail="high"))
     assert prepares(script)[-1] == ("prepare", ["photo.png"], "high")
-    assert window.image_pane.thumbnails.item(0).text() == "new · 400 tokens\nabout 8 s"
+    assert window.image_pane.thumbnails.item(0).text() == "new · 400 tokens\nready"  # read again, at high detail
+    assert window.image_pane.images()[0].seconds == 8.0
 
     count = len(script.calls)
     window.session.new_chat()
@@ -258,13 +260,18 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     script.seconds = 30.0  # the read refines the speeds
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
         script.step()
-    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 30 s"
+    assert window.image_pane.images()[0].seconds == 30.0
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nready"  # read: no wait left
     script.seconds = 20.0  # and so does an answer
-    script.open_gate = True
+    script.open_gate = False
+    window.session.regenerate()
+    # Answering again drops what was read ahead (it came after the answer): no longer ready...
+    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 30 s"
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
-        window.session.regenerate()
-    assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 20 s"
-    # Answering again drops what was read ahead (it came after the answer): it is read again.
+        script.step()
+    assert window.image_pane.images()[0].seconds == 20.0
+    # ...and it is read again.
+    script.open_gate = True
     qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
     assert script.kinds()[-2:] == ["ask", "prepare"] and script.calls[-2][1] == "again"
     window.session.new_chat()
