@@ -127,11 +127,8 @@ class Reader:
         cached ones, with the seconds this machine is predicted to take for each."""
         eng, speeds = self.engine, self.engine.speeds
         vision = [speeds.vision_seconds(item.patches) for item in images if item.encoded is None]
-        chunks = []
-        for size in chunk_sizes(tokens, eng.options.prefill_chunk):
-            chunks.append(speeds.chunk_seconds(eng.decoder.graph_for(size), size, context))
-            context += size
-        if any(v is None for v in vision) or any(c is None for c in chunks):  # not measured yet: count tokens
+        chunks = speeds.chunk_plan(eng.decoder.graph_for, tokens, context, eng.options.prefill_chunk)
+        if None in vision or None in chunks:  # not measured yet: count tokens
             vision = [item.patches / eng.merge_size**2 for item in images if item.encoded is None]
             chunks = [float(size) for size in chunk_sizes(tokens, eng.options.prefill_chunk)]
             return Plan(vision + chunks, timed=False)

@@ -105,16 +105,19 @@ class SpeedModel:
         g, a, b = coefficients
         return g + a * tokens + b * tokens * (context + tokens / 2)
 
-    def prompt_seconds(self, graph_for, tokens: int, context: int, chunk: int) -> float | None:
-        """Predicted time to read `tokens` after `context` cached ones in chunks of `chunk`;
-        `graph_for(chunk_tokens)` names the graph that reads a chunk of that size."""
-        total = 0.0
+    def chunk_plan(self, graph_for, tokens: int, context: int, chunk: int) -> list[float | None]:
+        """Predicted time of each chunk when `tokens` are read after `context` cached ones in
+        chunks of `chunk`; `graph_for(chunk_tokens)` names the graph that reads a chunk that size."""
+        plan = []
         for size in chunk_sizes(tokens, chunk):
-            seconds = self.chunk_seconds(graph_for(size), size, context)
-            if seconds is None:
-                return None
-            total, context = total + seconds, context + size
-        return total
+            plan.append(self.chunk_seconds(graph_for(size), size, context))
+            context += size
+        return plan
+
+    def prompt_seconds(self, graph_for, tokens: int, context: int, chunk: int) -> float | None:
+        """Predicted time to read `tokens` after `context` cached ones (see chunk_plan)."""
+        plan = self.chunk_plan(graph_for, tokens, context, chunk)
+        return None if None in plan else sum(plan)
 
     # -- storage ------------------------------------------------------------------------------
     def save(self) -> None:
