@@ -18,7 +18,10 @@ from .image import preprocess
 from .kernel_probe import probe_session
 
 CALIBRATION_SIDE = 448  # pixels: the most common image size at standard detail
-PROMPT_CHUNKS = (16, 96)  # tokens: a question's length, and enough to see the per-token cost
+# Prompt chunk sizes (tokens) to time: for each graph that reads chunks, its smallest and largest
+# of these (a question's length, and enough to see the per-token cost). With a prompt graph, the
+# decoder reads the short chunks (16, 24) and the prompt graph the long ones (32, 96).
+PROMPT_CHUNKS = (16, 24, 32, 96)
 PROBE_PATCHES = 1024
 
 
@@ -32,13 +35,17 @@ def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
         if should_stop():
             return False
         decoder.wait_for_prefill_graph(timeout=0.1)
-    graphs = {decoder.graph_for(size) for size in (*PROMPT_CHUNKS, engine.options.prefill_chunk)}
+    sizes = _chunk_sizes_to_time(decoder)
+    graphs = {decoder.graph_for(size) for size in sizes}
     if speeds.has_vision() and all(speeds.has_chunks(g) for g in graphs):
         return True
     if not engine.hold(should_stop):
         return False
     asked = should_stop
-    should_stop = lambda: asked() or engine.others_waiting  # noqa: E731 (the local server's questions too)
+
+    def should_stop() -> bool:  # the local server's questions wait for the engine too
+        return asked() or engine.others_waiting
+
     bound = decoder.cache
     try:
         if not speeds.has_vision():
@@ -48,7 +55,7 @@ def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
             speeds.set_attention_probe(_attention_seconds_per_patch2(engine))
         scratch = decoder.new_cache()
         decoder.bind(scratch)
-        for size in PROMPT_CHUNKS + (max(PROMPT_CHUNKS),):  # the second of equal sizes is warm
+        for size in sizes:  # the first of a graph also warms it up for the second
             if should_stop():
                 return False
             if speeds.has_chunks(decoder.graph_for(size)):
@@ -63,6 +70,13 @@ def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
         decoder.bind(bound)
         engine.lock.release()
         speeds.save()
+
+
+def _chunk_sizes_to_time(decoder) -> list[int]:
+    by_graph: dict[str, list[int]] = {}
+    for size in PROMPT_CHUNKS:
+        by_graph.setdefault(decoder.graph_for(size), []).append(size)
+    return [size for group in by_graph.values() for size in sorted({min(group), max(group)})]
 
 
 def _measure_vision(engine) -> None:

@@ -153,3 +153,13 @@ def test_leaving_python_while_the_prompt_graph_loads_exits_cleanly(with_prefill,
         assert "terminate called" not in done.stderr
         assert done.returncode == 1, done.stderr
         assert "leaving while the prompt graph loads" in done.stderr
+
+
+def test_calibration_times_both_graphs_that_read_prompts(with_prefill):
+    """Short chunks go through the decoder and long ones through the prompt graph: each gets
+    two sizes, so both can predict, and the next start measures nothing again."""
+    engine = Engine(with_prefill / "int8")
+    assert engine.decoder.wait_for_prefill_graph(60)
+    assert engine.calibrate()
+    assert engine.speeds.has_chunks("decoder") and engine.speeds.has_chunks("prompt")
+    assert engine.estimate_image(448, 448).seconds > 0
