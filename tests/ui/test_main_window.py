@@ -293,7 +293,7 @@ def test_an_answer_that_fails_mid_way_is_taken_back_like_the_model_forgets_it(
     from engine import conversation as conversation_module
     from engine.errors import EngineError
 
-    window = open_window(tiny_fp32, max_new_tokens=LONG)
+    window = open_window(tiny_fp32, max_new_tokens=16)  # the failure comes at the 3rd token
     ask_and_wait(qtbot, window, "first")
     real_next, calls = conversation_module.Sampler.next_token, []
 
