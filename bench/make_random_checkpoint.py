@@ -9,7 +9,9 @@ patterns (one per kind of tensor: matrices, biases, norm weights) are drawn once
 is written as a run of slices of its pool at random offsets. Nothing is computed per tensor, the
 model is never held in memory, and the run is as fast as the disk.
 
-    python -m bench.make_random_checkpoint OUT_DIR [--seed N] [--config PATH] [--force]
+    python -m bench.make_random_checkpoint OUT_DIR [--seed N] [--side-files DIR] [--config PATH] [--force]
+
+The config, tokenizer and chat template are the real checkpoint's (`bench.side_files`).
 """
 
 from __future__ import annotations
@@ -30,17 +32,9 @@ from exporter.config import ModelConfig, read_config_file
 from exporter.errors import CheckpointError, UnsupportedModelError
 from exporter.tensor_spec import TEXT, expected_tensors
 
+from .side_files import SIDE_FILES, SideFilesError, side_files_folder
 from .tokenizer_json import TokenizerBuildError, write_tokenizer_json
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "qwen3vl"
-SIDE_FILES = (
-    "generation_config.json",
-    "preprocessor_config.json",
-    "chat_template.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-)
 MAX_SHARD_BYTES = 5 * 10**9  # the "5GB" shard limit save_pretrained uses for the real checkpoint
 BF16_BYTES = 2
 CHUNK_ELEMENTS = 4 * 1024 * 1024  # 8 MB per write call
@@ -211,10 +205,10 @@ def check_free_space(out_dir: Path, needed: int) -> None:
         )
 
 
-def copy_side_files(out_dir: Path, config_path: Path, data_dir: Path) -> None:
-    shutil.copyfile(config_path, out_dir / "config.json")
+def copy_side_files(out_dir: Path, side_files: Path, config_path: Path) -> None:
     for name in SIDE_FILES:
-        shutil.copyfile(data_dir / name, out_dir / name)
+        shutil.copyfile(side_files / name, out_dir / name)
+    shutil.copyfile(config_path, out_dir / "config.json")
     write_tokenizer_json(out_dir)
 
 
@@ -229,23 +223,25 @@ class GenerationResult:
 def make_random_checkpoint(
     out_dir: Path,
     *,
+    side_files: Path,
     seed: int = 0,
-    config_path: Path = DATA / "config.json",
+    config_path: Path | None = None,
     force: bool = False,
     max_shard_bytes: int = MAX_SHARD_BYTES,
-    data_dir: Path = DATA,
     log=print,
 ) -> GenerationResult:
-    """Write the checkpoint described by `config_path` with random weights into `out_dir`."""
+    """Write a checkpoint with random weights into `out_dir`: shapes from `config_path` (default: the
+    side files' config.json), the other small files from `side_files`."""
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir, side_files = Path(out_dir), Path(side_files)
+    config_path = Path(config_path) if config_path is not None else side_files / "config.json"
     cfg = read_config(config_path)
     shards = plan_shards(expected_tensors(cfg), max_shard_bytes)
     total = sum(s.nbytes for s in shards)
     prepare_folder(out_dir, force)
     check_free_space(out_dir, total)
     log(f"writing {total / 1e9:.2f} GB in {len(shards)} shard(s) to {out_dir} (seed {seed})")
-    copy_side_files(out_dir, Path(config_path), Path(data_dir))
+    copy_side_files(out_dir, side_files, config_path)
     weights = RandomWeights(seed)
     done = 0
     for i, shard in enumerate(shards, 1):
@@ -266,16 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--config",
+        "--side-files",
         type=Path,
-        default=DATA / "config.json",
-        help="config.json to follow (default: the real Qwen3-VL-4B-Instruct one)",
+        help="folder with the real checkpoint's config, tokenizer and template files (default: from the Hub)",
     )
+    parser.add_argument("--config", type=Path, help="config.json to follow instead of the side files' one")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty folder")
     args = parser.parse_args(argv)
     try:
-        make_random_checkpoint(args.out_dir, seed=args.seed, config_path=args.config, force=args.force)
-    except (CheckpointError, UnsupportedModelError, TokenizerBuildError, OSError) as exc:
+        side_files = side_files_folder(args.side_files)
+        make_random_checkpoint(
+            args.out_dir, side_files=side_files, seed=args.seed, config_path=args.config, force=args.force
+        )
+    except (CheckpointError, UnsupportedModelError, TokenizerBuildError, SideFilesError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

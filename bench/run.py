@@ -1,6 +1,6 @@
 """The benchmark: full-size random checkpoint -> int4 export -> engine figures, as JSON and Markdown.
 
-    python -m bench.run [--workdir DIR] [--threads N] [--checkpoint DIR] [--keep]
+    python -m bench.run [--workdir DIR] [--threads N] [--checkpoint DIR | --side-files DIR]
 
 Each step runs in its own process so each peak RSS is that step's own. Not part of the test
 suite (CI only smoke-tests this script on the tiny checkpoint).
@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run")
     ap.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--checkpoint", help="use this checkpoint instead of making the full-size random one")
+    ap.add_argument("--side-files", help="the real checkpoint's small files for the random one (default: the Hub)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--context", type=int, default=4096)
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else work / "checkpoint"
     if not args.checkpoint and not (ckpt / "model.safetensors.index.json").exists():
         print("making the full-size random checkpoint ...", flush=True)
-        run_child(["-m", "bench.make_random_checkpoint", str(ckpt), "--force"])
+        side_files = ["--side-files", args.side_files] if args.side_files else []
+        run_child(["-m", "bench.make_random_checkpoint", str(ckpt), "--force", *side_files])
     art = work / "int4"
     print("exporting ...", flush=True)
     out, wall, rss = run_child(["-m", "exporter", str(ckpt), str(art), "--overwrite", *args.export_args.split()])

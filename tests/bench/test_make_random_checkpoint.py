@@ -36,7 +36,9 @@ def tiny_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_out(tmp_path_factory, tiny_config) -> Path:
     out = tmp_path_factory.mktemp("random_ckpt") / "model"
-    mrc.make_random_checkpoint(out, seed=3, config_path=tiny_config, max_shard_bytes=SMALL_SHARD, log=lambda _msg: None)
+    mrc.make_random_checkpoint(
+        out, side_files=DATA, seed=3, config_path=tiny_config, max_shard_bytes=SMALL_SHARD, log=lambda _msg: None
+    )
     return out
 
 
@@ -132,7 +134,7 @@ def test_values_have_realistic_magnitudes(tiny_out):
 
 def test_side_files_are_copied_and_tokenizer_json_written(tiny_out, tiny_config):
     assert (tiny_out / "config.json").read_bytes() == tiny_config.read_bytes()
-    for name in mrc.SIDE_FILES:
+    for name in set(mrc.SIDE_FILES) - {"config.json"}:
         assert (tiny_out / name).read_bytes() == (DATA / name).read_bytes(), name
     from tokenizers import Tokenizer
 
@@ -141,7 +143,7 @@ def test_side_files_are_copied_and_tokenizer_json_written(tiny_out, tiny_config)
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny_config):
-    quiet = dict(config_path=tiny_config, log=lambda _msg: None)
+    quiet = dict(side_files=DATA, config_path=tiny_config, log=lambda _msg: None)
     a = mrc.make_random_checkpoint(tmp_path / "a", seed=7, **quiet)
     b = mrc.make_random_checkpoint(tmp_path / "b", seed=7, **quiet)
     c = mrc.make_random_checkpoint(tmp_path / "c", seed=8, **quiet)
@@ -172,10 +174,10 @@ def test_cli_refuses_non_empty_folder_then_force_replaces_old_weights(tmp_path, 
     out = tmp_path / "ckpt"
     out.mkdir()
     (out / "model-00001-of-00009.safetensors").write_bytes(b"stale")
-    assert mrc.main([str(out), "--config", str(tiny_config)]) == 2
+    assert mrc.main([str(out), "--side-files", str(DATA), "--config", str(tiny_config)]) == 2
     err = capsys.readouterr().err
     assert "not empty" in err and "--force" in err
-    assert mrc.main([str(out), "--config", str(tiny_config), "--force", "--seed", "1"]) == 0
+    assert mrc.main([str(out), "--side-files", str(DATA), "--config", str(tiny_config), "--force", "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "done" in printed and "GB" in printed
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
@@ -185,7 +187,7 @@ def test_cli_refuses_non_empty_folder_then_force_replaces_old_weights(tmp_path, 
 def test_not_enough_disk_space_is_refused_before_writing(tmp_path, tiny_config, monkeypatch, capsys):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(mrc.shutil, "disk_usage", lambda _p: usage._replace(free=10 * 1024 * 1024))
-    assert mrc.main([str(tmp_path / "ckpt"), "--config", str(tiny_config)]) == 2
+    assert mrc.main([str(tmp_path / "ckpt"), "--side-files", str(DATA), "--config", str(tiny_config)]) == 2
     assert "GB free" in capsys.readouterr().err
     assert not list((tmp_path / "ckpt").iterdir())
 
@@ -200,9 +202,52 @@ def test_not_enough_disk_space_is_refused_before_writing(tmp_path, tiny_config, 
 def test_bad_config_gets_a_clear_message(tmp_path, capsys, content, message):
     cfg = tmp_path / "config.json"
     cfg.write_text(content)
-    assert mrc.main([str(tmp_path / "out"), "--config", str(cfg)]) == 2
+    assert mrc.main([str(tmp_path / "out"), "--side-files", str(DATA), "--config", str(cfg)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- the side files: from the Hub, or from a folder ----------------------------------------------
+
+
+def _side_files_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in mrc.SIDE_FILES:
+        shutil.copy(DATA / name, repo / name)
+    (repo / "model.safetensors").write_bytes(b"weights the benchmark must not download")
+    return repo
+
+
+def test_side_files_come_from_the_hub_and_only_they(tmp_path, tiny_config, monkeypatch):
+    """Against a local server in the Hub's layout: huggingface_hub fetches the small files only."""
+    from tests.fixtures.fake_hub import FakeHub, point_huggingface_hub_at
+
+    with FakeHub(_side_files_repo(tmp_path), "Qwen/Qwen3-VL-4B-Instruct") as hub:
+        point_huggingface_hub_at(monkeypatch, hub.url, tmp_path / "hf_home")
+        assert mrc.main([str(tmp_path / "ckpt"), "--config", str(tiny_config)]) == 0
+        assert hub.body_requests() and not hub.body_requests("model.safetensors")
+    for name in set(mrc.SIDE_FILES) - {"config.json"}:
+        assert (tmp_path / "ckpt" / name).read_bytes() == (DATA / name).read_bytes(), name
+
+
+def test_without_the_hub_the_message_names_the_way_out(tmp_path, tiny_config, monkeypatch, capsys):
+    from tests.fixtures.fake_hub import FakeHub, point_huggingface_hub_at
+
+    with FakeHub(_side_files_repo(tmp_path), "Qwen/Qwen3-VL-4B-Instruct") as hub:
+        hub.fail(503)
+        point_huggingface_hub_at(monkeypatch, hub.url, tmp_path / "hf_home")
+        assert mrc.main([str(tmp_path / "ckpt"), "--config", str(tiny_config)]) == 2
+    err = capsys.readouterr().err
+    assert "could not fetch" in err and "--side-files" in err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_side_files_folder_missing_a_file_is_named(tmp_path, tiny_config, capsys):
+    folder = _side_files_repo(tmp_path)
+    (folder / "merges.txt").unlink()
+    assert mrc.main([str(tmp_path / "ckpt"), "--side-files", str(folder), "--config", str(tiny_config)]) == 2
+    assert "lacks merges.txt" in capsys.readouterr().err
 
 
 # --- tokenizer.json without transformers -------------------------------------------------------

@@ -1,0 +1,49 @@
+"""The real checkpoint's small files (config, tokenizer, chat template) for the random checkpoint.
+
+Speed does not depend on weight values, but it does depend on the real config's shapes and on the
+real tokenizer (how many tokens a question takes). These files come from the Hub like any download
+(huggingface_hub, with its cache and `HF_ENDPOINT`), or from a folder that holds them: a downloaded
+checkpoint, or any copy of its small files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ID = "Qwen/Qwen3-VL-4B-Instruct"
+SIDE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "chat_template.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+class SideFilesError(Exception):
+    """The side files could not be found or fetched; the message says what to do."""
+
+
+def side_files_folder(source: Path | None = None, repo_id: str = REPO_ID) -> Path:
+    """A folder holding every file of SIDE_FILES: `source` if given, else the Hub's (cached) copy."""
+    folder = Path(source) if source is not None else _from_hub(repo_id)
+    missing = [name for name in SIDE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise SideFilesError(f"{folder} lacks {', '.join(missing)} (the side files of {repo_id} are needed)")
+    return folder
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:  # one snapshot folder of the cache holds them all
+        return Path([hf_hub_download(repo_id, name) for name in SIDE_FILES][0]).parent
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise SideFilesError(
+            f"could not fetch the small files of {repo_id} from the Hub ({type(exc).__name__}: {exc}). "
+            "Without the Hub, pass --side-files DIR: a folder with "
+            f"{', '.join(SIDE_FILES)} (this repository keeps a copy for its tests in tests/data/qwen3vl)."
+        ) from exc
