@@ -396,7 +396,7 @@ def test_the_app_chat_and_the_server_take_turns_without_mixing_conversations(ser
     assert got == expected
 
     # While the server holds the engine, the app's question waits (and says so), then answers.
-    assert engine.turn_taking.try_take()
+    assert engine.turn_taking.hold(lambda: False)
     try:
         waiting = conversation.regenerate(sampling=greedy)
         assert next(waiting) == StatusEvent(Stage.WAITING)

@@ -273,7 +273,7 @@ def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, 
     window = open_window(tiny_fp32)
     engines = window.test_engines
     ask_and_wait(qtbot, window, "first")
-    assert engines[-1].turn_taking.try_take()  # as a server answer in progress would
+    assert engines[-1].turn_taking.hold(lambda: False)  # as a server answer in progress would
     try:
         ask(qtbot, window, "second")
         qtbot.waitUntil(lambda: window.status_label.text().startswith("Waiting for the local server"), timeout=30_000)
