@@ -3,9 +3,10 @@
 python main.py                      open the app (the setup wizard first if no model is found)
 python main.py photo.jpg            open the app with an image attached
 python main.py --model-dir DIR --smoke IMAGE PROMPT --screenshot OUT.png
-                                    automation: real window, one answer, a screenshot, exit 0;
-                                    a refused question or any error exits 1 with its message,
-                                    and the run's chats and settings are thrown away
+                                    automation: real window, one greedy answer printed, a
+                                    screenshot, exit 0; a refused question or any error exits 1
+                                    with its message, and the run's chats and settings are
+                                    thrown away
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--smoke",
         nargs=2,
         metavar=("IMAGE", "PROMPT"),
-        help="ask PROMPT about IMAGE in the real window, print the answer, exit",
+        help="ask PROMPT about IMAGE in the real window, print the (greedy) answer, exit",
     )
     parser.add_argument("--screenshot", type=Path, help="with --smoke: save the window as a PNG")
     parser.add_argument(
@@ -102,7 +103,8 @@ def run_smoke(
     timeout: float,
     max_new_tokens: int | None = None,
 ) -> int:
-    """One real question in the real window; exit code 0 only if an answer streamed in."""
+    """One real question in the real window, answered greedily; exit code 0 only if an answer
+    streamed in."""
     import tempfile
 
     from PySide6.QtCore import QTimer
@@ -128,6 +130,9 @@ def run_smoke(
         attachments_dir=lambda: Path(scratch.name),
         speed_file=Path(scratch.name) / "speeds.json",
     )
+    # Greedy, so the printed answer is the model's one answer and can be checked (this run's copy
+    # of the settings only).
+    window.settings = window.settings.greedy()
     if max_new_tokens:
         window.settings = replace(window.settings, max_new_tokens=max_new_tokens)
     outcome: dict[str, str] = {}

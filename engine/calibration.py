@@ -28,7 +28,7 @@ PROBE_PATCHES = 1024
 def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
     """Measure what the engine's speed model lacks; True once it can predict every read.
 
-    Waits for the prompt graph to load and takes the engine's lock (waiting behind an answer); a
+    Waits for the prompt graph to load and takes the engine's turn (waiting behind an answer); a
     `should_stop()` that turns true ends it then or between steps, keeping what was measured."""
     speeds, decoder = engine.speeds, engine.decoder
     while decoder.prefill_loading:  # loading it in the background would slow what is timed
@@ -39,12 +39,13 @@ def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
     graphs = {decoder.graph_for(size) for size in sizes}
     if speeds.has_vision() and all(speeds.has_chunks(g) for g in graphs):
         return True
-    if not engine.hold(should_stop):
+    turns = engine.turn_taking
+    if not turns.hold(should_stop):
         return False
     asked = should_stop
 
     def should_stop() -> bool:  # the local server's questions wait for the engine too
-        return asked() or engine.others_waiting
+        return asked() or turns.others_waiting
 
     bound = decoder.cache
     try:
@@ -68,7 +69,7 @@ def calibrate(engine, should_stop: Callable[[], bool] = lambda: False) -> bool:
         return True
     finally:
         decoder.bind(bound)
-        engine.lock.release()
+        turns.release()
         speeds.save()
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from .decoding import Decoding
 from .errors import ContextFullError, EngineError
 from .events import Event, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
+from .model_parts import ModelParts
 from .positions import PositionState
 from .prompt import assistant_message, user_message
 from .read_ahead import Ahead, Before, segment_marks
@@ -54,31 +55,35 @@ class _Rewind:
     predicted_wait: float | None = None
 
 
-def _holding_engine(method):
-    """Run a generator method with the engine to itself, on this conversation's own KV cache.
+def _taking_turn(method):
+    """Run a generator method with the decoder to itself, on this conversation's own KV cache.
 
     Another caller (the local server) may be generating: say so, and wait, unless cancelled."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         self._cancel.clear()  # every call starts afresh: a stale Stop never ends a later question
-        if not self.engine.lock.acquire(blocking=False):
+        turns = self.parts.turn_taking
+        if not turns.try_take():
             yield StatusEvent(Stage.WAITING)
-            if not self.engine.hold(self._cancel.is_set):
+            if not turns.hold(self._cancel.is_set):
                 yield self._nothing_answered(0)
                 return
         try:
-            self.engine.decoder.bind(self._kv)
+            self.parts.decoder.bind(self._kv)
             return (yield from method(self, *args, **kwargs))
         finally:
-            self.engine.lock.release()
+            turns.release()
 
     return wrapper
 
 
 class Conversation:
-    def __init__(self, engine):
-        self.engine = engine
+    """One chat on the decoder's default KV cache, built from the model's parts (Engine makes one
+    with new_conversation(), which also closes the one before)."""
+
+    def __init__(self, parts: ModelParts):
+        self.parts = parts
         self.turns: list[Turn] = []
         self._messages: list[dict] = []
         self._positions = PositionState()
@@ -86,11 +91,11 @@ class Conversation:
         self._cancel = threading.Event()
         self._rewind: _Rewind | None = None
         self._closed = False
-        self._kv = engine.decoder.default_cache  # the app has one conversation at a time
+        self._kv = parts.decoder.default_cache  # the app has one conversation at a time
         self._kv.reset()
         self._ahead: Ahead | None = None  # images read before their question
         self._next_images: list = []  # what prepare()/attach() were given for the next question
-        self._reader = Reader(engine, self._cancel.is_set)
+        self._reader = Reader(parts, self._cancel.is_set)
 
     # -- public --------------------------------------------------------------------------------
     @property
@@ -117,7 +122,7 @@ class Conversation:
     def _images_read(self) -> int:
         return len(self._ahead.images) if self._ahead else 0
 
-    @_holding_engine
+    @_taking_turn
     def prepare(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
         """Make `images` the next question's images and read them now, before its text exists:
         each is encoded and the user turn is read up to where the question's text begins, so
@@ -127,12 +132,12 @@ class Conversation:
         the end of the last answer. Ends with a ReadAhead; a cancel leaves the next question's
         images as they were before the call. The answer is the same as asking all at once."""
         self._check_open()
-        eng = self.engine
-        max_pixels = eng.options.max_pixels(detail)
+        parts = self.parts
+        max_pixels = parts.max_pixels(detail)
         known = self._ahead.images if self._ahead else []
-        inputs = prepare_inputs(images, eng, max_pixels, known)
+        inputs = prepare_inputs(images, parts.image_config, max_pixels, known)
         marks = segment_marks(
-            eng.prompts,
+            parts.prompts,
             self._messages,
             self._ahead.base.pending if self._ahead else self._pending,
             [item.image.num_tokens for item in inputs],
@@ -144,22 +149,22 @@ class Conversation:
             return
         ahead = self._ahead_or_new(max_pixels)
         kept = self._keep(ahead, inputs, marks[-1][1].ids if marks else ())
-        snapshot, before_length = len(ahead.marks), eng.decoder.length
+        snapshot, before_length = len(ahead.marks), parts.decoder.length
         segments = [(count, tokens) for count, tokens in marks if count > kept]
         plan = self._plan_segments(ahead, inputs, segments)
         vision = prefill = 0.0
         for count, tokens in segments:
             new_tokens = tokens.after(len(ahead.ids))
-            if eng.decoder.length + len(new_tokens) + 2 > eng.context_limit:
-                eng.decoder.reset(ahead.cut(snapshot))
+            if parts.decoder.length + len(new_tokens) + 2 > parts.context_limit:
+                parts.decoder.reset(ahead.cut(snapshot))
                 raise ContextFullError(
                     f"This conversation is full: the image needs {len(new_tokens)} more tokens but only "
-                    f"{max(eng.context_limit - eng.decoder.length - 2, 0)} of {eng.context_limit} are left. "
+                    f"{max(parts.context_limit - parts.decoder.length - 2, 0)} of {parts.context_limit} are left. "
                     f"Start a new chat to go on (or use a smaller image)."
                 )
             read = yield from self._reader.read(new_tokens, inputs[len(ahead.images) : count], ahead.positions, plan)
             if read is None:
-                eng.decoder.reset(ahead.cut(snapshot))
+                parts.decoder.reset(ahead.cut(snapshot))
                 yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
                 return
             ahead.add(inputs[len(ahead.images) : count], list(new_tokens.ids), read.positions)
@@ -168,14 +173,14 @@ class Conversation:
             self._drop_ahead()
         self._next_images = list(images)
         yield ReadAhead(
-            self._images_read(), max(eng.decoder.length - before_length, 0), self._ahead_tokens(), vision, prefill
+            self._images_read(), max(parts.decoder.length - before_length, 0), self._ahead_tokens(), vision, prefill
         )
 
     def attach(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
         """Add `images` to the next question's and read them now: prepare(attached + images)."""
         return self.prepare([*self.attached, *images], detail)
 
-    @_holding_engine
+    @_taking_turn
     def ask(
         self,
         text: str,
@@ -187,36 +192,32 @@ class Conversation:
 
         `images` are all of the question's images; None means the ones attached (read ahead).
         What was read ahead and matches is used as it is; the rest is read now. `detail`
-        ("standard" / "high") overrides the engine's image detail for this question."""
+        ("standard" / "high") overrides the default image detail for this question."""
         self._check_open()
         start = time.perf_counter()  # the wait the user sees includes decoding the images
-        eng = self.engine
-        max_pixels = eng.options.max_pixels(detail)
+        parts = self.parts
+        max_pixels = parts.max_pixels(detail)
         if images is None:
             images = self.attached
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:
             self._drop_ahead()  # read at another detail: those tokens are not this question's
-        inputs = prepare_inputs(images, eng, max_pixels, self._ahead.images if self._ahead else [])
+        inputs = prepare_inputs(images, parts.image_config, max_pixels, self._ahead.images if self._ahead else [])
         message = user_message(text, len(inputs))
-        base = (
-            self._ahead.base
-            if self._ahead
-            else Before(eng.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns))
-        )
-        all_tokens = Tokens.text(base.pending) + eng.prompts.encode_turn(
+        base = self._ahead.base if self._ahead else self._as_after_last_answer()
+        all_tokens = Tokens.text(base.pending) + parts.prompts.encode_turn(
             self._messages, message, [i.image.num_tokens for i in inputs]
         )
-        if base.cache_length + len(all_tokens) + 2 > eng.context_limit:  # + an answer token + end of turn
+        if base.cache_length + len(all_tokens) + 2 > parts.context_limit:  # + an answer token + end of turn
             raise ContextFullError(
                 f"This conversation is full: the question needs {len(all_tokens)} more tokens but only "
-                f"{max(eng.context_limit - base.cache_length - 2, 0)} of {eng.context_limit} are left. "
+                f"{max(parts.context_limit - base.cache_length - 2, 0)} of {parts.context_limit} are left. "
                 f"Start a new chat to go on (or ask with a smaller image)."
             )
         ahead = self._ahead_or_new(max_pixels)
         kept = self._keep(ahead, inputs, all_tokens.ids)
         ahead_tokens = len(ahead.ids)
         new_tokens, new_inputs = all_tokens.after(ahead_tokens), inputs[kept:]
-        plan = self._reader.plan(new_inputs, len(new_tokens), eng.decoder.length)
+        plan = self._reader.plan(new_inputs, len(new_tokens), parts.decoder.length)
         try:
             read = yield from self._reader.read(new_tokens, new_inputs, ahead.positions, plan)
         finally:
@@ -232,7 +233,7 @@ class Conversation:
         self.turns.append(Turn(text, list(images)))
         self._rewind = _Rewind(
             base,
-            eng.decoder.length,
+            parts.decoder.length,
             after,
             logits,
             len(all_tokens),
@@ -244,7 +245,7 @@ class Conversation:
         )
         yield from self._answer_or_undo(start, sampling)
 
-    @_holding_engine
+    @_taking_turn
     def restore(self, turns: Sequence[tuple[str, Sequence, str]], detail: str | None = None) -> Iterator[Event]:
         """Re-read a saved conversation, given as (question, images, answer) turns, into this (new)
         conversation, so that follow-up questions can refer to it. The history is tokenized as the
@@ -252,25 +253,25 @@ class Conversation:
         Yields status events and a TurnStats with stop_reason "restored" (or "cancelled": then the
         conversation stays empty)."""
         self._check_open()
-        if self.turns or self.engine.decoder.length:
+        if self.turns or self.parts.decoder.length:
             raise EngineError("A conversation can only be restored before its first question.")
-        eng = self.engine
-        max_pixels = eng.options.max_pixels(detail)
+        parts = self.parts
+        max_pixels = parts.max_pixels(detail)
         messages: list[dict] = []
         inputs: list[ImageInput] = []
         for question, images, answer in turns:
-            these = prepare_inputs(images, eng, max_pixels)
+            these = prepare_inputs(images, parts.image_config, max_pixels)
             inputs += these
             messages += [user_message(question, len(these)), assistant_message(answer)]
-        ids = eng.prompts.encode_conversation(
+        ids = parts.prompts.encode_conversation(
             messages, [i.image.num_tokens for i in inputs], add_generation_prompt=False
         )
-        cut = len(ids) - ids.ids[::-1].index(eng.prompts.end_of_turn_id) if messages else 0
-        ids, pending = ids.before(max(cut - 1, 0)), [eng.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
-        if len(ids) + len(pending) + 2 > eng.context_limit:
+        cut = len(ids) - ids.ids[::-1].index(parts.prompts.end_of_turn_id) if messages else 0
+        ids, pending = ids.before(max(cut - 1, 0)), [parts.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
+        if len(ids) + len(pending) + 2 > parts.context_limit:
             raise ContextFullError(
                 f"This saved conversation needs {len(ids)} tokens, more than the "
-                f"{eng.context_limit} the model is set up for. Start a new chat."
+                f"{parts.context_limit} the model is set up for. Start a new chat."
             )
         read = yield from self._reader.read(ids, inputs, self._positions)
         if read is None:
@@ -288,10 +289,10 @@ class Conversation:
             decode_tokens_per_second=0.0,
             stop_reason="restored",
             context_used=self.context_used,
-            context_limit=eng.context_limit,
+            context_limit=parts.context_limit,
         )
 
-    @_holding_engine
+    @_taking_turn
     def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
         """Answer the last question again: the cache is rewound to just after the question."""
         self._check_open()
@@ -299,7 +300,7 @@ class Conversation:
             raise EngineError("There is no question to answer again.")
         r = self._rewind
         self._ahead = None  # images read ahead for a next question come after the answer: cut too
-        self.engine.decoder.reset(r.cache_length)
+        self.parts.decoder.reset(r.cache_length)
         self._positions, self._pending = r.positions, []
         self._messages.pop()  # the previous answer
         turn = self.turns[-1]
@@ -323,7 +324,7 @@ class Conversation:
             if finished:  # a caller that stops after the final stats keeps the finished turn
                 raise
             b = self._rewind.before
-            self.engine.decoder.reset(b.cache_length)
+            self.parts.decoder.reset(b.cache_length)
             self._positions, self._pending = b.positions, b.pending
             del self._messages[b.messages :], self.turns[b.turns :]
             self._rewind, self._ahead, self._next_images = None, None, []
@@ -341,7 +342,7 @@ class Conversation:
             decode_tokens_per_second=0.0,
             stop_reason="cancelled",
             context_used=self.context_used,
-            context_limit=self.engine.context_limit,
+            context_limit=self.parts.context_limit,
             asked=False,
         )
 
@@ -352,7 +353,7 @@ class Conversation:
     # -- reading ahead -------------------------------------------------------------------------
     def _plan_segments(self, ahead: Ahead, inputs: list[ImageInput], segments) -> Plan:
         """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
-        plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.engine.decoder.length
+        plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.parts.decoder.length
         for count, ids in segments:
             plan = plan.then(self._reader.plan(inputs[images:count], len(ids) - tokens, length))
             images, length, tokens = count, length + len(ids) - tokens, len(ids)
@@ -362,50 +363,47 @@ class Conversation:
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:
             self._drop_ahead()
         if self._ahead is None:
-            self._ahead = Ahead(
-                Before(
-                    self.engine.decoder.length,
-                    self._positions,
-                    list(self._pending),
-                    len(self._messages),
-                    len(self.turns),
-                ),
-                max_pixels,
-            )
+            self._ahead = Ahead(self._as_after_last_answer(), max_pixels)
         return self._ahead
+
+    def _as_after_last_answer(self) -> Before:
+        """Where the conversation is when nothing is read ahead: what a question starts from."""
+        return Before(
+            self.parts.decoder.length, self._positions, list(self._pending), len(self._messages), len(self.turns)
+        )
 
     def _keep(self, ahead: Ahead, inputs: list[ImageInput], target: list[int]) -> int:
         """Cut the read-ahead (and the cache) back to what `inputs` and `target` start with;
         returns how many images that keeps."""
         length, kept = ahead.keep([item.key for item in inputs], target)
-        self.engine.decoder.reset(length)
+        self.parts.decoder.reset(length)
         return kept
 
     def _drop_ahead(self) -> None:
         """Roll the cache back to the end of the last answer (nothing read ahead)."""
         if self._ahead is not None:
-            self.engine.decoder.reset(self._ahead.base.cache_length)
+            self.parts.decoder.reset(self._ahead.base.cache_length)
             self._ahead = None
 
     def _ahead_tokens(self) -> int:
         return len(self._ahead.ids) if self._ahead else 0
 
     def _answer(self, start: float, sampling: SamplingOptions | None, regenerated: bool = False) -> Iterator[Event]:
-        eng = self.engine
-        options = sampling or eng.default_sampling()
+        parts = self.parts
+        options = sampling or parts.sampling
         yield StatusEvent(Stage.ANSWERING)
         decoding = Decoding(
-            eng.decoder,
+            parts.decoder,
             Sampler(options),
             self._rewind.logits,
             self._positions,
-            eng.eos_ids,
+            parts.eos_ids,
             options.max_new_tokens,
-            eng.context_limit,
+            parts.context_limit,
             reserve=2,  # the next token, the end of turn
             should_stop=self._cancel.is_set,
         )
-        stream = TextStream(eng.tokenizer)
+        stream = TextStream(parts.prompts.tokenizer)
         for token in decoding:
             piece = stream.push(token)
             if piece:
@@ -417,14 +415,15 @@ class Conversation:
 
     def _end_turn(self, decoding: Decoding, start: float, regenerated: bool) -> TurnStats:
         """Record the answer in the history and say what the turn took."""
-        eng, r, turn = self.engine, self._rewind, self.turns[-1]
+        parts, r, turn = self.parts, self._rewind, self.turns[-1]
         generated = decoding.generated
         self._positions = decoding.positions
         # The next turn feeds what the cache lacks: the last token unless a cancel came after it
         # was fed, then the end of turn (an EOS is replaced by the template's end-of-turn token,
         # which is what the history renders). The cache then holds exactly the visible answer.
-        self._pending = [t for t in generated[decoding.fed :] if t not in eng.eos_ids] + [eng.prompts.end_of_turn_id]
-        turn.answer = eng.prompts.decode([t for t in generated if t not in eng.eos_ids])
+        unfed = [t for t in generated[decoding.fed :] if t not in parts.eos_ids]
+        self._pending = unfed + [parts.prompts.end_of_turn_id]
+        turn.answer = parts.prompts.decode([t for t in generated if t not in parts.eos_ids])
         turn.token_ids = generated
         self._messages.append(assistant_message(turn.answer))
         first = decoding.first_token_at
@@ -438,7 +437,7 @@ class Conversation:
             decode_tokens_per_second=decoding.tokens_per_second(time.perf_counter()),
             stop_reason=decoding.stop,
             context_used=self.context_used,
-            context_limit=eng.context_limit,
+            context_limit=parts.context_limit,
             token_ids=list(generated),
             ahead_tokens=0 if regenerated else r.ahead_tokens,
             predicted_wait=None if regenerated else r.predicted_wait,

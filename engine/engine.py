@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,14 @@ from tokenizers import Tokenizer
 from .artifacts import verify_artifacts
 from .cpu import CpuInfo, cpu_info
 from .errors import ArtifactError, EngineError
-from .image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
+from .image import ImageProcessorConfig, detail_pixels, tokens_for
 from .manifest import Manifest
+from .model_parts import ModelParts
 from .prompt import PromptBuilder
 from .runtime import DecoderRunner, VisionRunner
 from .sampling import SamplingOptions
 from .speeds import SpeedModel
+from .turn_taking import TurnTaking
 
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
 IMAGE_TEMPLATE_TOKENS = 2  # the markers around an image's tokens, where the template does not say
@@ -60,10 +61,7 @@ class EngineOptions:
         self.max_pixels()  # the image detail is one we know
 
     def max_pixels(self, detail: str | None = None) -> int:
-        key = detail or self.image_detail
-        if key not in DETAIL_PRESETS:
-            raise EngineError(f"unknown image detail '{key}'; choose {', '.join(DETAIL_PRESETS)}")
-        return DETAIL_PRESETS[key]
+        return detail_pixels(detail or self.image_detail)
 
 
 def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
@@ -86,9 +84,9 @@ def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
 
 
 class Engine:
-    """Loads an artifact folder. Conversations hold `lock` while they generate, so the app's chat
-    and the local server can take turns from different threads, each on its own KV cache;
-    anything else that drives the decoder directly must hold it too."""
+    """Loads an artifact folder. Conversations take `turn_taking` while they generate, so the
+    app's chat and the local server can take turns from different threads, each on its own KV
+    cache; anything else that drives the decoder directly must take it too."""
 
     def __init__(self, model_dir: Path, options: EngineOptions = EngineOptions()):
         self.model_dir = Path(model_dir)
@@ -139,8 +137,22 @@ class Engine:
         opening = self.prompts.encode_turn_prefix([], [0])
         self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
         self._active = None
-        self.lock = threading.Lock()  # one generation at a time (the CPU is the bottleneck anyway)
-        self._count_lock, self._waiting = threading.Lock(), 0
+        self.turn_taking = TurnTaking()  # the app's chat, the local server and calibration take turns
+        # All a conversation sees of the engine (built once: the parts never change).
+        self.parts = ModelParts(
+            decoder=self.decoder,
+            vision=self.vision,
+            prompts=self.prompts,
+            image_config=self.image_config,
+            merge_size=self.merge_size,
+            eos_ids=self.eos_ids,
+            context_limit=self.context_limit,
+            prefill_chunk=options.prefill_chunk,
+            image_detail=options.image_detail,
+            sampling=self.default_sampling(),
+            speeds=self.speeds,
+            turn_taking=self.turn_taking,
+        )
 
     def _token(self, token_id: int) -> str:
         """The text of a special token the manifest names, as the tokenizer spells it."""
@@ -150,25 +162,6 @@ class Engine:
                 f"The tokenizer has no token {token_id}, which the model's manifest names. Convert the model again."
             )
         return token
-
-    def hold(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
-        """Take `lock`, waiting while another caller generates; False (not held) if `should_stop()`
-        said so first."""
-        with self._count_lock:
-            self._waiting += 1
-        try:
-            while not self.lock.acquire(timeout=poll):
-                if should_stop():
-                    return False
-            return True
-        finally:
-            with self._count_lock:
-                self._waiting -= 1
-
-    @property
-    def others_waiting(self) -> bool:
-        """Someone waits in hold() for the engine (background work should make way)."""
-        return self._waiting > 0
 
     def default_sampling(self, **overrides) -> SamplingOptions:
         """generation_config.json of the checkpoint plus the model card's advice for images."""
@@ -207,7 +200,7 @@ class Engine:
 
         if self._active is not None:
             self._active.close()
-        self._active = Conversation(self)
+        self._active = Conversation(self.parts)
         return self._active
 
     def smoke_test(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.errors import ImageError
+from engine.errors import EngineError, ImageError
 from engine.image_formats import explain_unreadable, read_head
 
 ImageSource = str | Path | bytes | Image.Image
@@ -78,6 +78,13 @@ DETAIL_PRESETS: dict[str, int] = {
     "standard": 256 * 32 * 32,  # 512x512 square -> 256 tokens
     "high": 1024 * 32 * 32,  # 1024x1024 square -> 1024 tokens
 }
+
+
+def detail_pixels(detail: str) -> int:
+    """The pixel budget of an image detail the user chose (a key of DETAIL_PRESETS)."""
+    if detail not in DETAIL_PRESETS:
+        raise EngineError(f"unknown image detail '{detail}'; choose {', '.join(DETAIL_PRESETS)}")
+    return DETAIL_PRESETS[detail]
 
 
 @dataclass(frozen=True)

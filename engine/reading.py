@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from .events import Progress, Stage, StatusEvent
-from .image import PreparedImage, load_image, preprocess
+from .image import ImageProcessorConfig, PreparedImage, load_image, preprocess
+from .model_parts import ModelParts
 from .positions import PositionState, token_positions
 from .speeds import chunk_sizes
 from .tokens import Tokens
@@ -71,7 +72,9 @@ def content_key(source, max_pixels: int) -> str | None:
     return f"{digest.hexdigest()}@{max_pixels}"
 
 
-def prepare_inputs(sources: Sequence, engine, max_pixels: int, known: Sequence[ImageInput] = ()) -> list[ImageInput]:
+def prepare_inputs(
+    sources: Sequence, config: ImageProcessorConfig, max_pixels: int, known: Sequence[ImageInput] = ()
+) -> list[ImageInput]:
     """ImageInputs for `sources`; those already known by content are reused (no decoding again,
     their encodings kept)."""
     by_key = {item.key: item for item in known}
@@ -81,7 +84,7 @@ def prepare_inputs(sources: Sequence, engine, max_pixels: int, known: Sequence[I
         if key is not None and key in by_key:
             out.append(by_key[key])
             continue
-        image = preprocess(load_image(source), engine.image_config, max_pixels)
+        image = preprocess(load_image(source), config, max_pixels)
         out.append(ImageInput(source, key or f"object-{id(source)}@{max_pixels}", image))
     return out
 
@@ -116,21 +119,21 @@ class Plan:
 
 
 class Reader:
-    """Encodes and prefills for one conversation on the engine's bound cache."""
+    """Encodes and prefills for one conversation on the decoder's bound cache."""
 
-    def __init__(self, engine, should_stop: Callable[[], bool]):
-        self.engine = engine
+    def __init__(self, parts: ModelParts, should_stop: Callable[[], bool]):
+        self.parts = parts
         self.should_stop = should_stop
 
     def plan(self, images: Sequence[ImageInput], tokens: int, context: int) -> Plan:
         """The steps of reading `images` (those not encoded yet) and then `tokens` after `context`
         cached ones, with the seconds this machine is predicted to take for each."""
-        eng, speeds = self.engine, self.engine.speeds
+        parts, speeds = self.parts, self.parts.speeds
         vision = [speeds.vision_seconds(item.patches) for item in images if item.encoded is None]
-        chunks = speeds.chunk_plan(eng.decoder.graph_for, tokens, context, eng.options.prefill_chunk)
+        chunks = speeds.chunk_plan(parts.decoder.graph_for, tokens, context, parts.prefill_chunk)
         if None in vision or None in chunks:  # not measured yet: count tokens
-            vision = [item.patches / eng.merge_size**2 for item in images if item.encoded is None]
-            chunks = [float(size) for size in chunk_sizes(tokens, eng.options.prefill_chunk)]
+            vision = [item.patches / parts.merge_size**2 for item in images if item.encoded is None]
+            chunks = [float(size) for size in chunk_sizes(tokens, parts.prefill_chunk)]
             return Plan(vision + chunks, timed=False)
         return Plan(vision + chunks)
 
@@ -141,8 +144,8 @@ class Reader:
         in order) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
         this read's own) is what progress is reported against: a caller reading in several
         parts passes one plan for all of them."""
-        eng = self.engine
-        plan = plan or self.plan(images, len(tokens), eng.decoder.length)
+        parts = self.parts
+        plan = plan or self.plan(images, len(tokens), parts.decoder.length)
         vision_seconds = 0.0
         for item in images:
             if item.encoded is not None:
@@ -151,25 +154,25 @@ class Reader:
                 return None
             yield plan.status(Stage.ENCODING_IMAGE)
             t0 = time.perf_counter()
-            item.encoded = eng.vision.encode(item.image.pixel_values, item.image.grid_thw)
+            item.encoded = parts.vision.encode(item.image.pixel_values, item.image.grid_thw)
             seconds = time.perf_counter() - t0
             vision_seconds += seconds
-            eng.speeds.add_vision(item.patches, seconds)
+            parts.speeds.add_vision(item.patches, seconds)
             plan.step_done()
         if self.should_stop():
             return None
         positions_ids, after = token_positions(
-            tokens, [item.image.grid_thw for item in images], positions, eng.merge_size
+            tokens, [item.image.grid_thw for item in images], positions, parts.merge_size
         )
         yield plan.status(Stage.READING_PROMPT)
         t0 = time.perf_counter()
         logits = None
         if len(tokens):
-            reading = eng.decoder.prefill_steps(
+            reading = parts.decoder.prefill_steps(
                 np.asarray(tokens.ids),
                 positions_ids,
                 *self._visual(tokens, images),
-                chunk=eng.options.prefill_chunk,
+                chunk=parts.prefill_chunk,
                 should_stop=self.should_stop,
             )
             while True:
@@ -178,13 +181,13 @@ class Reader:
                 except StopIteration as finished:
                     logits = finished.value
                     break
-                eng.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
+                parts.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
                 plan.step_done()
                 if chunk.done < chunk.total:
                     yield plan.status(Stage.READING_PROMPT)
             if logits is None:
                 return None
-        eng.speeds.save()
+        parts.speeds.save()
         return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
 
     @staticmethod

@@ -6,7 +6,7 @@ unreadable value, so a hand-edited or older settings file can never stop the app
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -31,13 +31,20 @@ class AppSettings:
     serve_port: int = 8088
 
     def sampling(self) -> SamplingOptions:
+        """Temperature 0 means greedy (always the likeliest token), as in the engine's CLI and server."""
         return SamplingOptions(
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k,
             presence_penalty=self.presence_penalty,
             max_new_tokens=self.max_new_tokens,
+            greedy=self.temperature == 0,
         )
+
+    def greedy(self) -> AppSettings:
+        """These settings decoding greedily with no penalties, as `python -m engine --greedy`: the
+        one answer the model gives, which an automated run can check."""
+        return replace(self, temperature=0.0, presence_penalty=0.0)
 
     def serve_fields(self) -> tuple[bool, int]:
         """Whether and where the local server runs (no reload needed)."""

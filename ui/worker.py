@@ -12,7 +12,7 @@ nothing waits, the worker measures this computer's speed once per model (engine.
 that waits can be predicted; any request stops that measurement between its steps.
 
 The worker also runs the optional local server (engine/serve) on the engine it owns; the server
-answers on threads of its own and takes turns with the chat through the engine's lock.
+answers on threads of its own and takes turns with the chat through the engine's turn_taking.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One completion on the shared engine: pick a slot, read only what it lacks, then sample.
 
-Runs on the server's generation thread while holding `engine.lock`, so the app's own chat (on
+Runs on the server's generation thread while it has `engine.turn_taking`, so the app's own chat (on
 its own KV cache) and the server take turns. A cancel (client gone) lands between images,
 between prompt chunks and before every decode step.
 """
@@ -46,13 +46,13 @@ def complete(
 ) -> Completion:
     """Answer `prompt`; `sampling.max_new_tokens` bounds the answer, the context bounds it too."""
     cancel = cancel or threading.Event()
-    if not engine.hold(cancel.is_set):  # the app's chat is answering
+    if not engine.turn_taking.hold(cancel.is_set):  # the app's chat is answering
         return _nothing(prompt)
     try:
         return _complete(engine, pool, prompt, sampling, stops, cancel, on_text)
     finally:
         engine.decoder.bind(engine.decoder.default_cache)  # as the app's chat expects to find it
-        engine.lock.release()
+        engine.turn_taking.release()
 
 
 def _nothing(prompt: Prompt) -> Completion:

@@ -49,7 +49,7 @@ def test_a_stop_request_ends_calibration_between_steps(tiny_fp32, monkeypatch):
     encoded = counting(engine, monkeypatch)
     assert not engine.calibrate(should_stop=lambda: True)
     assert len(encoded) <= 2 and not engine.speeds.has_chunks("decoder")
-    assert not engine.lock.locked()
+    assert not engine.turn_taking.busy
 
 
 def test_progress_is_in_seconds_once_calibrated(tiny_fp32):
@@ -85,16 +85,16 @@ def test_waiting_for_the_prompt_graph_stops_when_asked(tiny_fp32, monkeypatch):
 
 
 def test_a_question_from_another_thread_ends_calibration_between_steps(tiny_fp32, monkeypatch):
-    """The local server asks through engine.hold(): the first-start measurement makes way."""
+    """The local server asks through engine.turn_taking.hold(): the first-start measurement makes way."""
     import threading
 
     engine = Engine(tiny_fp32)
     got_it = threading.Event()
 
     def server_question():
-        if engine.hold(lambda: False):
+        if engine.turn_taking.hold(lambda: False):
             got_it.set()
-            engine.lock.release()
+            engine.turn_taking.release()
 
     asker = threading.Thread(target=server_question)
     original = engine.vision.encode
@@ -102,7 +102,7 @@ def test_a_question_from_another_thread_ends_calibration_between_steps(tiny_fp32
     def encode_then_a_question_arrives(pixels, grid):
         if not asker.is_alive() and not got_it.is_set():
             asker.start()
-            while not engine.others_waiting:  # it is waiting for the engine now
+            while not engine.turn_taking.others_waiting:  # it is waiting for the engine now
                 threading.Event().wait(0.01)
         return original(pixels, grid)
 

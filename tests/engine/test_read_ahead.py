@@ -3,8 +3,11 @@ for asking everything at once, and the question then reads only its own tokens."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from engine.conversation import Conversation
 from engine.engine import Engine
 from engine.events import ReadAhead, Stage, StatusEvent, TurnStats
 from tests.engine.test_conversation import GREEDY, History, reference_generate, run_turn
@@ -225,9 +228,9 @@ def test_a_template_whose_prefix_merges_with_the_question_is_read_at_send(tiny_f
     from engine.prompt import PromptBuilder
 
     engine = Engine(tiny_fp32)
-    engine.prompts = PromptBuilder(engine.tokenizer, MERGING_TEMPLATE)
-    at_once = run_turn(engine.new_conversation(), "What is this?", [A])[-1]
-    conv = engine.new_conversation()
+    parts = replace(engine.parts, prompts=PromptBuilder(engine.tokenizer, MERGING_TEMPLATE))
+    at_once = run_turn(Conversation(parts), "What is this?", [A])[-1]
+    conv = Conversation(parts)
     ahead = read_ahead(conv.attach([A]))
     assert ahead.ahead_tokens > 0
     stats = run_turn(conv, "What is this?", None)[-1]
@@ -243,9 +246,9 @@ def test_a_template_with_images_after_the_text_keeps_them_for_the_question(tiny_
     from engine.prompt import PromptBuilder
 
     engine = Engine(tiny_fp32)
-    engine.prompts = PromptBuilder(engine.tokenizer, TEXT_FIRST_TEMPLATE)
-    at_once = run_turn(engine.new_conversation(), "What is this?", [A])[-1]
-    conv = engine.new_conversation()
+    parts = replace(engine.parts, prompts=PromptBuilder(engine.tokenizer, TEXT_FIRST_TEMPLATE))
+    at_once = run_turn(Conversation(parts), "What is this?", [A])[-1]
+    conv = Conversation(parts)
     ahead = read_ahead(conv.attach([A]))
     assert ahead.images == 0 and ahead.ahead_tokens == 0 and engine.decoder.length == 0
     assert conv.attached == [A]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.fake_hub import FakeHub
+from tests.fixtures.greedy_answer import greedy_answer
 from tests.reference import random_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,13 +236,15 @@ def test_built_app_answers_in_smoke_mode_like_the_source_app(bundle, tiny_fp32, 
     before = bundle_listing(bundle)
     frozen, frozen_shot, seconds = run_smoke(bundle / "iris", tiny_fp32, tmp_path / "frozen", 8)
     assert frozen.returncode == 0, frozen.stderr[-4000:]
-    assert frozen.stdout.strip(), "the smoke run printed no answer"
+    expected = greedy_answer(tiny_fp32, tmp_path / "frozen" / "photo.png", SMOKE_PROMPT, 8)
+    assert expected.strip() and frozen.stdout == expected + "\n", "the smoke run printed another answer"
     assert frozen_shot.stat().st_size > 0
     print(f"\nbundle smoke: {seconds:.1f} s, answer {frozen.stdout.strip()[:60]!r}")
 
     # The window as the app run from source draws it, in the same bare environment.
     source, source_shot, _ = run_smoke(ROOT / "main.py", tiny_fp32, tmp_path / "source", 8, sys.executable)
     assert source.returncode == 0, source.stderr[-4000:]
+    assert source.stdout == frozen.stdout
     assert png_size(frozen_shot) == png_size(source_shot)
     assert bundle_listing(bundle) == before  # nothing is written beside the program
 
@@ -279,7 +282,9 @@ def test_bundled_exporter_downloads_and_converts_like_the_source_exporter(bundle
     assert mismatch == [] and errors == []
 
     answered, _, _ = run_smoke(bundle / "iris", out, tmp_path / "smoke", 4)
-    assert answered.returncode == 0 and answered.stdout.strip(), answered.stderr[-4000:]
+    assert answered.returncode == 0, answered.stderr[-4000:]
+    expected = greedy_answer(out, tmp_path / "smoke" / "photo.png", SMOKE_PROMPT, 4)
+    assert expected.strip() and answered.stdout == expected + "\n"
 
 
 @needs_build

@@ -338,7 +338,7 @@ def test_a_client_that_disconnects_mid_stream_frees_the_engine(serve, engine, sl
     assert server.service.scheduler.wait_idle(5), "the generation went on after the client left"
     assert server.service.last.finish_reason == "cancelled"
     assert server.service.last.completion_tokens < 200
-    assert not engine.lock.locked()
+    assert not engine.turn_taking.busy
     assert client.chat.completions.create(**{**LONG, "max_tokens": 2}).choices[0].message.content is not None
 
 
@@ -396,12 +396,12 @@ def test_the_app_chat_and_the_server_take_turns_without_mixing_conversations(ser
     assert got == expected
 
     # While the server holds the engine, the app's question waits (and says so), then answers.
-    engine.lock.acquire()
+    assert engine.turn_taking.hold(lambda: False)
     try:
         waiting = conversation.regenerate(sampling=greedy)
         assert next(waiting) == StatusEvent(Stage.WAITING)
     finally:
-        engine.lock.release()
+        engine.turn_taking.release()
     rest = list(waiting)
     assert rest[-1].token_ids == expected[1]
     assert any(isinstance(e, TextEvent) for e in rest) or not expected[1]

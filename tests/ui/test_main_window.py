@@ -273,14 +273,14 @@ def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, 
     window = open_window(tiny_fp32)
     engines = window.test_engines
     ask_and_wait(qtbot, window, "first")
-    engines[-1].lock.acquire()  # as a server answer in progress would
+    assert engines[-1].turn_taking.hold(lambda: False)  # as a server answer in progress would
     try:
         ask(qtbot, window, "second")
         qtbot.waitUntil(lambda: window.status_label.text().startswith("Waiting for the local server"), timeout=30_000)
         with qtbot.waitSignal(window.controller.turnSkipped, timeout=30_000):
             window.controller.cancel()
     finally:
-        engines[-1].lock.release()
+        engines[-1].turn_taking.release()
     qtbot.waitUntil(lambda: window.composer.button.text() == "Send", timeout=30_000)
     assert window.composer.text() == "second"
     assert [t.text for t in window.session.record.turns] == ["first"]

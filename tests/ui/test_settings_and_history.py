@@ -48,6 +48,17 @@ def test_unreadable_or_out_of_range_values_fall_back_to_defaults(settings_file):
     assert load_settings(QSettings(str(settings_file), QSettings.Format.IniFormat)) == AppSettings()
 
 
+def test_temperature_zero_decodes_greedily_as_the_engine_cli_does(settings_file):
+    settings_file.write_text("[options]\ntemperature=0\ntop_k=5\n")
+    loaded = load_settings(QSettings(str(settings_file), QSettings.Format.IniFormat))
+    assert loaded.temperature == 0 and loaded.top_k == 5 and loaded.sampling().greedy
+    assert not AppSettings().sampling().greedy
+    greedy = replace(AppSettings(), top_k=5, max_new_tokens=9).greedy()
+    assert greedy.sampling() == SamplingOptions(
+        temperature=0.0, top_k=5, presence_penalty=0.0, max_new_tokens=9, greedy=True
+    )
+
+
 def test_invalid_settings_are_refused_before_they_are_stored(settings_store):
     with pytest.raises(ValueError, match="top_p"):
         save_settings(replace(AppSettings(), top_p=0.0), settings_store)

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from tests.fixtures.greedy_answer import greedy_answer
 from ui.pyside_guard import keep_alive_if_leaking
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,12 +46,13 @@ def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_imag
     real_settings.parent.mkdir(parents=True)
     real_settings.write_text("[options]\nimage_detail=high\nthreads=1\n")
     before = real_settings.read_bytes(), real_settings.stat().st_mtime_ns
+    image = make_image("p.png", 400, 300)
     done = run_main(
         tmp_path,
         "--model-dir",
         tiny_fp32,
         "--smoke",
-        make_image("p.png", 400, 300),
+        image,
         "Describe the picture.",
         "--screenshot",
         shot,
@@ -58,7 +60,9 @@ def test_smoke_run_answers_and_saves_a_screenshot(tmp_path, tiny_fp32, make_imag
         "12",
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()  # the streamed answer
+    # The streamed answer, decoded greedily: the one the engine gives (the settings' detail, threads).
+    expected = greedy_answer(tiny_fp32, image, "Describe the picture.", 12, image_detail="high", threads=1)
+    assert expected.strip() and done.stdout == expected + "\n"
     image = QImage(str(shot))
     assert image.width() >= 800 and image.height() >= 500
     assert not any(tmp_path.rglob("conversation.json"))  # smoke runs leave no saved chat
