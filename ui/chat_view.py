@@ -170,6 +170,10 @@ class MessageWidget(QFrame):
         self.stats.setText(footer)
         self.stats.setVisible(bool(footer))
 
+    def offer_regenerate(self, offered: bool) -> None:
+        """Only the last answer can be given again (the model holds no later turn)."""
+        self.regenerate_button.setVisible(offered)
+
     def show_waiting(self, text: str) -> None:
         """While no answer text exists yet, say what the engine is doing."""
         if not self._source:
@@ -236,7 +240,7 @@ class ChatView(QScrollArea):
 
     def add_answer(self) -> MessageWidget:
         for old in self._messages:
-            old.regenerate_button.setVisible(False)
+            old.offer_regenerate(False)
         message = self._add(MessageWidget("assistant"))
         message.regenerateRequested.connect(self.regenerateRequested)
         return message
@@ -244,7 +248,7 @@ class ChatView(QScrollArea):
     def set_regenerate_enabled(self, enabled: bool) -> None:
         last = self.last_answer()
         if last is not None:
-            last.regenerate_button.setVisible(enabled)
+            last.offer_regenerate(enabled)
 
     def remove_last(self) -> None:
         if self._messages:

@@ -271,7 +271,7 @@ class ChatSession(QObject):
         self.chat.remove_last()
         self.chat.remove_last()
         self.images.mark_pending(self._turn_images)
-        self.composer.edit.setPlainText(turn.text)
+        self.composer.restore_question(turn.text)
         self._turn = self.record.turns[-1] if self.record.turns else None
         self._answer, self._turn_images = None, []
         self._finish_busy()
@@ -312,8 +312,8 @@ class ChatSession(QObject):
         self._needs_restore = False
         self.context_used = 0
         self.controller.new_conversation()
-        self.chats.list.clearSelection()
-        self.composer.edit.setFocus()
+        self.chats.clear_selection()
+        self.composer.setFocus()
 
     def _save(self) -> None:
         self.record.model = self.model_name

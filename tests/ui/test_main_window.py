@@ -28,7 +28,7 @@ def test_drop_ask_stream_then_stop(qtbot, open_window, tiny_fp32, make_image, tm
     ask(qtbot, window, "What is in the picture?")
     qtbot.waitUntil(lambda: len(pieces) >= 5, timeout=30_000)  # it streams, piece by piece
     assert window.composer.button.text() == "Stop"
-    assert window.status_label.text() == "Answering…"
+    assert window.status_line.label.text() == "Answering…"
     assert window.chat.messages()[0].markdown() == "What is in the picture?"
     assert window.chat.last_answer().markdown().startswith("".join(pieces[:5]))
 
@@ -44,7 +44,7 @@ def test_drop_ask_stream_then_stop(qtbot, open_window, tiny_fp32, make_image, tm
     assert window.chat.last_answer().markdown() == answer_text
     qtbot.mouseClick(window.chat.last_answer().copy_button, Qt.MouseButton.LeftButton)
     assert QGuiApplication.clipboard().text() == answer_text
-    assert window.composer.button.text() == "Send" and window.status_label.text() == "Ready"
+    assert window.composer.button.text() == "Send" and window.status_line.label.text() == "Ready"
     # The image went to the engine with this question, as a copy kept with the saved chat.
     (turn,) = engine_turns(window)
     assert len(turn.images) == 1 and turn.images[0].read_bytes() == photo.read_bytes()
@@ -276,7 +276,9 @@ def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, 
     engines[-1].lock.acquire()  # as a server answer in progress would
     try:
         ask(qtbot, window, "second")
-        qtbot.waitUntil(lambda: window.status_label.text().startswith("Waiting for the local server"), timeout=30_000)
+        qtbot.waitUntil(
+            lambda: window.status_line.label.text().startswith("Waiting for the local server"), timeout=30_000
+        )
         with qtbot.waitSignal(window.controller.turnSkipped, timeout=30_000):
             window.controller.cancel()
     finally:

@@ -49,7 +49,7 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     window, script = scripted()
     assert window.image_pane.images() == [] and prepares(script) == []  # nothing to read yet
     drop_files(window.chat, [make_image("photo.png")])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image… 0 %"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image… 0 %"), timeout=WAIT)
     assert prepares(script) == [("prepare", ["photo.png"], "standard")]
     assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 8 s"
 
@@ -58,29 +58,29 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     assert window.composer.button.text() == "Send" and window.composer.button.isEnabled()
 
     # One step of 10 predicted seconds: between events, the display moves on by the time elapsed.
-    start = window.busy_bar.value()
+    start = window.status_line.bar.value()
     qtbot.wait(800)
-    assert window.busy_bar.value() > start and window.busy_bar.maximum() > 0
-    assert re.fullmatch(r"Reading the image… [1-9] % · about (9|10) s left", window.status_label.text())
+    assert window.status_line.bar.value() > start and window.status_line.bar.maximum() > 0
+    assert re.fullmatch(r"Reading the image… [1-9] % · about (9|10) s left", window.status_line.label.text())
 
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
         script.step()
     assert ended.args[0].images == 1 and not ended.args[0].cancelled
-    assert window.status_label.text() == "Ready · the image is read: the answer starts as soon as you send"
-    assert not window.busy_bar.isVisible()
+    assert window.status_line.label.text() == "Ready · the image is read: the answer starts as soon as you send"
+    assert not window.status_line.bar.isVisible()
     assert window.image_pane.thumbnails.item(0).text().endswith("\nready")  # and the thumbnail says so
 
 
 def test_send_during_the_read_lets_it_finish_and_the_answer_follows(qtbot, scripted, make_image):
     window, script = scripted()
     drop_files(window.chat, [make_image("photo.png")])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image"), timeout=WAIT)
     finished = []
     window.controller.turnFinished.connect(finished.append)
     ask(qtbot, window, "What colour?")
     qtbot.wait(300)
     assert script.kinds()[-1] == "prepare"  # the question waits behind the read...
-    assert window.status_label.text().startswith("Reading the image")  # ...which goes on showing
+    assert window.status_line.label.text().startswith("Reading the image")  # ...which goes on showing
     assert window.chat.last_answer().body.document().toPlainText() == "Reading the image…"
     assert window.composer.button.text() == "Stop"
 
@@ -124,14 +124,14 @@ def test_stop_stops_the_read_and_the_question_waiting_behind_it(qtbot, scripted,
     window, script = scripted()
     photo, second = make_image("photo.png"), make_image("second.png", 200, 300)
     drop_files(window.chat, [photo])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image"), timeout=WAIT)
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
         qtbot.keyClick(window, Qt.Key.Key_Escape)  # Chat › Stop, with no answer running
-    assert ended.args[0].cancelled and window.status_label.text() == "Ready"
+    assert ended.args[0].cancelled and window.status_line.label.text() == "Ready"
     assert window.image_pane.pending() == [photo]  # nothing lost: it is read at send
 
     drop_files(window.chat, [second])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the images"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the images"), timeout=WAIT)
     ask(qtbot, window, "What colour?")
     with qtbot.waitSignal(window.controller.turnSkipped, timeout=WAIT):
         qtbot.mouseClick(window.composer.button, Qt.MouseButton.LeftButton)  # Stop
@@ -153,7 +153,7 @@ def test_a_failed_read_ahead_is_shown_once_and_the_question_still_goes(qtbot, sc
     qtbot.wait(200)
     assert errors == [message] and session_errors == []  # one line, said once
     assert window.banner.text() == message and window.banner.property("kind") == "error"
-    assert window.image_pane.pending() == [photo] and window.status_label.text() == "Ready"
+    assert window.image_pane.pending() == [photo] and window.status_line.label.text() == "Ready"
 
     window.apply_settings(replace(window.settings, image_detail="high"))  # read again: it fails again
     qtbot.waitUntil(lambda: len(errors) == 2, timeout=WAIT)
@@ -171,7 +171,7 @@ def test_a_read_ahead_that_fails_after_send_leaves_it_to_the_question(qtbot, scr
 
     window, script = scripted(Script(prepare_error=ImageError("photo.png changed on disk"), fail_after_step=True))
     drop_files(window.chat, [make_image("photo.png")])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image"), timeout=WAIT)
     ask(qtbot, window, "What colour?")
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
         script.step()  # the read fails; the question reads the image itself (here it works)

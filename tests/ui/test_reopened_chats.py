@@ -55,7 +55,7 @@ def test_a_reopened_chat_is_re_read_before_the_follow_up(qtbot, open_window, tin
     saved = json.loads((tmp_path / "history" / window.session.record.id / "conversation.json").read_text())
     assert [t["text"] for t in saved["turns"]] == ["What is in the picture?", "And the colours?"]
     assert saved["turns"][1]["answer"] == follow_up
-    assert window.status_label.text() == "Ready"
+    assert window.status_line.label.text() == "Ready"
 
 
 def test_stop_while_re_reading_sends_nothing(qtbot, open_window, tiny_fp32, make_image):

@@ -64,7 +64,7 @@ def test_pasting_an_image_into_the_question_box_attaches_it(qtbot, tmp_path):
     pane = make_pane(qtbot, tmp_path)
     composer = Composer()
     qtbot.addWidget(composer)
-    composer.edit.imagePasted.connect(pane.add_mime)
+    composer.imagePasted.connect(pane.add_mime)
     composer.edit.setPlainText("keep me")
     image = QImage(320, 200, QImage.Format.Format_RGB32)
     image.fill(QColor("darkgreen"))
