@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import ImageError
-from ui.image_pane import read_pixmap
+from ui.image_opener import read_image
 
 RENDER_INTERVAL_MS = 50
 _FEATURE = QTextDocument.MarkdownFeature
@@ -137,7 +137,7 @@ class MessageWidget(QFrame):
         for path in paths:
             thumb = QLabel()
             try:
-                pixmap = read_pixmap(Path(path))  # also formats Qt lacks (AVIF) and very large images
+                pixmap = QPixmap.fromImage(read_image(Path(path)))  # also AVIF and very large images
             except ImageError:
                 pixmap = QPixmap()
             if not pixmap.isNull():

@@ -337,6 +337,7 @@ class MainWindow(QMainWindow):
         whatever part of the answer had arrived."""
         self._set_status("Closing", busy=True)
         self.hide()
+        self.image_pane.shutdown()
         self.controller.shutdown()
         self.session.save_partial()
         event.accept()

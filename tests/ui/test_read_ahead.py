@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 
 from engine.errors import ContextFullError
-from tests.ui.conftest import ask, drop_files
+from tests.ui.conftest import add_images, ask, drop_files
 from tests.ui.scripted_engine import Script, ScriptedEngine
 from ui.chat_store import TurnRecord
 
@@ -226,7 +226,7 @@ def test_the_speed_is_measured_while_idle_and_any_request_comes_first(qtbot, scr
     assert script.calibrations[0] is False  # stopped by the read-ahead
     qtbot.waitUntil(lambda: script.calibrations[-1] is True, timeout=WAIT)  # went on once idle again
     qtbot.waitUntil(lambda: not window.measure_label.isVisible(), timeout=WAIT)
-    window.image_pane.add_files([make_image("second.png", 200, 100)])
+    add_images(qtbot, window.image_pane, [make_image("second.png", 200, 100)])
     qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
     qtbot.wait(200)
     assert script.calibrations == [False, True]  # measured once, not again
@@ -253,7 +253,7 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
         ask(qtbot, window, "Hi")
     script.open_gate = False
-    window.image_pane.add_files([make_image("a.png")])
+    add_images(qtbot, window.image_pane, [make_image("a.png")])
     qtbot.waitUntil(lambda: len(prepares(script)) == 1, timeout=WAIT)
     assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens"  # not measured yet
     assert script.contexts[-1] == 12  # read after what the conversation holds (reading slows as it grows)
@@ -275,7 +275,7 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
     assert script.kinds()[-2:] == ["ask", "prepare"] and script.calls[-2][1] == "again"
     window.session.new_chat()
-    window.image_pane.add_files([make_image("b.png")])
+    add_images(qtbot, window.image_pane, [make_image("b.png")])
     assert script.contexts[-1] == 0  # a new chat holds nothing
 
 
@@ -319,3 +319,30 @@ def test_the_ledger_stops_only_a_read_that_the_new_images_do_not_extend():
     assert conversation.cancels == 1 and not ledger.should_stop(Running(conversation, 4, ("c",)))
     ledger.cancel(6)  # Stop: everything up to the newest request
     assert conversation.cancels == 2 and ledger.skip_prepare(6) and ledger.cancelled(5)
+
+
+def test_a_question_sent_while_its_image_opens_waits_for_it(qtbot, scripted, make_image, held_loader):
+    window, script = scripted(Script(open_gate=True))
+    window.image_pane.add_files([make_image("photo.png")])
+    ask(qtbot, window, "What is it?")  # before the image is accepted
+    assert window.status_line.label.text() == "Opening the image…" and window.composer.button.text() == "Stop"
+    assert "ask" not in script.kinds()
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        held_loader.release.set()
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert asked[1] == "What is it?" and len(asked[2]) == 1  # it went with its image
+    assert window.image_pane.pending() == [] and window.composer.button.text() == "Send"
+
+
+def test_a_question_sent_with_a_file_that_is_refused_comes_back_to_the_box(qtbot, scripted, tmp_path, held_loader):
+    window, script = scripted(Script(open_gate=True))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    window.image_pane.add_files([notes])
+    ask(qtbot, window, "What is it?")
+    assert window.composer.text() == ""
+    with qtbot.waitSignal(window.image_pane.errorOccurred, timeout=WAIT):
+        held_loader.release.set()
+    assert window.composer.text() == "What is it?" and window.composer.button.text() == "Send"
+    assert window.banner.isVisible() and "notes.txt" in window.banner.text()
+    assert "ask" not in script.kinds() and window.status_line.label.text() == "Ready"

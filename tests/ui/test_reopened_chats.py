@@ -9,7 +9,7 @@ import json
 from PySide6.QtCore import Qt
 
 from engine.events import Stage
-from tests.ui.conftest import ask_and_wait, engine_turns
+from tests.ui.conftest import add_images, ask_and_wait, engine_turns
 from ui.chat_store import TurnRecord
 from ui.worker import RESTORING
 
@@ -17,7 +17,7 @@ from ui.worker import RESTORING
 def _save_and_reopen(qtbot, window, make_image) -> tuple[str, int]:
     """One question with an image, saved; then a new chat, then the saved one reopened from the list.
     Returns (the saved answer, the image's token cost)."""
-    window.image_pane.add_files([make_image("a.png", 320, 240)])
+    add_images(qtbot, window.image_pane, [make_image("a.png", 320, 240)])
     answer, error = ask_and_wait(qtbot, window, "What is in the picture?")
     assert error == ""
     cost = window.session.record.turns[0].stats["image_tokens"]
