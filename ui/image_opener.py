@@ -11,6 +11,7 @@ outlives the pane.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def open_image(path: Path) -> OpenedImage:
     return OpenedImage(upright.width, upright.height, preview, thumbnail)
 
 
+def thumbnail_image(path: Path) -> QImage:
+    """A thumbnail of a file already accepted (a question's image in the conversation)."""
+    return read_image(path).scaled(
+        THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
+
+
 def refusal(path: Path, error: Exception) -> str:
     """The one line the pane shows for a file it cannot take."""
     if isinstance(error, ImageError):
@@ -77,12 +85,14 @@ def refusal(path: Path, error: Exception) -> str:
 
 
 class ImageOpener(QObject):
-    """Opens files on one pool thread; `opened` brings each result back to the GUI thread."""
+    """Opens files on one pool thread with `open_file` (open_image: the pane's check and
+    decoding); `opened` brings each result back to the GUI thread."""
 
-    opened = Signal(int, object)  # ticket, OpenedImage or the refusal message (str)
+    opened = Signal(int, object)  # ticket, what open_file returned or the refusal message (str)
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None, open_file: Callable[[Path], object] = open_image):
         super().__init__(parent)
+        self._open_file = open_file
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # in order, and one big decode at a time on a shared CPU
         self._closed = threading.Event()
@@ -102,7 +112,7 @@ class ImageOpener(QObject):
         if self._closed.is_set():
             return
         try:
-            result: OpenedImage | str = open_image(path)
+            result = self._open_file(path)
         except Exception as error:  # noqa: BLE001 - any failure is a refused file, never a dead thread
             result = refusal(path, error)
         if not self._closed.is_set():

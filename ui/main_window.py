@@ -338,6 +338,7 @@ class MainWindow(QMainWindow):
         self._set_status("Closing", busy=True)
         self.hide()
         self.image_pane.shutdown()
+        self.chat.shutdown()
         self.controller.shutdown()
         self.session.save_partial()
         event.accept()

@@ -9,6 +9,7 @@ import threading
 import pytest
 from PySide6.QtCore import QTimer
 
+import ui.image_opener
 from tests.ui.conftest import add_images, drop_files
 from ui.image_pane import ImagePane
 
@@ -116,3 +117,29 @@ def test_closing_while_files_are_opened_waits_for_the_one_running_and_drops_the_
         assert loader.returned.is_set()
         qtbot.wait(100)
     assert loader.names == ["a.png"]  # b.png was never started
+
+
+def test_a_questions_thumbnails_in_the_conversation_are_made_off_the_gui_thread(qtbot, make_image, monkeypatch):
+    from ui.chat_view import ChatView
+
+    real, threads, release = ui.image_opener.read_image, [], threading.Event()
+
+    def held(path, *args):
+        threads.append(threading.get_ident())
+        release.wait(5)
+        return real(path, *args)
+
+    monkeypatch.setattr(ui.image_opener, "read_image", held)
+    chat = ChatView()
+    qtbot.addWidget(chat)
+    message = chat.add_user("What is it?", [make_image("a.png", 640, 480), make_image("wide.png", 800, 200)])
+    assert [label.toolTip() for label in message.thumbnails] == ["a.png", "wide.png"]
+    assert all(label.pixmap().isNull() for label in message.thumbnails)  # not made yet: add_user returned
+    gone = chat.add_user("Removed before its thumbnail came", [make_image("gone.png")])
+    chat.remove_last()
+    release.set()
+    qtbot.waitUntil(lambda: not message.thumbnails[1].pixmap().isNull(), timeout=WAIT)
+    assert [label.pixmap().size().toTuple() for label in message.thumbnails] == [(64, 48), (64, 16)]
+    assert threads and threading.get_ident() not in threads
+    qtbot.wait(100)  # the removed message's thumbnail arrives, and is dropped
+    assert chat.messages() == [message] and gone not in chat.messages()
