@@ -1,4 +1,5 @@
-"""Opening an image for the pane, on a thread of its own.
+"""Opening an image for the pane (and a question's thumbnails for the conversation), on a thread
+of its own.
 
 Checking a file with the engine's loader and decoding it for display takes about 0.2 s for a
 12-megapixel photo, longer for a batch, so the GUI thread must not do it: it would freeze the
