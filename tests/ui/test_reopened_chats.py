@@ -32,6 +32,10 @@ def test_a_reopened_chat_is_re_read_before_the_follow_up(qtbot, open_window, tin
     window = open_window(tiny_fp32, max_new_tokens=3)
     answer, cost = _save_and_reopen(qtbot, window, make_image)
     assert window.banner.isVisible() and "does not remember" in window.banner.text()
+    # The new chat reaches the engine thread in its own time (the reopened chat's images open
+    # on theirs, so nothing on this thread waits meanwhile); then nothing is re-read.
+    qtbot.waitUntil(lambda: engine_turns(window) == [], timeout=10_000)
+    qtbot.wait(200)
     assert engine_turns(window) == []  # browsing an old chat costs nothing
 
     statuses: list = []
