@@ -153,11 +153,11 @@ def run_smoke(
     window.session.error.connect(lambda message: finish("", message))  # e.g. the question was refused
     window.modelLoaded.connect(lambda: window.session.send(prompt))
     QTimer.singleShot(int(timeout * 1000), lambda: finish("", f"no answer after {timeout:.0f} s"))
+    # A refused image ends the run with its message (the question is not sent without it).
+    window.image_pane.errorOccurred.connect(lambda message: finish("", f"{image} was refused: {message}"))
     window.show()
-    if window.image_pane.add_files([image]):
-        outcome["error"] = f"{image} was refused: {window.banner.text()}"
-    else:
-        app.exec()
+    window.image_pane.add_files([image])  # opened on its own thread; a question sent meanwhile waits for it
+    app.exec()
     window.close()
     scratch.cleanup()
     if outcome.get("error"):

@@ -7,6 +7,7 @@ cost quadratic time on long answers.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PySide6.QtGui import (
     QColor,
     QGuiApplication,
     QIcon,
+    QImage,
     QPalette,
     QPixmap,
     QTextBlockFormat,
@@ -34,8 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import ImageError
-from ui.image_pane import read_pixmap
+from ui.image_opener import THUMB, ImageOpener, thumbnail_image
 
 RENDER_INTERVAL_MS = 50
 _FEATURE = QTextDocument.MarkdownFeature
@@ -117,6 +118,7 @@ class MessageWidget(QFrame):
 
         self.images_row = QHBoxLayout()
         self.images_row.setSpacing(6)
+        self.thumbnails: list[QLabel] = []
         self.body = MarkdownView()
         self.stats = QLabel()
         self.stats.setObjectName("messageStats")
@@ -134,21 +136,18 @@ class MessageWidget(QFrame):
         return self._source
 
     def set_images(self, paths: list[Path]) -> None:
+        """A place for each image, named; its thumbnail comes when it is opened (set_thumbnail)."""
         for path in paths:
             thumb = QLabel()
-            try:
-                pixmap = read_pixmap(Path(path))  # also formats Qt lacks (AVIF) and very large images
-            except ImageError:
-                pixmap = QPixmap()
-            if not pixmap.isNull():
-                thumb.setPixmap(
-                    pixmap.scaled(
-                        64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-                    )
-                )
+            thumb.setFixedSize(THUMB, THUMB)
+            thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
             thumb.setToolTip(Path(path).name)
             self.images_row.addWidget(thumb)
+            self.thumbnails.append(thumb)
         self.images_row.addStretch(1)
+
+    def set_thumbnail(self, index: int, image: QImage) -> None:
+        self.thumbnails[index].setPixmap(QPixmap.fromImage(image))
 
     def set_plain(self, text: str) -> None:
         self._source = text
@@ -169,6 +168,10 @@ class MessageWidget(QFrame):
         footer = " · ".join(part for part in (stats_text, note) if part)
         self.stats.setText(footer)
         self.stats.setVisible(bool(footer))
+
+    def offer_regenerate(self, offered: bool) -> None:
+        """Only the last answer can be given again (the model holds no later turn)."""
+        self.regenerate_button.setVisible(offered)
 
     def show_waiting(self, text: str) -> None:
         """While no answer text exists yet, say what the engine is doing."""
@@ -209,6 +212,11 @@ class ChatView(QScrollArea):
         self.setWidget(self._column)
         self._messages: list[MessageWidget] = []
         self._follow = True
+        # A question's thumbnails are made on a thread of their own: a big photo would freeze the window.
+        self._opener = ImageOpener(self, thumbnail_image)
+        self._opener.opened.connect(self._show_thumbnail)
+        self._tickets = itertools.count(1)
+        self._awaited: dict[int, tuple[MessageWidget, int]] = {}  # ticket -> (message, image index)
         self.verticalScrollBar().rangeChanged.connect(self._keep_following)
         self.verticalScrollBar().valueChanged.connect(self._track_follow)
 
@@ -231,12 +239,16 @@ class ChatView(QScrollArea):
     def add_user(self, text: str, images: list[Path]) -> MessageWidget:
         message = self._add(MessageWidget("user"))
         message.set_images(images)
+        for index, path in enumerate(images):
+            ticket = next(self._tickets)
+            self._awaited[ticket] = (message, index)
+            self._opener.open(ticket, Path(path))
         message.set_plain(text)
         return message
 
     def add_answer(self) -> MessageWidget:
         for old in self._messages:
-            old.regenerate_button.setVisible(False)
+            old.offer_regenerate(False)
         message = self._add(MessageWidget("assistant"))
         message.regenerateRequested.connect(self.regenerateRequested)
         return message
@@ -244,21 +256,34 @@ class ChatView(QScrollArea):
     def set_regenerate_enabled(self, enabled: bool) -> None:
         last = self.last_answer()
         if last is not None:
-            last.regenerate_button.setVisible(enabled)
+            last.offer_regenerate(enabled)
 
     def remove_last(self) -> None:
         if self._messages:
             message = self._messages.pop()
             self._layout.removeWidget(message)
             message.deleteLater()
+            self._awaited = {ticket: aim for ticket, aim in self._awaited.items() if aim[0] is not message}
 
     def clear(self) -> None:
         for message in self._messages:
             self._layout.removeWidget(message)
             message.deleteLater()
         self._messages.clear()
+        self._awaited.clear()
         self.placeholder.setVisible(True)
         self._follow = True
+
+    def shutdown(self) -> None:
+        """Stop making thumbnails (the window is closing); wait for the one being made."""
+        self._opener.close()
+
+    def _show_thumbnail(self, ticket: int, result) -> None:
+        """A thumbnail was made (a QImage), or the file could not be read (a message): then the
+        place stays empty, with the file's name as its tooltip."""
+        message, index = self._awaited.pop(ticket, (None, 0))
+        if message is not None and isinstance(result, QImage):
+            message.set_thumbnail(index, result)
 
     def _add(self, message: MessageWidget) -> MessageWidget:
         self.placeholder.setVisible(False)

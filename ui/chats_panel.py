@@ -61,6 +61,10 @@ class ChatsPanel(QWidget):
                 self.list.setCurrentItem(item)
         self.list.blockSignals(False)
 
+    def clear_selection(self) -> None:
+        """No saved chat is the one shown (a new chat is not saved until it has a turn)."""
+        self.list.clearSelection()
+
     @staticmethod
     def _id(item: QListWidgetItem) -> str:
         return item.data(Qt.ItemDataRole.UserRole)

@@ -51,6 +51,7 @@ class QuestionEdit(QPlainTextEdit):
 class Composer(QWidget):
     sendRequested = Signal(str)
     stopRequested = Signal()
+    imagePasted = Signal(QMimeData)  # an image (or image files) pasted into the box
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -61,6 +62,8 @@ class Composer(QWidget):
         self.button.setMinimumWidth(88)
         self.button.clicked.connect(self._clicked)
         self.edit.submitted.connect(self._submit)
+        self.edit.imagePasted.connect(self.imagePasted)
+        self.setFocusProxy(self.edit)  # focusing the composer puts the cursor in the box
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.edit, 1)
@@ -87,6 +90,10 @@ class Composer(QWidget):
 
     def text(self) -> str:
         return self.edit.toPlainText()
+
+    def restore_question(self, text: str) -> None:
+        """Put a question that was not sent back in the box, to fix and send again."""
+        self.edit.setPlainText(text)
 
     def _update_enabled(self) -> None:
         self.button.setEnabled(self._busy or self._can_send)

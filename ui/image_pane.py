@@ -4,20 +4,21 @@ seconds this computer takes to read it), see boxes on them.
 Images added since the last question are "pending" and go out with the next one; images already
 sent stay listed (the model keeps them in context) but cannot be removed from the conversation.
 Every image is checked with the engine's own loader before it is accepted, so a file the engine
-would refuse is refused here, with the engine's message, and nothing changes.
+would refuse is refused here, with the engine's message, and nothing changes. The check and the
+decoding run on the opener's thread (ui/image_opener.py): a file is listed at once as "opening…"
+and takes its place when it is done, so a big photo never freezes the window.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import ImageOps
-from PIL.Image import Image as PILImage
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QRectF, QSize, QSizeF, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QIcon, QImage, QImageReader, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtGui import QGuiApplication, QIcon, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -31,13 +32,12 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import ImageError
-from engine.image import load_image
 from engine.image_formats import file_patterns
 from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
+from ui.image_opener import THUMB, ImageOpener, OpenedImage
 from ui.waits import about, image_cost
 
 IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
-THUMB = 64
 CELL = QSize(THUMB * 2, THUMB + 40)  # a thumbnail and two lines of text under it
 
 
@@ -47,6 +47,7 @@ class AttachedImage:
     width: int  # after EXIF orientation, as the engine sees it
     height: int
     pixmap: QPixmap
+    thumbnail: QPixmap
     sent: bool = False
     tokens: int | None = None
     seconds: float | None = None  # predicted reading time on this computer (None: not measured yet)
@@ -54,25 +55,15 @@ class AttachedImage:
     boxes: list[GroundingBox] = field(default_factory=list)
 
 
-PREVIEW_SIDE = 4096  # pixels; the pane never shows more, and Qt refuses images over its allocation limit
+@dataclass
+class OpeningImage:
+    """A file listed as it was added, while the opener checks it; it is not an image of the chat
+    (not pending, not shown) until it is accepted, and takes its place in the list then."""
 
-
-def read_pixmap(path: Path, upright: PILImage | None = None) -> QPixmap:
-    """The image upright (EXIF applied, as the engine does). Formats Qt lacks (AVIF) and images
-    too large for Qt's allocation limit come from Pillow (`upright`, if already loaded), the
-    large ones scaled to a preview."""
-    reader = QImageReader(str(path))
-    reader.setAutoTransform(True)
-    size = reader.size()
-    too_large = size.isValid() and size.width() * size.height() * 4 > QImageReader.allocationLimit() * 2**20
-    image = QImage() if too_large else reader.read()
-    if image.isNull():
-        upright = upright or load_image(path)  # RGB
-        if max(upright.size) > PREVIEW_SIDE:
-            upright = ImageOps.contain(upright, (PREVIEW_SIDE, PREVIEW_SIDE))
-        pixels = upright.tobytes()
-        image = QImage(pixels, upright.width, upright.height, 3 * upright.width, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(image)
+    path: Path
+    sent: bool
+    ticket: int
+    batch: int  # the files added together: their refusals are told together, once all are done
 
 
 class ImageCanvas(QWidget):
@@ -82,11 +73,13 @@ class ImageCanvas(QWidget):
         super().__init__(parent)
         self.image: AttachedImage | None = None
         self.show_boxes = True
+        self._opening = ""
         self.setMinimumSize(200, 160)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
-    def set_image(self, image: AttachedImage | None) -> None:
-        self.image = image
+    def set_image(self, image: AttachedImage | None, opening: str = "") -> None:
+        """Show `image`; without one, `opening` names the file being opened (else the drop hint)."""
+        self.image, self._opening = image, opening
         self.update()
 
     def image_rect(self) -> QRectF:
@@ -108,7 +101,9 @@ class ImageCanvas(QWidget):
             painter.drawText(
                 self.rect().adjusted(20, 20, -20, -20),
                 Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                "Drop images here\nor paste one with Ctrl+V\nor click Open…",
+                f"Opening {self._opening}…"
+                if self._opening
+                else "Drop images here\nor paste one with Ctrl+V\nor click Open…",
             )
             return
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
@@ -119,14 +114,19 @@ class ImageCanvas(QWidget):
 
 
 class ImagePane(QWidget):
-    imagesChanged = Signal()
+    imagesChanged = Signal()  # the user changed the images: added, removed, cleared, costed anew
     errorOccurred = Signal(str)
+    openingFinished = Signal()  # no file is being opened any more
 
     def __init__(self, attachments_dir: Callable[[], Path], parent: QWidget | None = None):
         super().__init__(parent)
         self._attachments_dir = attachments_dir
-        self._images: list[AttachedImage] = []
+        self._rows: list[AttachedImage | OpeningImage] = []  # as listed: in the order added
+        self._refusals: dict[int, list[str]] = {}  # batch -> messages, until its last file is done
+        self._tickets = itertools.count(1)
         self._cost: Callable | None = None
+        self._opener = ImageOpener(self)
+        self._opener.opened.connect(self._on_opened)
         self.setAcceptDrops(True)
 
         self.canvas = ImageCanvas()
@@ -168,19 +168,25 @@ class ImagePane(QWidget):
     # -- what the window asks ---------------------------------------------------------------
 
     def images(self) -> list[AttachedImage]:
-        return list(self._images)
+        """The accepted images, in order (files still being opened are not among them)."""
+        return [row for row in self._rows if isinstance(row, AttachedImage)]
+
+    def opening(self) -> list[Path]:
+        """Files added but not yet accepted or refused."""
+        return [row.path for row in self._rows if isinstance(row, OpeningImage)]
 
     def pending(self) -> list[Path]:
-        return [image.path for image in self._images if not image.sent]
+        return [image.path for image in self._pending_images()]
 
     def mark_sent(self) -> None:
-        for image in self._images:
+        """The pending images went out with a question (a file still being opened waits for the next)."""
+        for image in self._pending_images():
             image.sent = True
         self._refresh()
 
     def mark_pending(self, paths: list[Path]) -> None:
         """Undo mark_sent for these images (their question never reached the model)."""
-        for image in self._images:
+        for image in self.images():
             if image.path in paths:
                 image.sent = False
         self._refresh()
@@ -188,25 +194,30 @@ class ImagePane(QWidget):
     def mark_read(self, count: int) -> None:
         """The first `count` pending images are read ahead (the engine reads them in order); the
         others are not (yet)."""
-        for index, image in enumerate(image for image in self._images if not image.sent):
+        for index, image in enumerate(image for image in self.images() if not image.sent):
             image.read = index < count
         self._refresh()
 
     def clear(self) -> None:
-        self._images.clear()
+        """A new chat: no images, and the files still being opened for the old one are dropped."""
+        was_opening = bool(self.opening())
+        self._rows.clear()
+        self._refusals.clear()
         self._refresh()
         self.imagesChanged.emit()
+        if was_opening:
+            self.openingFinished.emit()
 
     def current(self) -> AttachedImage | None:
-        row = self.thumbnails.currentRow()
-        return self._images[row] if 0 <= row < len(self._images) else None
+        row = self._current_row()
+        return row if isinstance(row, AttachedImage) else None
 
     def set_cost_function(self, cost: Callable | None) -> None:
         """cost(width, height) -> an estimate with .tokens and .seconds (None before this computer's
         speed is known); None while no model is loaded. Call it again when the image detail
         changes: pending images get the new cost, sent ones keep what they cost."""
         self._cost = cost
-        for image in self._images:
+        for image in self.images():
             image.read = False  # read at the old detail, or by the model that was replaced
         self._estimate_all()
         self.imagesChanged.emit()
@@ -217,43 +228,40 @@ class ImagePane(QWidget):
         self._estimate_all()
 
     def set_boxes(self, path: Path, boxes: list[GroundingBox]) -> None:
-        for row, image in enumerate(self._images):
-            if image.path == path:
+        for row, image in enumerate(self._rows):
+            if isinstance(image, AttachedImage) and image.path == path:
                 image.boxes = list(boxes)
                 self.thumbnails.setCurrentRow(row)
         self.canvas.update()
 
+    def shutdown(self) -> None:
+        """Stop opening files (the window is closing); wait for the one being opened."""
+        self._opener.close()
+
     # -- adding images ----------------------------------------------------------------------
 
-    def add_files(self, paths: list[Path], sent: bool = False) -> list[str]:
-        """Add every readable image; returns one message per refused file (and reports them)."""
-        errors = []
+    def add_files(self, paths: list[Path], sent: bool = False) -> None:
+        """List the files at once and open them on the opener's thread; each readable one is
+        accepted in its place (imagesChanged), the others are dropped and their messages told
+        together (errorOccurred) once the last file of this call is done."""
+        batch = next(self._tickets)
         added = False
-        for path in paths:
-            path = Path(path)
-            if any(image.path == path and image.sent == sent for image in self._images):
+        for path in map(Path, paths):
+            if any(row.path == path and row.sent == sent for row in self._rows):
                 continue
-            try:
-                self._images.append(self._make(path, sent))
-                added = True
-            except ImageError as error:
-                errors.append(str(error))
-            except OSError as error:
-                errors.append(f"Could not read {path.name}: {error.strerror or error}")
+            row = OpeningImage(path, sent, next(self._tickets), batch)
+            self._rows.append(row)
+            self._opener.open(row.ticket, path)
+            added = True
         if added:
+            self._refusals[batch] = []
             self._refresh()
-            self.thumbnails.setCurrentRow(len(self._images) - 1)
-            self.imagesChanged.emit()
-        if errors:
-            self.errorOccurred.emit("\n".join(errors))
-        return errors
 
-    def add_qimage(self, image: QImage) -> list[str]:
+    def add_qimage(self, image: QImage) -> None:
         """Save a pasted/dropped bitmap into the data folder so it is a file like any other."""
         if image.isNull():
-            message = "The clipboard image is empty."
-            self.errorOccurred.emit(message)
-            return [message]
+            self.errorOccurred.emit("The clipboard image is empty.")
+            return
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
@@ -262,29 +270,28 @@ class ImagePane(QWidget):
         target = self._attachments_dir() / f"pasted-{hashlib.sha256(raw).hexdigest()[:16]}.png"
         if not target.exists():
             target.write_bytes(raw)
-        return self.add_files([target])
+        self.add_files([target])
 
-    def add_mime(self, mime: QMimeData) -> list[str]:
+    def add_mime(self, mime: QMimeData) -> None:
         """Files dropped or pasted as URLs, or a raw bitmap (e.g. dragged from a browser)."""
         local = [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
         if local:
-            return self.add_files(local)
-        if mime.hasImage():
-            return self.add_qimage(QImage(mime.imageData()))
-        message = "Only image files can be added here."
-        self.errorOccurred.emit(message)
-        return [message]
+            self.add_files(local)
+        elif mime.hasImage():
+            self.add_qimage(QImage(mime.imageData()))
+        else:
+            self.errorOccurred.emit("Only image files can be added here.")
 
     @staticmethod
     def can_accept(mime: QMimeData) -> bool:
         return mime.hasImage() or any(url.isLocalFile() for url in mime.urls())
 
-    def paste_from_clipboard(self) -> bool:
+    def paste_from_clipboard(self) -> None:
         mime = QGuiApplication.clipboard().mimeData()
         if mime is None or not self.can_accept(mime):
             self.errorOccurred.emit("The clipboard holds no image.")
-            return False
-        return not self.add_mime(mime)
+            return
+        self.add_mime(mime)
 
     def open_dialog(self) -> None:
         names, _ = QFileDialog.getOpenFileNames(self, "Add images", "", IMAGE_FILTER)
@@ -292,12 +299,15 @@ class ImagePane(QWidget):
             self.add_files([Path(name) for name in names])
 
     def remove_current(self) -> None:
-        image = self.current()
-        if image is None or image.sent:
+        """Remove the selected pending image, or stop waiting for the selected file being opened."""
+        row = self._current_row()
+        if row is None or row.sent:
             return
-        self._images.remove(image)
+        self._rows.remove(row)
         self._refresh()
         self.imagesChanged.emit()
+        if isinstance(row, OpeningImage):
+            self._batch_done(row.batch)
 
     # -- drag and drop ----------------------------------------------------------------------
 
@@ -314,17 +324,70 @@ class ImagePane(QWidget):
         self.add_mime(event.mimeData())
         event.acceptProposedAction()
 
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
     # -- internals --------------------------------------------------------------------------
 
-    def _make(self, path: Path, sent: bool) -> AttachedImage:
-        upright = load_image(path)  # the engine's loader: same checks, same orientation
-        pixmap = read_pixmap(path, upright)
-        image = AttachedImage(path, upright.width, upright.height, pixmap, sent)
-        self._estimate(image)
-        return image
+    def _on_opened(self, ticket: int, result: OpenedImage | str) -> None:
+        """A file was opened: it takes its place in the list, or leaves it with a message. A file
+        removed (or a chat cleared) meanwhile is no longer listed, and its result is dropped."""
+        index = next((i for i, r in enumerate(self._rows) if isinstance(r, OpeningImage) and r.ticket == ticket), None)
+        if index is None:
+            return
+        row = self._rows[index]
+        if isinstance(result, str):
+            del self._rows[index]
+            self._refusals[row.batch].append(result)
+            self._refresh()
+        else:
+            image = AttachedImage(
+                row.path,
+                result.width,
+                result.height,
+                QPixmap.fromImage(result.preview),  # pixmaps are made on the GUI thread only
+                QPixmap.fromImage(result.thumbnail),
+                row.sent,
+            )
+            self._rows[index] = image
+            self._estimate(image)
+            self._refresh()
+            self.thumbnails.setCurrentRow(index)
+            if not image.sent:  # an image of a reopened chat, shown late, changes nothing the user did
+                self.imagesChanged.emit()
+        self._batch_done(row.batch)
+
+    def _batch_done(self, batch: int) -> None:
+        """Tell the refusals of `batch` once none of its files is still being opened."""
+        if batch not in self._refusals or any(
+            isinstance(row, OpeningImage) and row.batch == batch for row in self._rows
+        ):
+            return
+        refusals = self._refusals.pop(batch)
+        if refusals:
+            self.errorOccurred.emit("\n".join(refusals))
+        if not self.opening():
+            self.openingFinished.emit()
+
+    def _pending_images(self) -> list[AttachedImage]:
+        """The images the next question takes: the unsent ones up to the first file still being
+        opened, so that they go out in the order they were added."""
+        pending = []
+        for row in self._rows:
+            if row.sent:
+                continue
+            if isinstance(row, OpeningImage):
+                break
+            pending.append(row)
+        return pending
+
+    def _current_row(self) -> AttachedImage | OpeningImage | None:
+        row = self.thumbnails.currentRow()
+        return self._rows[row] if 0 <= row < len(self._rows) else None
 
     def _estimate_all(self) -> None:
-        for image in self._images:
+        for image in self.images():
             if not image.sent or image.tokens is None:
                 self._estimate(image)
         self._refresh()
@@ -343,55 +406,58 @@ class ImagePane(QWidget):
         row = self.thumbnails.currentRow()
         self.thumbnails.blockSignals(True)
         self.thumbnails.clear()
-        for image in self._images:
-            item = QListWidgetItem(
-                QIcon(
-                    image.pixmap.scaled(
-                        THUMB,
-                        THUMB,
-                        Qt.AspectRatioMode.KeepAspectRatio,
-                        Qt.TransformationMode.SmoothTransformation,
-                    )
-                ),
-                thumbnail_text(image),
-            )
-            item.setToolTip(
-                f"{image.path.name}\n{image.width}×{image.height} pixels\n"
-                + (f"{image.tokens} image tokens" if image.tokens is not None else "cost: load a model")
-                + (
-                    f", {about(image.seconds)} to read on this computer"
-                    if image.seconds is not None and not image.sent
-                    else ""
-                )
-                + ("\nAlready in the conversation" if image.sent else "\nSent with your next question")
-            )
-            self.thumbnails.addItem(item)
+        for image in self._rows:
+            self.thumbnails.addItem(_list_item(image))
         self.thumbnails.blockSignals(False)
-        if self._images:
-            self.thumbnails.setCurrentRow(min(max(row, 0), len(self._images) - 1))
+        if self._rows:
+            self.thumbnails.setCurrentRow(min(max(row, 0), len(self._rows) - 1))
         self._show_row(self.thumbnails.currentRow())
 
     def _show_row(self, row: int) -> None:
-        image = self._images[row] if 0 <= row < len(self._images) else None
-        self.canvas.set_image(image)
-        self.remove_button.setEnabled(image is not None and not image.sent)
-        self.thumbnails.setVisible(bool(self._images))
-        if image is None:
-            self.info.setText("")
-        else:
-            cost = "" if image.tokens is None else f" · {image.tokens} image tokens"
-            if image.read and not image.sent:
-                cost = f" · {image.tokens} image tokens, already read"
-            elif image.seconds is not None and not image.sent:
-                cost = f" · {image_cost(image.tokens, image.seconds)} to read"
-            state = "in the conversation" if image.sent else "will be sent with your next question"
-            self.info.setText(f"{image.path.name} · {image.width}×{image.height}{cost} · {state}")
-        self.info.setVisible(image is not None)
+        entry = self._rows[row] if 0 <= row < len(self._rows) else None
+        image = entry if isinstance(entry, AttachedImage) else None
+        self.canvas.set_image(image, entry.path.name if isinstance(entry, OpeningImage) else "")
+        self.remove_button.setEnabled(entry is not None and not entry.sent)
+        self.thumbnails.setVisible(bool(self._rows))
+        self.info.setText(_describe(entry))
+        self.info.setVisible(entry is not None)
         self.remove_button.setToolTip(
             "Images already sent stay in the model's context; start a new chat to drop them."
-            if image is not None and image.sent
+            if entry is not None and entry.sent
             else "Remove this image before sending"
         )
+
+
+def _list_item(row: AttachedImage | OpeningImage) -> QListWidgetItem:
+    if isinstance(row, OpeningImage):
+        blank = QPixmap(THUMB, THUMB)
+        blank.fill(Qt.GlobalColor.transparent)
+        item = QListWidgetItem(QIcon(blank), "opening…")
+        item.setToolTip(f"{row.path.name}\nBeing opened")
+        return item
+    item = QListWidgetItem(QIcon(row.thumbnail), thumbnail_text(row))
+    item.setToolTip(
+        f"{row.path.name}\n{row.width}×{row.height} pixels\n"
+        + (f"{row.tokens} image tokens" if row.tokens is not None else "cost: load a model")
+        + (f", {about(row.seconds)} to read on this computer" if row.seconds is not None and not row.sent else "")
+        + ("\nAlready in the conversation" if row.sent else "\nSent with your next question")
+    )
+    return item
+
+
+def _describe(row: AttachedImage | OpeningImage | None) -> str:
+    """The line under the canvas for the selected row."""
+    if row is None:
+        return ""
+    if isinstance(row, OpeningImage):
+        return f"{row.path.name} · opening…"
+    cost = "" if row.tokens is None else f" · {row.tokens} image tokens"
+    if row.read and not row.sent:
+        cost = f" · {row.tokens} image tokens, already read"
+    elif row.seconds is not None and not row.sent:
+        cost = f" · {image_cost(row.tokens, row.seconds)} to read"
+    state = "in the conversation" if row.sent else "will be sent with your next question"
+    return f"{row.path.name} · {row.width}×{row.height}{cost} · {state}"
 
 
 def thumbnail_text(image: AttachedImage) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QProgressBar, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QSplitter, QVBoxLayout, QWidget
 
 from ui import settings as app_settings
 from ui.chat_store import HistoryStore
@@ -93,7 +93,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect()
         self.composer.set_can_send(False)
-        self.composer.edit.setFocus()
+        self.composer.setFocus()
         self.load_model()
 
     # -- layout ---------------------------------------------------------------------------------
@@ -145,14 +145,7 @@ class MainWindow(QMainWindow):
         self.show_history_action.setChecked(True)
 
     def _build_status_bar(self) -> None:
-        self.status_label = QLabel()
-        self.status_label.setObjectName("engineStatus")
-        self.busy_bar = QProgressBar()
-        self.busy_bar.setRange(0, 0)
-        self.busy_bar.setFixedWidth(120)
-        self.busy_bar.setMaximumHeight(12)
-        self.busy_bar.setTextVisible(False)
-        self.busy_bar.setVisible(False)
+        self.status_line = StatusLine()
         self.model_label = QLabel()
         self.serve_label = QLabel()  # "Serving at URL" while the local server runs
         self.serve_label.setObjectName("serveStatus")
@@ -164,11 +157,9 @@ class MainWindow(QMainWindow):
             "A few seconds, once: so that waits can be predicted. Anything you do comes first."
         )
         self.measure_label.setVisible(False)
-        self.statusBar().addWidget(self.busy_bar)
-        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addWidget(self.status_line, 1)
         self.statusBar().addPermanentWidget(self.measure_label)
         self.statusBar().addPermanentWidget(self.serve_label)
-        self.status_line = StatusLine(self.status_label, self.busy_bar, self)
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _connect(self) -> None:
@@ -188,7 +179,7 @@ class MainWindow(QMainWindow):
         read_ahead.ended.connect(self._read_ahead_ended)
         read_ahead.error.connect(self._read_ahead_failed)
         self.composer.sendRequested.connect(lambda _text: self.banner.hide())
-        self.composer.edit.imagePasted.connect(self.image_pane.add_mime)
+        self.composer.imagePasted.connect(self.image_pane.add_mime)
         self.image_pane.errorOccurred.connect(self.show_error)
         self.image_pane.imagesChanged.connect(self.banner.hide)
         self.image_pane.imagesChanged.connect(lambda: self.chat.set_has_images(bool(self.image_pane.images())))
@@ -287,7 +278,7 @@ class MainWindow(QMainWindow):
 
     def _show_read_ahead(self, text: str, progress) -> None:
         if progress is None:
-            self.status_line.show(text, busy=True)
+            self.status_line.show_state(text, busy=True)
         else:
             self.status_line.show_progress(text, progress)
 
@@ -336,7 +327,7 @@ class MainWindow(QMainWindow):
         self.banner.show()
 
     def _set_status(self, text: str, busy: bool) -> None:
-        self.status_line.show(text, busy)
+        self.status_line.show_state(text, busy)
 
     def _toggle_history(self, checked: bool) -> None:
         self.chats.setVisible(checked)
@@ -346,6 +337,8 @@ class MainWindow(QMainWindow):
         whatever part of the answer had arrived."""
         self._set_status("Closing", busy=True)
         self.hide()
+        self.image_pane.shutdown()
+        self.chat.shutdown()
         self.controller.shutdown()
         self.session.save_partial()
         event.accept()

@@ -97,6 +97,7 @@ class ChatSession(QObject):
         self._needs_restore = False  # a reopened chat the engine has not re-read yet
         self._after_turn: Callable | None = None  # what to do once the running answer stopped
         self._turn_id = 0  # the controller's id of the running question
+        self._held_question: str | None = None  # sent while its images were still being opened
         self.context_used = 0  # tokens the engine's conversation holds (after the last answer)
         self.read_ahead = ImageReadAhead(
             controller, images, detail, lambda: self._history() if self._needs_restore else None, self
@@ -109,6 +110,8 @@ class ChatSession(QObject):
         controller.turnSkipped.connect(self._on_skipped)
         controller.restored.connect(self._on_restored)
         controller.restoreFailed.connect(self._on_restore_failed)
+        images.openingFinished.connect(self._send_held_question)
+        images.errorOccurred.connect(self._give_back_held_question)  # not without the image it was about
         composer.sendRequested.connect(self.send)
         composer.stopRequested.connect(self.stop)
         chat.regenerateRequested.connect(self.regenerate)
@@ -125,7 +128,12 @@ class ChatSession(QObject):
     # -- a turn -------------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
-        if self.busy or not self.model_name:
+        if self.busy or not self.model_name or self._held_question is not None:
+            return
+        if self.images.opening():  # an image just added belongs to this question: wait for it
+            self._held_question = text
+            self.composer.set_busy(True)
+            self.status.emit("Opening the image", True)
             return
         try:
             names = [self.store.add_image(self.record, path) for path in self.images.pending()]
@@ -146,11 +154,28 @@ class ChatSession(QObject):
 
     def stop(self) -> None:
         """Stop the answer, or the images being read ahead (and anything waiting behind them)."""
-        if self.busy:
+        if self._held_question is not None:  # not sent yet: back to the box
+            self.composer.restore_question(self._drop_held_question())
+        elif self.busy:
             self.controller.cancel()
             self.status.emit("Stopping", True)
         elif self.read_ahead.reading:
             self.controller.cancel()
+
+    def _send_held_question(self) -> None:
+        """The images of a question sent while they were being opened are in: send it now."""
+        if self._held_question is not None:
+            self.send(self._drop_held_question())
+
+    def _give_back_held_question(self, _message: str) -> None:
+        if self._held_question is not None:
+            self.composer.restore_question(self._drop_held_question())
+
+    def _drop_held_question(self) -> str:
+        text, self._held_question = self._held_question or "", None
+        self.composer.set_busy(False)
+        self.status.emit("Ready" if self.model_name else "No model", False)
+        return text
 
     def regenerate(self) -> None:
         if self.busy or not self.model_name or self._turn is None:
@@ -271,7 +296,7 @@ class ChatSession(QObject):
         self.chat.remove_last()
         self.chat.remove_last()
         self.images.mark_pending(self._turn_images)
-        self.composer.edit.setPlainText(turn.text)
+        self.composer.restore_question(turn.text)
         self._turn = self.record.turns[-1] if self.record.turns else None
         self._answer, self._turn_images = None, []
         self._finish_busy()
@@ -304,6 +329,8 @@ class ChatSession(QObject):
             return
         if self.read_ahead.reading:
             self.controller.cancel()  # the images of the chat being left
+        if self._held_question is not None:
+            self.composer.restore_question(self._drop_held_question())
         self.read_ahead.forget()
         self.chat.clear()
         self.images.clear()
@@ -312,8 +339,8 @@ class ChatSession(QObject):
         self._needs_restore = False
         self.context_used = 0
         self.controller.new_conversation()
-        self.chats.list.clearSelection()
-        self.composer.edit.setFocus()
+        self.chats.clear_selection()
+        self.composer.setFocus()
 
     def _save(self) -> None:
         self.record.model = self.model_name

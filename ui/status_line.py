@@ -9,8 +9,8 @@ then only the percentage shows, from the events alone."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QElapsedTimer, QObject, QTimer
-from PySide6.QtWidgets import QLabel, QProgressBar
+from PySide6.QtCore import QElapsedTimer, QTimer
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from ui.waits import about
 
@@ -32,19 +32,30 @@ def describe(text: str, progress, elapsed: float) -> tuple[str, float]:
     return line, fraction
 
 
-class StatusLine(QObject):
-    """Drives a label and a progress bar in the status bar."""
+class StatusLine(QWidget):
+    """The status bar's busy bar and the text beside it."""
 
-    def __init__(self, label: QLabel, bar: QProgressBar, parent: QObject | None = None):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.label, self.bar = label, bar
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)
+        self.bar.setFixedWidth(120)
+        self.bar.setMaximumHeight(12)
+        self.bar.setTextVisible(False)
+        self.bar.setVisible(False)
+        self.label = QLabel()
+        self.label.setObjectName("engineStatus")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.label, 1)
         self._text, self._progress = "", None
         self._clock = QElapsedTimer()
         self._timer = QTimer(self)
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._render)
 
-    def show(self, text: str, busy: bool) -> None:
+    def show_state(self, text: str, busy: bool) -> None:
         """A state: its text (with "…" while busy) and a busy bar without a percentage."""
         self._timer.stop()
         self._progress = None

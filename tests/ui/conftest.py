@@ -3,6 +3,7 @@ the real main window running the real engine on the tiny exported checkpoint."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, QStandardPaths, Qt, QU
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+import ui.image_opener
 from ui.app import set_application_names
 from ui.pyside_guard import install_pyside_guard
 
@@ -99,6 +101,36 @@ def open_window(qtbot, tmp_path, settings_file):
     return open_
 
 
+class HeldLoader:
+    """Stands in for the engine's loader the opener calls: notes the thread of each call and
+    holds every call until released (never longer than a few seconds, so a test cannot hang)."""
+
+    def __init__(self, monkeypatch):
+        self.real = ui.image_opener.load_image
+        self.release = threading.Event()
+        self.threads: list[int] = []
+        self.names: list[str] = []
+        self.started = threading.Event()
+        self.returned = threading.Event()
+        monkeypatch.setattr(ui.image_opener, "load_image", self)
+
+    def __call__(self, path, *args, **kwargs):
+        self.threads.append(threading.get_ident())
+        self.names.append(path.name)
+        self.started.set()
+        self.release.wait(5)
+        try:
+            return self.real(path, *args, **kwargs)
+        finally:
+            self.returned.set()
+
+
+@pytest.fixture
+def held_loader(monkeypatch) -> HeldLoader:
+    """The image pane's loader, held until `held_loader.release` is set."""
+    return HeldLoader(monkeypatch)
+
+
 def _ensure(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -119,6 +151,13 @@ def drop_files(widget, paths: list[Path]) -> bool:
     drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
     return True
+
+
+def add_images(qtbot, pane, paths: list[Path], sent: bool = False) -> None:
+    """Add files to an image pane and wait until each one is accepted or refused (they are
+    opened on the pane's own thread)."""
+    pane.add_files(paths, sent)
+    qtbot.waitUntil(lambda: not pane.opening(), timeout=10_000)
 
 
 def ask(qtbot, window, text: str) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
-from tests.ui.conftest import ask, ask_and_wait, drop_files, engine_turns
+from tests.ui.conftest import add_images, ask, ask_and_wait, drop_files, engine_turns
 
 LONG = 3000  # tokens: far more than the time a test waits, so only Stop can end the answer
 
@@ -28,7 +28,7 @@ def test_drop_ask_stream_then_stop(qtbot, open_window, tiny_fp32, make_image, tm
     ask(qtbot, window, "What is in the picture?")
     qtbot.waitUntil(lambda: len(pieces) >= 5, timeout=30_000)  # it streams, piece by piece
     assert window.composer.button.text() == "Stop"
-    assert window.status_label.text() == "Answering…"
+    assert window.status_line.label.text() == "Answering…"
     assert window.chat.messages()[0].markdown() == "What is in the picture?"
     assert window.chat.last_answer().markdown().startswith("".join(pieces[:5]))
 
@@ -44,7 +44,7 @@ def test_drop_ask_stream_then_stop(qtbot, open_window, tiny_fp32, make_image, tm
     assert window.chat.last_answer().markdown() == answer_text
     qtbot.mouseClick(window.chat.last_answer().copy_button, Qt.MouseButton.LeftButton)
     assert QGuiApplication.clipboard().text() == answer_text
-    assert window.composer.button.text() == "Send" and window.status_label.text() == "Ready"
+    assert window.composer.button.text() == "Send" and window.status_line.label.text() == "Ready"
     # The image went to the engine with this question, as a copy kept with the saved chat.
     (turn,) = engine_turns(window)
     assert len(turn.images) == 1 and turn.images[0].read_bytes() == photo.read_bytes()
@@ -56,7 +56,7 @@ def test_follow_up_keeps_the_image_in_context_and_regenerate_replaces_the_answer
     qtbot, open_window, tiny_fp32, make_image
 ):
     window = open_window(tiny_fp32, max_new_tokens=6)
-    window.image_pane.add_files([make_image("a.png", 500, 300)])
+    add_images(qtbot, window.image_pane, [make_image("a.png", 500, 300)])
     ask_and_wait(qtbot, window, "Describe it.")
     second, _ = ask_and_wait(qtbot, window, "And the colours?")
     first_turn, second_turn = engine_turns(window)
@@ -88,10 +88,11 @@ def test_pasted_image_is_sent_with_the_question(qtbot, open_window, tiny_fp32):
 
 def test_a_non_image_drop_shows_an_error_and_changes_nothing(qtbot, open_window, tiny_fp32, make_image, tmp_path):
     window = open_window(tiny_fp32)
-    window.image_pane.add_files([make_image("ok.png")])
+    add_images(qtbot, window.image_pane, [make_image("ok.png")])
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    drop_files(window.image_pane, [notes])
+    with qtbot.waitSignal(window.image_pane.errorOccurred):
+        drop_files(window.image_pane, [notes])
     assert window.banner.isVisible() and "notes.txt" in window.banner.text()
     assert [i.path.name for i in window.image_pane.images()] == ["ok.png"]
     assert window.image_pane.pending() == [window.image_pane.images()[0].path]
@@ -100,9 +101,9 @@ def test_a_non_image_drop_shows_an_error_and_changes_nothing(qtbot, open_window,
 def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32, max_new_tokens=2)
     first, wide = make_image("first.png", 400, 400), make_image("wide.png", 900, 300)
-    window.image_pane.add_files([first])
+    add_images(qtbot, window.image_pane, [first])
     ask_and_wait(qtbot, window, "One")
-    window.image_pane.add_files([wide])
+    add_images(qtbot, window.image_pane, [wide])
     ask_and_wait(qtbot, window, "Two")
     window.image_pane.thumbnails.setCurrentRow(0)
     crafted = 'Found:\n```json\n[{"bbox_2d": [0, 500, 500, 1000], "label": "left half, bottom"}]\n```'
@@ -119,7 +120,7 @@ def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, 
 def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(qtbot, open_window, tiny_fp32, make_image):
     big = make_image("big.png", 2000, 1500)
     window = open_window(tiny_fp32, max_new_tokens=3)
-    window.image_pane.add_files([big])
+    add_images(qtbot, window.image_pane, [big])
     standard_cost = window.info.image_tokens(2000, 1500, image_detail="standard")
     high_cost = window.info.image_tokens(2000, 1500, image_detail="high")
     assert high_cost > standard_cost
@@ -137,7 +138,7 @@ def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(qtbot,
     assert engine.active_conversation is conversation  # and no new chat
     assert [i.tokens for i in window.image_pane.images()] == [standard_cost]  # what it cost when sent
 
-    window.image_pane.add_files([big])  # the same picture again, now at high detail
+    add_images(qtbot, window.image_pane, [big])  # the same picture again, now at high detail
     assert window.image_pane.thumbnails.item(1).text().startswith(f"new · {high_cost} tokens")
     ask_and_wait(qtbot, window, "Closer look")
     first, second = engine_turns(window)
@@ -149,13 +150,13 @@ def test_a_detail_change_needs_no_reload_and_applies_to_the_next_question(qtbot,
     reopened = open_window(tiny_fp32)
     assert reopened.settings == new
     assert reopened.settings.sampling().max_new_tokens == 77
-    reopened.image_pane.add_files([big])
+    add_images(qtbot, reopened.image_pane, [big])
     assert reopened.image_pane.thumbnails.item(0).text().startswith(f"new · {high_cost} tokens")
 
 
 def test_a_threads_change_reloads_the_model_and_starts_a_new_chat(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32)
-    window.image_pane.add_files([make_image("a.png")])
+    add_images(qtbot, window.image_pane, [make_image("a.png")])
     engine = window.test_engines[-1]
     with qtbot.waitSignal(window.modelLoaded, timeout=60_000):
         window.apply_settings(replace(window.settings, threads=1, model_dir=str(tiny_fp32)))
@@ -165,7 +166,7 @@ def test_a_threads_change_reloads_the_model_and_starts_a_new_chat(qtbot, open_wi
 
 def test_reopen_a_saved_chat(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32, max_new_tokens=3)
-    window.image_pane.add_files([make_image("a.png", 320, 240)])
+    add_images(qtbot, window.image_pane, [make_image("a.png", 320, 240)])
     answer, _ = ask_and_wait(qtbot, window, "Saved question")
     saved_id = window.session.record.id
     window.session.new_chat()
@@ -175,6 +176,7 @@ def test_reopen_a_saved_chat(qtbot, open_window, tiny_fp32, make_image):
     window.chats.list.itemClicked.emit(item)
     assert window.session.record.id == saved_id
     assert [m.markdown() for m in window.chat.messages()] == ["Saved question", answer]
+    qtbot.waitUntil(lambda: not window.image_pane.opening())
     assert [i.sent for i in window.image_pane.images()] == [True]
     assert window.banner.isVisible() and "does not remember" in window.banner.text()
 
@@ -205,7 +207,7 @@ def test_a_bad_model_folder_is_reported(qtbot, open_window, tmp_path):
 
 def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32, max_new_tokens=LONG)
-    window.image_pane.add_files([make_image("a.png")])
+    add_images(qtbot, window.image_pane, [make_image("a.png")])
     with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
         ask(qtbot, window, "Talk for a long time")
     thread = window.controller._thread
@@ -222,7 +224,7 @@ def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(qtbot, op
 def test_a_question_the_engine_refuses_is_given_back(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32)
     photo = make_image("photo.png")
-    window.image_pane.add_files([photo])
+    add_images(qtbot, window.image_pane, [photo])
     photo.write_bytes(b"no longer a picture")  # changed on disk after it was attached
     with qtbot.waitSignal(window.session.error, timeout=30_000) as refused:
         ask(qtbot, window, "What is it?")
@@ -235,7 +237,7 @@ def test_a_question_the_engine_refuses_is_given_back(qtbot, open_window, tiny_fp
 
 def test_new_chat_during_an_answer_stops_it_first(qtbot, open_window, tiny_fp32, make_image):
     window = open_window(tiny_fp32, max_new_tokens=LONG)
-    window.image_pane.add_files([make_image("a.png")])
+    add_images(qtbot, window.image_pane, [make_image("a.png")])
     with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
         ask(qtbot, window, "Go on and on")
     with qtbot.waitSignal(window.answerFinished, timeout=30_000) as stopped:
@@ -276,7 +278,9 @@ def test_stop_while_the_engine_is_busy_elsewhere_gives_the_question_back(qtbot, 
     assert engines[-1].turn_taking.hold(lambda: False)  # as a server answer in progress would
     try:
         ask(qtbot, window, "second")
-        qtbot.waitUntil(lambda: window.status_label.text().startswith("Waiting for the local server"), timeout=30_000)
+        qtbot.waitUntil(
+            lambda: window.status_line.label.text().startswith("Waiting for the local server"), timeout=30_000
+        )
         with qtbot.waitSignal(window.controller.turnSkipped, timeout=30_000):
             window.controller.cancel()
     finally:

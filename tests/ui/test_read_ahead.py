@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 
 from engine.errors import ContextFullError
-from tests.ui.conftest import ask, drop_files
+from tests.ui.conftest import add_images, ask, drop_files
 from tests.ui.scripted_engine import Script, ScriptedEngine
 from ui.chat_store import TurnRecord
 
@@ -49,7 +49,7 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     window, script = scripted()
     assert window.image_pane.images() == [] and prepares(script) == []  # nothing to read yet
     drop_files(window.chat, [make_image("photo.png")])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image… 0 %"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image… 0 %"), timeout=WAIT)
     assert prepares(script) == [("prepare", ["photo.png"], "standard")]
     assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens\nabout 8 s"
 
@@ -58,29 +58,29 @@ def test_a_dropped_image_is_read_while_the_question_is_typed(qtbot, scripted, ma
     assert window.composer.button.text() == "Send" and window.composer.button.isEnabled()
 
     # One step of 10 predicted seconds: between events, the display moves on by the time elapsed.
-    start = window.busy_bar.value()
+    start = window.status_line.bar.value()
     qtbot.wait(800)
-    assert window.busy_bar.value() > start and window.busy_bar.maximum() > 0
-    assert re.fullmatch(r"Reading the image… [1-9] % · about (9|10) s left", window.status_label.text())
+    assert window.status_line.bar.value() > start and window.status_line.bar.maximum() > 0
+    assert re.fullmatch(r"Reading the image… [1-9] % · about (9|10) s left", window.status_line.label.text())
 
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
         script.step()
     assert ended.args[0].images == 1 and not ended.args[0].cancelled
-    assert window.status_label.text() == "Ready · the image is read: the answer starts as soon as you send"
-    assert not window.busy_bar.isVisible()
+    assert window.status_line.label.text() == "Ready · the image is read: the answer starts as soon as you send"
+    assert not window.status_line.bar.isVisible()
     assert window.image_pane.thumbnails.item(0).text().endswith("\nready")  # and the thumbnail says so
 
 
 def test_send_during_the_read_lets_it_finish_and_the_answer_follows(qtbot, scripted, make_image):
     window, script = scripted()
     drop_files(window.chat, [make_image("photo.png")])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image"), timeout=WAIT)
     finished = []
     window.controller.turnFinished.connect(finished.append)
     ask(qtbot, window, "What colour?")
     qtbot.wait(300)
     assert script.kinds()[-1] == "prepare"  # the question waits behind the read...
-    assert window.status_label.text().startswith("Reading the image")  # ...which goes on showing
+    assert window.status_line.label.text().startswith("Reading the image")  # ...which goes on showing
     assert window.chat.last_answer().body.document().toPlainText() == "Reading the image…"
     assert window.composer.button.text() == "Stop"
 
@@ -124,14 +124,14 @@ def test_stop_stops_the_read_and_the_question_waiting_behind_it(qtbot, scripted,
     window, script = scripted()
     photo, second = make_image("photo.png"), make_image("second.png", 200, 300)
     drop_files(window.chat, [photo])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image"), timeout=WAIT)
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
         qtbot.keyClick(window, Qt.Key.Key_Escape)  # Chat › Stop, with no answer running
-    assert ended.args[0].cancelled and window.status_label.text() == "Ready"
+    assert ended.args[0].cancelled and window.status_line.label.text() == "Ready"
     assert window.image_pane.pending() == [photo]  # nothing lost: it is read at send
 
     drop_files(window.chat, [second])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the images"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the images"), timeout=WAIT)
     ask(qtbot, window, "What colour?")
     with qtbot.waitSignal(window.controller.turnSkipped, timeout=WAIT):
         qtbot.mouseClick(window.composer.button, Qt.MouseButton.LeftButton)  # Stop
@@ -153,7 +153,7 @@ def test_a_failed_read_ahead_is_shown_once_and_the_question_still_goes(qtbot, sc
     qtbot.wait(200)
     assert errors == [message] and session_errors == []  # one line, said once
     assert window.banner.text() == message and window.banner.property("kind") == "error"
-    assert window.image_pane.pending() == [photo] and window.status_label.text() == "Ready"
+    assert window.image_pane.pending() == [photo] and window.status_line.label.text() == "Ready"
 
     window.apply_settings(replace(window.settings, image_detail="high"))  # read again: it fails again
     qtbot.waitUntil(lambda: len(errors) == 2, timeout=WAIT)
@@ -171,7 +171,7 @@ def test_a_read_ahead_that_fails_after_send_leaves_it_to_the_question(qtbot, scr
 
     window, script = scripted(Script(prepare_error=ImageError("photo.png changed on disk"), fail_after_step=True))
     drop_files(window.chat, [make_image("photo.png")])
-    qtbot.waitUntil(lambda: window.status_label.text().startswith("Reading the image"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.status_line.label.text().startswith("Reading the image"), timeout=WAIT)
     ask(qtbot, window, "What colour?")
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT) as done:
         script.step()  # the read fails; the question reads the image itself (here it works)
@@ -226,7 +226,7 @@ def test_the_speed_is_measured_while_idle_and_any_request_comes_first(qtbot, scr
     assert script.calibrations[0] is False  # stopped by the read-ahead
     qtbot.waitUntil(lambda: script.calibrations[-1] is True, timeout=WAIT)  # went on once idle again
     qtbot.waitUntil(lambda: not window.measure_label.isVisible(), timeout=WAIT)
-    window.image_pane.add_files([make_image("second.png", 200, 100)])
+    add_images(qtbot, window.image_pane, [make_image("second.png", 200, 100)])
     qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
     qtbot.wait(200)
     assert script.calibrations == [False, True]  # measured once, not again
@@ -253,7 +253,7 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
         ask(qtbot, window, "Hi")
     script.open_gate = False
-    window.image_pane.add_files([make_image("a.png")])
+    add_images(qtbot, window.image_pane, [make_image("a.png")])
     qtbot.waitUntil(lambda: len(prepares(script)) == 1, timeout=WAIT)
     assert window.image_pane.thumbnails.item(0).text() == "new · 100 tokens"  # not measured yet
     assert script.contexts[-1] == 12  # read after what the conversation holds (reading slows as it grows)
@@ -275,7 +275,7 @@ def test_predictions_follow_the_refined_speeds(qtbot, scripted, make_image):
     qtbot.waitUntil(lambda: len(prepares(script)) == 2, timeout=WAIT)
     assert script.kinds()[-2:] == ["ask", "prepare"] and script.calls[-2][1] == "again"
     window.session.new_chat()
-    window.image_pane.add_files([make_image("b.png")])
+    add_images(qtbot, window.image_pane, [make_image("b.png")])
     assert script.contexts[-1] == 0  # a new chat holds nothing
 
 
@@ -319,3 +319,30 @@ def test_the_ledger_stops_only_a_read_that_the_new_images_do_not_extend():
     assert conversation.cancels == 1 and not ledger.should_stop(Running(conversation, 4, ("c",)))
     ledger.cancel(6)  # Stop: everything up to the newest request
     assert conversation.cancels == 2 and ledger.skip_prepare(6) and ledger.cancelled(5)
+
+
+def test_a_question_sent_while_its_image_opens_waits_for_it(qtbot, scripted, make_image, held_loader):
+    window, script = scripted(Script(open_gate=True))
+    window.image_pane.add_files([make_image("photo.png")])
+    ask(qtbot, window, "What is it?")  # before the image is accepted
+    assert window.status_line.label.text() == "Opening the image…" and window.composer.button.text() == "Stop"
+    assert "ask" not in script.kinds()
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        held_loader.release.set()
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert asked[1] == "What is it?" and len(asked[2]) == 1  # it went with its image
+    assert window.image_pane.pending() == [] and window.composer.button.text() == "Send"
+
+
+def test_a_question_sent_with_a_file_that_is_refused_comes_back_to_the_box(qtbot, scripted, tmp_path, held_loader):
+    window, script = scripted(Script(open_gate=True))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    window.image_pane.add_files([notes])
+    ask(qtbot, window, "What is it?")
+    assert window.composer.text() == ""
+    with qtbot.waitSignal(window.image_pane.errorOccurred, timeout=WAIT):
+        held_loader.release.set()
+    assert window.composer.text() == "What is it?" and window.composer.button.text() == "Send"
+    assert window.banner.isVisible() and "notes.txt" in window.banner.text()
+    assert "ask" not in script.kinds() and window.status_line.label.text() == "Ready"

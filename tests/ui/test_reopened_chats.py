@@ -9,7 +9,7 @@ import json
 from PySide6.QtCore import Qt
 
 from engine.events import Stage
-from tests.ui.conftest import ask_and_wait, engine_turns
+from tests.ui.conftest import add_images, ask_and_wait, engine_turns
 from ui.chat_store import TurnRecord
 from ui.worker import RESTORING
 
@@ -17,7 +17,7 @@ from ui.worker import RESTORING
 def _save_and_reopen(qtbot, window, make_image) -> tuple[str, int]:
     """One question with an image, saved; then a new chat, then the saved one reopened from the list.
     Returns (the saved answer, the image's token cost)."""
-    window.image_pane.add_files([make_image("a.png", 320, 240)])
+    add_images(qtbot, window.image_pane, [make_image("a.png", 320, 240)])
     answer, error = ask_and_wait(qtbot, window, "What is in the picture?")
     assert error == ""
     cost = window.session.record.turns[0].stats["image_tokens"]
@@ -32,6 +32,10 @@ def test_a_reopened_chat_is_re_read_before_the_follow_up(qtbot, open_window, tin
     window = open_window(tiny_fp32, max_new_tokens=3)
     answer, cost = _save_and_reopen(qtbot, window, make_image)
     assert window.banner.isVisible() and "does not remember" in window.banner.text()
+    # The new chat reaches the engine thread in its own time (the reopened chat's images open
+    # on theirs, so nothing on this thread waits meanwhile); then nothing is re-read.
+    qtbot.waitUntil(lambda: engine_turns(window) == [], timeout=10_000)
+    qtbot.wait(200)
     assert engine_turns(window) == []  # browsing an old chat costs nothing
 
     statuses: list = []
@@ -55,7 +59,7 @@ def test_a_reopened_chat_is_re_read_before_the_follow_up(qtbot, open_window, tin
     saved = json.loads((tmp_path / "history" / window.session.record.id / "conversation.json").read_text())
     assert [t["text"] for t in saved["turns"]] == ["What is in the picture?", "And the colours?"]
     assert saved["turns"][1]["answer"] == follow_up
-    assert window.status_label.text() == "Ready"
+    assert window.status_line.label.text() == "Ready"
 
 
 def test_stop_while_re_reading_sends_nothing(qtbot, open_window, tiny_fp32, make_image):

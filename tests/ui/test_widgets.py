@@ -7,7 +7,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
 from engine.engine import ReadEstimate
-from tests.ui.conftest import drop_files
+from tests.ui.conftest import add_images, drop_files
 from ui.composer import Composer
 from ui.grounding import BOX_COLORS, parse_boxes
 from ui.image_pane import ImagePane
@@ -24,7 +24,7 @@ def make_pane(qtbot, tmp_path) -> ImagePane:
 def test_dropped_images_are_listed_with_their_cost(qtbot, tmp_path, make_image):
     pane = make_pane(qtbot, tmp_path)
     first, second = make_image("a.png", 640, 480), make_image("b.jpg", 300, 900)
-    with qtbot.waitSignal(pane.imagesChanged):
+    with qtbot.waitSignal(pane.openingFinished):
         assert drop_files(pane, [first, second])
     assert pane.pending() == [first, second]
     assert [(i.width, i.height) for i in pane.images()] == [(640, 480), (300, 900)]
@@ -39,7 +39,7 @@ def test_dropped_images_are_listed_with_their_cost(qtbot, tmp_path, make_image):
 
 def test_a_non_image_drop_shows_an_error_and_changes_nothing(qtbot, tmp_path, make_image):
     pane = make_pane(qtbot, tmp_path)
-    pane.add_files([make_image("a.png")])
+    add_images(qtbot, pane, [make_image("a.png")])
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture")
     with qtbot.assertNotEmitted(pane.imagesChanged):
@@ -51,7 +51,7 @@ def test_a_non_image_drop_shows_an_error_and_changes_nothing(qtbot, tmp_path, ma
 
 def test_sent_images_stay_and_cannot_be_removed(qtbot, tmp_path, make_image):
     pane = make_pane(qtbot, tmp_path)
-    pane.add_files([make_image("a.png"), make_image("b.png")])
+    add_images(qtbot, pane, [make_image("a.png"), make_image("b.png")])
     pane.remove_current()
     assert [i.path.name for i in pane.images()] == ["a.png"]
     pane.mark_sent()
@@ -64,7 +64,7 @@ def test_pasting_an_image_into_the_question_box_attaches_it(qtbot, tmp_path):
     pane = make_pane(qtbot, tmp_path)
     composer = Composer()
     qtbot.addWidget(composer)
-    composer.edit.imagePasted.connect(pane.add_mime)
+    composer.imagePasted.connect(pane.add_mime)
     composer.edit.setPlainText("keep me")
     image = QImage(320, 200, QImage.Format.Format_RGB32)
     image.fill(QColor("darkgreen"))
@@ -98,7 +98,7 @@ def test_enter_sends_and_shift_enter_adds_a_line(qtbot):
 def test_boxes_land_on_the_right_pixels_of_a_non_square_image(qtbot, tmp_path, make_image):
     pane = make_pane(qtbot, tmp_path)
     wide = make_image("wide.png", 800, 200)  # 4:1, letterboxed in the canvas
-    pane.add_files([wide])
+    add_images(qtbot, pane, [wide])
     answer = '```json\n[{"bbox_2d": [250, 500, 750, 1000], "label": "thing"}]\n```'
     pane.set_boxes(wide, parse_boxes(answer))
     qtbot.waitExposed(pane)
@@ -148,7 +148,8 @@ def test_pane_shows_images_the_way_the_engine_sees_them(qtbot, tmp_path):
     # PCX: Pillow reads it (so the engine does), Qt has no plugin for it.
     pcx = tmp_path / "old.pcx"
     Image.new("RGB", (40, 30), (200, 10, 10)).save(pcx)
-    assert pane.add_files([rotated, pcx]) == []
+    with qtbot.assertNotEmitted(pane.errorOccurred):
+        add_images(qtbot, pane, [rotated, pcx])
     shown_rotated, shown_pcx = pane.images()
     assert (shown_rotated.width, shown_rotated.height) == (100, 300)
     assert shown_rotated.pixmap.size().toTuple() == (100, 300)

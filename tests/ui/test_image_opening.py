@@ -1,0 +1,145 @@
+"""Images are checked and decoded on the pane's own thread: the window stays live while a big photo
+opens, files keep the order they were added in, refusals are told as before, and a file removed
+(or a chat cleared, or the pane closed) while it is being opened leaves nothing behind."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PySide6.QtCore import QTimer
+
+import ui.image_opener
+from tests.ui.conftest import add_images, drop_files
+from ui.image_pane import ImagePane
+
+WAIT = 10_000
+
+
+@pytest.fixture
+def pane(qtbot, tmp_path):
+    pane = ImagePane(lambda: tmp_path)
+    qtbot.addWidget(pane)
+    pane.resize(500, 500)
+    pane.show()
+    return pane
+
+
+def test_an_image_is_opened_off_the_gui_thread_while_the_window_stays_live(qtbot, pane, make_image, held_loader):
+    loader = held_loader
+    photo = make_image("photo.png", 640, 480)
+    pane.add_files([photo])
+    # add_files returned with the loader still holding: the file is listed, not yet accepted.
+    assert pane.opening() == [photo] and pane.images() == [] and pane.pending() == []
+    assert pane.thumbnails.item(0).text() == "opening…" and "photo.png · opening…" in pane.info.text()
+    ticks = []
+    QTimer.singleShot(10, lambda: ticks.append("tick"))
+    qtbot.waitUntil(lambda: ticks == ["tick"], timeout=2_000)  # the event loop runs meanwhile
+    assert loader.started.wait(5) and not loader.returned.is_set()  # ...while the loader holds
+    with qtbot.waitSignal(pane.imagesChanged, timeout=WAIT):
+        loader.release.set()
+    assert loader.threads and threading.get_ident() not in loader.threads
+    assert pane.pending() == [photo] and (pane.images()[0].width, pane.images()[0].height) == (640, 480)
+    assert pane.thumbnails.item(0).text() == "new · …" and pane.canvas.image.path == photo
+
+
+def test_files_keep_their_order_and_refusals_are_told_together_after_the_images(qtbot, pane, make_image, tmp_path):
+    first, second = make_image("first.png", 300, 200), make_image("second.jpg", 200, 300)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG header and nothing usable
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    told = []
+    pane.imagesChanged.connect(lambda: told.append("images"))
+    pane.errorOccurred.connect(lambda message: told.append(message))
+    with qtbot.waitSignal(pane.openingFinished, timeout=WAIT):
+        assert drop_files(pane, [first, broken, second, notes])
+    assert pane.pending() == [first, second] and pane.opening() == []
+    assert [pane.thumbnails.item(row).text() for row in range(pane.thumbnails.count())] == ["new · …"] * 2
+    *images, error = told
+    assert images == ["images", "images"]  # each accepted in its place; then the refusals, once
+    broken_line, notes_line = error.split("\n")
+    assert "broken.png" in broken_line and "notes.txt" in notes_line and "not an image" in notes_line
+
+
+def test_a_file_added_later_waits_for_the_ones_before_it(qtbot, pane, make_image, held_loader):
+    loader = held_loader
+    first, second = make_image("first.png"), make_image("second.png")
+    pane.add_files([first])
+    pane.add_files([second])
+    assert pane.opening() == [first, second]
+    with qtbot.waitSignal(pane.openingFinished, timeout=WAIT):
+        loader.release.set()
+    assert pane.pending() == [first, second] and loader.names == ["first.png", "second.png"]
+
+
+def test_removing_a_file_while_it_opens_leaves_no_thumbnail_behind(qtbot, pane, make_image, held_loader):
+    loader = held_loader
+    kept, dropped = make_image("kept.png"), make_image("dropped.png")
+    loader.release.set()
+    add_images(qtbot, pane, [kept])  # accepted; the next file is held
+    loader.release.clear()
+    loader.returned.clear()
+    pane.add_files([dropped])
+    pane.thumbnails.setCurrentRow(1)
+    assert pane.remove_button.isEnabled()  # a file being opened can be removed like a pending image
+    with qtbot.waitSignal(pane.imagesChanged):
+        pane.remove_current()
+    assert pane.opening() == [] and pane.thumbnails.count() == 1
+    with qtbot.assertNotEmitted(pane.imagesChanged), qtbot.assertNotEmitted(pane.errorOccurred):
+        loader.release.set()
+        assert loader.returned.wait(5)
+        qtbot.wait(100)  # time for the result to arrive, and be dropped
+    assert pane.pending() == [kept] and pane.thumbnails.count() == 1
+
+
+def test_a_new_chat_drops_the_files_still_being_opened(qtbot, pane, make_image, held_loader):
+    loader = held_loader
+    pane.add_files([make_image("old.png")])
+    pane.clear()
+    assert pane.thumbnails.count() == 0 and pane.opening() == []
+    with qtbot.assertNotEmitted(pane.imagesChanged):
+        loader.release.set()
+        assert loader.returned.wait(5)
+        qtbot.wait(100)
+    assert pane.images() == [] and pane.thumbnails.count() == 0
+
+
+def test_closing_while_files_are_opened_waits_for_the_one_running_and_drops_the_rest(
+    qtbot, pane, make_image, held_loader
+):
+    loader = held_loader
+    pane.add_files([make_image("a.png"), make_image("b.png")])
+    assert loader.started.wait(5)
+    threading.Timer(0.2, loader.release.set).start()  # the GUI thread is inside close() meanwhile
+    with qtbot.assertNotEmitted(pane.imagesChanged):
+        pane.close()  # returns once the running open is over
+        assert loader.returned.is_set()
+        qtbot.wait(100)
+    assert loader.names == ["a.png"]  # b.png was never started
+
+
+def test_a_questions_thumbnails_in_the_conversation_are_made_off_the_gui_thread(qtbot, make_image, monkeypatch):
+    from ui.chat_view import ChatView
+
+    real, threads, release = ui.image_opener.read_image, [], threading.Event()
+
+    def held(path, *args):
+        threads.append(threading.get_ident())
+        release.wait(5)
+        return real(path, *args)
+
+    monkeypatch.setattr(ui.image_opener, "read_image", held)
+    chat = ChatView()
+    qtbot.addWidget(chat)
+    message = chat.add_user("What is it?", [make_image("a.png", 640, 480), make_image("wide.png", 800, 200)])
+    assert [label.toolTip() for label in message.thumbnails] == ["a.png", "wide.png"]
+    assert all(label.pixmap().isNull() for label in message.thumbnails)  # not made yet: add_user returned
+    gone = chat.add_user("Removed before its thumbnail came", [make_image("gone.png")])
+    chat.remove_last()
+    release.set()
+    qtbot.waitUntil(lambda: not message.thumbnails[1].pixmap().isNull(), timeout=WAIT)
+    assert [label.pixmap().size().toTuple() for label in message.thumbnails] == [(64, 48), (64, 16)]
+    assert threads and threading.get_ident() not in threads
+    qtbot.wait(100)  # the removed message's thumbnail arrives, and is dropped
+    assert chat.messages() == [message] and gone not in chat.messages()

@@ -1,0 +1,120 @@
+"""Opening an image for the pane (and a question's thumbnails for the conversation), on a thread
+of its own.
+
+Checking a file with the engine's loader and decoding it for display takes about 0.2 s for a
+12-megapixel photo, longer for a batch, so the GUI thread must not do it: it would freeze the
+window. A one-thread pool opens the files one at a time, in the order asked, and sends back a
+QImage (thread-safe, unlike QPixmap, which the GUI thread makes from it) or the message to show.
+Closing drops the files not started yet and waits for the one being opened, so no thread
+outlives the pane.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import ImageOps
+from PIL.Image import Image as PILImage
+from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
+from PySide6.QtGui import QImage, QImageReader
+
+from engine.errors import ImageError
+from engine.image import load_image
+
+THUMB = 64  # pixels: the side of a thumbnail
+PREVIEW_SIDE = 4096  # pixels; the pane never shows more, and Qt refuses images over its allocation limit
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    """What the pane needs of an accepted file."""
+
+    width: int  # after EXIF orientation, as the engine sees it
+    height: int
+    preview: QImage  # upright, at most PREVIEW_SIDE a side
+    thumbnail: QImage  # at most THUMB a side
+
+
+def read_image(path: Path, upright: PILImage | None = None) -> QImage:
+    """The image upright (EXIF applied, as the engine does). Formats Qt lacks (AVIF) and images
+    too large for Qt's allocation limit come from Pillow (`upright`, if already loaded), the
+    large ones scaled to a preview."""
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    size = reader.size()
+    too_large = size.isValid() and size.width() * size.height() * 4 > QImageReader.allocationLimit() * 2**20
+    image = QImage() if too_large else reader.read()
+    if image.isNull():
+        upright = upright or load_image(path)  # RGB
+        if max(upright.size) > PREVIEW_SIDE:
+            upright = ImageOps.contain(upright, (PREVIEW_SIDE, PREVIEW_SIDE))
+        pixels = upright.tobytes()
+        image = QImage(pixels, upright.width, upright.height, 3 * upright.width, QImage.Format.Format_RGB888).copy()
+    return image
+
+
+def open_image(path: Path) -> OpenedImage:
+    """Check `path` with the engine's loader (same checks, same orientation) and decode it for
+    display; raises ImageError or OSError with what is wrong."""
+    upright = load_image(path)
+    preview = read_image(path, upright)
+    # In the format QPixmap uses, so that making the pixmap on the GUI thread is a plain copy.
+    preview = preview.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+    thumbnail = preview.scaled(
+        THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
+    return OpenedImage(upright.width, upright.height, preview, thumbnail)
+
+
+def thumbnail_image(path: Path) -> QImage:
+    """A thumbnail of a file already accepted (a question's image in the conversation)."""
+    return read_image(path).scaled(
+        THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
+
+
+def refusal(path: Path, error: Exception) -> str:
+    """The one line the pane shows for a file it cannot take."""
+    if isinstance(error, ImageError):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"Could not read {path.name}: {error.strerror or error}"
+    return f"Could not read {path.name}: {error}"
+
+
+class ImageOpener(QObject):
+    """Opens files on one pool thread with `open_file` (open_image: the pane's check and
+    decoding); `opened` brings each result back to the GUI thread."""
+
+    opened = Signal(int, object)  # ticket, what open_file returned or the refusal message (str)
+
+    def __init__(self, parent: QObject | None = None, open_file: Callable[[Path], object] = open_image):
+        super().__init__(parent)
+        self._open_file = open_file
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)  # in order, and one big decode at a time on a shared CPU
+        self._closed = threading.Event()
+
+    def open(self, ticket: int, path: Path) -> None:
+        """Start opening `path`; its result comes as opened(ticket, ...)."""
+        if not self._closed.is_set():
+            self._pool.start(lambda: self._run(ticket, Path(path)))
+
+    def close(self) -> None:
+        """Drop the files not started, wait for the one being opened; nothing is sent after."""
+        self._closed.set()
+        self._pool.clear()
+        self._pool.waitForDone()
+
+    def _run(self, ticket: int, path: Path) -> None:
+        if self._closed.is_set():
+            return
+        try:
+            result = self._open_file(path)
+        except Exception as error:  # noqa: BLE001 - any failure is a refused file, never a dead thread
+            result = refusal(path, error)
+        if not self._closed.is_set():
+            self.opened.emit(ticket, result)
