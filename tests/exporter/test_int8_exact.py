@@ -14,6 +14,7 @@ import pytest
 from onnx import numpy_helper
 
 from exporter.quantize import INT8_WEIGHT_MAX, quantize_int8
+from tests.fixtures.int8_kernels import outlier_activations
 
 
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -34,14 +35,6 @@ def vpmaddubsw_sums(xq: np.ndarray, zp: int, q_kn: np.ndarray) -> np.ndarray:
     prod = xq[:, None, :] * q[None, :, :]
     pairs = np.clip(prod[..., 0::2] + prod[..., 1::2], -32768, 32767)
     return pairs.sum(-1) - zp * q.sum(1)[None, :]
-
-
-def outlier_activations(rows: int, k: int, seed: int = 0) -> np.ndarray:
-    """Normal activations with a few outlier channels, as transformer activations have."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((rows, k)).astype(np.float32)
-    x[:, rng.choice(k, max(2, k // 64), replace=False)] *= 30
-    return x
 
 
 def exported_int8_weights(model_dir) -> dict[str, np.ndarray]:
