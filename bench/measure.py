@@ -13,6 +13,7 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
     if args.load_only:
         json.dump(out, sys.stdout)
         return 0
-    engine.eos_ids = frozenset()  # measure a fixed number of tokens whatever random weights say
+    # Measure a fixed number of tokens whatever random weights say: no token ends an answer.
+    engine.parts = replace(engine.parts, eos_ids=frozenset())
     greedy = SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=1)
 
     for side, detail in ((448, "standard"), (896, "high")):

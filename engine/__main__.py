@@ -27,6 +27,7 @@ from .engine import MIN_CONTEXT, Engine, EngineOptions
 from .errors import ContextFullError, EngineError
 from .events import ReadAhead, TextEvent, TurnStats
 from .image import DETAIL_PRESETS
+from .sampling import argmax_options
 from .script import ScriptTurn, read_script
 
 
@@ -108,9 +109,8 @@ def _sampling(engine: Engine, args):
         )
         if v is not None
     }
-    if args.greedy or args.temperature == 0:  # plain argmax decoding: no penalties unless asked for
-        overrides.update(greedy=True, repetition_penalty=1.0)
-        overrides.setdefault("presence_penalty", 0.0)
+    if args.greedy or args.temperature == 0:
+        overrides = argmax_options(**overrides)
     return engine.default_sampling(**overrides)
 
 

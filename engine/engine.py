@@ -95,27 +95,27 @@ class Engine:
         m = self.manifest
         try:
             self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            self.prompts = PromptBuilder(
+            prompts = PromptBuilder(
                 self.tokenizer,
                 m.chat_template,
                 image_pad=self._token(m.tokens.image),
                 end_of_turn=self._token(m.tokens.im_end),
             )
-            self.image_config = ImageProcessorConfig.from_preprocessor_json(m.image_processor)
+            image_config = ImageProcessorConfig.from_preprocessor_json(m.image_processor)
             d = m.decoder
             self.shape = d  # the KV cache's shapes
-            self.context_limit = min(options.max_context, int(m.context_limit))
-            self.vision = VisionRunner(
+            context_limit = min(options.max_context, int(m.context_limit))
+            vision = VisionRunner(
                 self.model_dir / m.vision.file,
                 options.threads,
                 channels=int(m.model["vision"].get("in_channels", 3)),
                 profile_prefix=options.profile_prefix,
             )
             prefill = d.prefill_file if options.use_prefill_graph else None
-            self.decoder = DecoderRunner(
+            decoder = DecoderRunner(
                 self.model_dir / d.file,
                 self.shape,
-                self.context_limit,
+                context_limit,
                 options.threads,
                 self.model_dir / prefill if prefill else None,
                 profile_prefix=options.profile_prefix,
@@ -127,32 +127,45 @@ class Engine:
         except Exception as exc:  # onnxruntime refuses a damaged graph
             raise ArtifactError(f"The model in {self.model_dir} cannot be loaded: {exc}") from None
         self.cpu = cpu_info()
-        self.speeds = SpeedModel(speed_key(m, self.cpu, options.threads), options.speed_file)
+        speeds = SpeedModel(speed_key(m, self.cpu, options.threads), options.speed_file)
         # Things the user should know about this model on this machine (shown, never silent).
         self.warnings = [w for w in (saturating_int8_warning(m, self.cpu),) if w]
-        self.eos_ids = frozenset(m.tokens.eos)
-        self.image_token_id = self.prompts.image_token_id
-        self.merge_size = m.vision.merge_size
+        eos_ids = frozenset(m.tokens.eos)
+        self.image_token_id = prompts.image_token_id
+        merge_size = m.vision.merge_size
         # What the template writes with a question's first image besides its tokens (turn opening, markers).
-        opening = self.prompts.encode_turn_prefix([], [0])
+        opening = prompts.encode_turn_prefix([], [0])
         self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
         self._active = None
-        self.turn_taking = TurnTaking()  # the app's chat, the local server and calibration take turns
-        # All a conversation sees of the engine (built once: the parts never change).
+        turn_taking = TurnTaking()  # the app's chat, the local server and calibration take turns
+        # All a conversation sees of the engine (built once: the parts never change; the engine's
+        # own names for them below read these, so the two cannot drift apart).
         self.parts = ModelParts(
-            decoder=self.decoder,
-            vision=self.vision,
-            prompts=self.prompts,
-            image_config=self.image_config,
-            merge_size=self.merge_size,
-            eos_ids=self.eos_ids,
-            context_limit=self.context_limit,
+            decoder=decoder,
+            vision=vision,
+            prompts=prompts,
+            image_config=image_config,
+            merge_size=merge_size,
+            eos_ids=eos_ids,
+            context_limit=context_limit,
             prefill_chunk=options.prefill_chunk,
             image_detail=options.image_detail,
             sampling=self.default_sampling(),
-            speeds=self.speeds,
-            turn_taking=self.turn_taking,
+            speeds=speeds,
+            turn_taking=turn_taking,
         )
+
+    # The model's parts, under the names the app, the server and calibration use: read from
+    # `parts`, so a conversation and the engine always see the same ones.
+    decoder = property(lambda self: self.parts.decoder)
+    vision = property(lambda self: self.parts.vision)
+    prompts = property(lambda self: self.parts.prompts)
+    image_config = property(lambda self: self.parts.image_config)
+    merge_size = property(lambda self: self.parts.merge_size)
+    eos_ids = property(lambda self: self.parts.eos_ids)
+    context_limit = property(lambda self: self.parts.context_limit)
+    speeds = property(lambda self: self.parts.speeds)
+    turn_taking = property(lambda self: self.parts.turn_taking)
 
     def _token(self, token_id: int) -> str:
         """The text of a special token the manifest names, as the tokenizer spells it."""

@@ -55,6 +55,13 @@ class SamplingOptions:
         return cls(**values)
 
 
+def argmax_options(**given) -> dict:
+    """Options for plain argmax decoding, what temperature 0 (or `--greedy`) means everywhere (the
+    CLI, the local server, the app's settings): the likeliest token at every step, with no
+    repetition or presence penalty unless `given` names one."""
+    return {"repetition_penalty": 1.0, "presence_penalty": 0.0, **given, "greedy": True}
+
+
 def apply_penalties(
     logits: np.ndarray,
     seen_ids: Sequence[int],

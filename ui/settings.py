@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-from engine.sampling import SamplingOptions
+from engine.sampling import SamplingOptions, argmax_options
 
 IMAGE_DETAILS = ("standard", "high")
 _SAMPLING_DEFAULTS = SamplingOptions()
@@ -31,20 +31,17 @@ class AppSettings:
     serve_port: int = 8088
 
     def sampling(self) -> SamplingOptions:
-        """Temperature 0 means greedy (always the likeliest token), as in the engine's CLI and server."""
-        return SamplingOptions(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            presence_penalty=self.presence_penalty,
-            max_new_tokens=self.max_new_tokens,
-            greedy=self.temperature == 0,
-        )
+        """Temperature 0 means plain argmax with no penalties, as in the engine's CLI and server."""
+        options = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        options["max_new_tokens"] = self.max_new_tokens
+        if self.temperature == 0:
+            return SamplingOptions(**argmax_options(**options))
+        return SamplingOptions(presence_penalty=self.presence_penalty, **options)
 
     def greedy(self) -> AppSettings:
-        """These settings decoding greedily with no penalties, as `python -m engine --greedy`: the
-        one answer the model gives, which an automated run can check."""
-        return replace(self, temperature=0.0, presence_penalty=0.0)
+        """These settings decoding greedily, as `python -m engine --greedy`: the one answer the
+        model gives, which an automated run can check."""
+        return replace(self, temperature=0.0)
 
     def serve_fields(self) -> tuple[bool, int]:
         """Whether and where the local server runs (no reload needed)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.sampling import SamplingOptions
+from engine.sampling import SamplingOptions, argmax_options
 
 from .errors import ApiError
 from .schema import ChatRequest
@@ -43,8 +43,7 @@ def sampling_for(engine, request: ChatRequest, max_new_tokens: int) -> SamplingO
         if getattr(request, name) is not None:
             options[name] = getattr(request, name)
     if request.temperature == 0:
-        options.update(greedy=True, repetition_penalty=1.0)
-        options.setdefault("presence_penalty", 0.0)
+        options = argmax_options(**options)
     else:
         if request.temperature is not None:
             options.update(temperature=request.temperature, greedy=False)

@@ -36,8 +36,25 @@ def test_the_parts_context_limit_is_the_conversations(engine):
 
 
 def test_the_parts_cannot_be_changed_under_a_conversation(engine):
+    """Neither through the parts nor through the engine's names for them (which read the parts):
+    setting `engine.eos_ids` once changed nothing a conversation saw; now it fails loudly."""
     with pytest.raises(FrozenInstanceError):
         engine.parts.context_limit = 10
+    for name in ("eos_ids", "decoder", "prompts", "context_limit", "speeds"):
+        with pytest.raises(AttributeError):
+            setattr(engine, name, None)
+        assert getattr(engine, name) is getattr(engine.parts, name)
+
+
+def test_the_parts_end_tokens_are_what_end_an_answer(engine):
+    """What the benchmark relies on: with no end tokens an answer runs to its length limit."""
+    sampling = replace(GREEDY, max_new_tokens=6)
+    tokens = run_turn(engine.new_conversation(), "Hi", sampling=sampling)[-1].token_ids
+    first = Conversation(replace(engine.parts, eos_ids=frozenset(tokens[:1])))
+    stopped = list(first.ask("Hi", sampling=sampling))[-1]
+    assert stopped.new_tokens == 1 and stopped.stop_reason == "eos"
+    never = Conversation(replace(engine.parts, eos_ids=frozenset()))
+    assert list(never.ask("Hi", sampling=sampling))[-1].new_tokens == 6
 
 
 def test_a_conversation_takes_turns_on_the_parts_turn_taking(engine):

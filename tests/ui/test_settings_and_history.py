@@ -52,6 +52,8 @@ def test_temperature_zero_decodes_greedily_as_the_engine_cli_does(settings_file)
     settings_file.write_text("[options]\ntemperature=0\ntop_k=5\n")
     loaded = load_settings(QSettings(str(settings_file), QSettings.Format.IniFormat))
     assert loaded.temperature == 0 and loaded.top_k == 5 and loaded.sampling().greedy
+    # as `python -m engine --temperature 0`: no penalties, though the settings keep their presence penalty
+    assert loaded.presence_penalty == 1.5 and loaded.sampling().presence_penalty == 0.0
     assert not AppSettings().sampling().greedy
     greedy = replace(AppSettings(), top_k=5, max_new_tokens=9).greedy()
     assert greedy.sampling() == SamplingOptions(
