@@ -207,7 +207,8 @@ def check_free_space(out_dir: Path, needed: int) -> None:
 
 def copy_side_files(out_dir: Path, side_files: Path, config_path: Path) -> None:
     for name in SIDE_FILES:
-        shutil.copyfile(side_files / name, out_dir / name)
+        if name != "config.json":
+            shutil.copyfile(side_files / name, out_dir / name)
     shutil.copyfile(config_path, out_dir / "config.json")
     write_tokenizer_json(out_dir)
 
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty folder")
     args = parser.parse_args(argv)
     try:
-        side_files = side_files_folder(args.side_files)
+        side_files = side_files_folder(args.side_files, need_config=args.config is None)
         make_random_checkpoint(
             args.out_dir, side_files=side_files, seed=args.seed, config_path=args.config, force=args.force
         )

@@ -26,24 +26,29 @@ class SideFilesError(Exception):
     """The side files could not be found or fetched; the message says what to do."""
 
 
-def side_files_folder(source: Path | None = None, repo_id: str = REPO_ID) -> Path:
-    """A folder holding every file of SIDE_FILES: `source` if given, else the Hub's (cached) copy."""
-    folder = Path(source) if source is not None else _from_hub(repo_id)
-    missing = [name for name in SIDE_FILES if not (folder / name).is_file()]
+def side_files_folder(source: Path | None = None, repo_id: str = REPO_ID, need_config: bool = True) -> Path:
+    """A folder holding the side files (config.json only if `need_config`): `source` if given, else
+    the Hub's (cached) copy."""
+    needed = [name for name in SIDE_FILES if need_config or name != "config.json"]
+    folder = Path(source) if source is not None else _from_hub(repo_id, needed)
+    missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise SideFilesError(f"{folder} lacks {', '.join(missing)} (the side files of {repo_id} are needed)")
     return folder
 
 
-def _from_hub(repo_id: str) -> Path:
+def _from_hub(repo_id: str, names: list[str]) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    try:  # one snapshot folder of the cache holds them all
-        return Path([hf_hub_download(repo_id, name) for name in SIDE_FILES][0]).parent
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+    from exporter.errors import ExportError
+    from exporter.hub_errors import hub_errors
+
+    try:
+        with hub_errors(repo_id, "main"):  # the exporter's own messages for offline, 404, gated ...
+            paths = [hf_hub_download(repo_id, name) for name in names]
+    except ExportError as exc:
         raise SideFilesError(
-            f"could not fetch the small files of {repo_id} from the Hub ({type(exc).__name__}: {exc}). "
-            "Without the Hub, pass --side-files DIR: a folder with "
-            f"{', '.join(SIDE_FILES)} (this repository keeps a copy for its tests in tests/data/qwen3vl)."
+            f"{exc} Without the Hub, pass --side-files DIR: a folder with {', '.join(names)} "
+            "(this repository keeps a copy for its tests in tests/data/qwen3vl)."
         ) from exc
+    return Path(paths[0]).parent  # one snapshot folder of the cache holds them all

@@ -124,10 +124,15 @@ def int8_matmul(w_nk: np.ndarray):
     from exporter.quantize import quantize_int8
 
     q = quantize_int8(w_nk)
+    return int8_matmul_node(q.q_kn, q.scales)
+
+
+def int8_matmul_node(q_kn: np.ndarray, scales: np.ndarray):
+    """(node, initializers) of DynamicQuantizeMatMul over int8 weights [K, N], one scale per column."""
     inits = [
-        numpy_helper.from_array(q.q_kn, "b"),
-        numpy_helper.from_array(q.scales, "s"),
-        numpy_helper.from_array(np.zeros(len(q.scales), np.int8), "z"),
+        numpy_helper.from_array(q_kn, "b"),
+        numpy_helper.from_array(scales, "s"),
+        numpy_helper.from_array(np.zeros(len(scales), np.int8), "z"),
     ]
     return helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain="com.microsoft"), inits
 

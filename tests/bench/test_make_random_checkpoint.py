@@ -239,8 +239,15 @@ def test_without_the_hub_the_message_names_the_way_out(tmp_path, tiny_config, mo
         point_huggingface_hub_at(monkeypatch, hub.url, tmp_path / "hf_home")
         assert mrc.main([str(tmp_path / "ckpt"), "--config", str(tiny_config)]) == 2
     err = capsys.readouterr().err
-    assert "could not fetch" in err and "--side-files" in err
+    assert "Cannot reach the Hugging Face Hub" in err and "--side-files" in err  # the exporter's words
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_with_its_own_config_the_side_files_need_no_config(tmp_path, tiny_config):
+    folder = _side_files_repo(tmp_path)
+    (folder / "config.json").unlink()
+    assert mrc.main([str(tmp_path / "ckpt"), "--side-files", str(folder), "--config", str(tiny_config)]) == 0
+    assert (tmp_path / "ckpt" / "config.json").read_bytes() == tiny_config.read_bytes()
 
 
 def test_a_side_files_folder_missing_a_file_is_named(tmp_path, tiny_config, capsys):
