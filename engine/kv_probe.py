@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .cpu import CpuInfo, cpu_info
 from .kernel_probe import INT4_BLOCK, PROBE_K, PROBE_N, probe_session, single_node_session
+from .memory import cache_buffer
 from .probe_cache import measured_per_cpu
 
 # Qwen3-VL-4B's text decoder, the model the wizard converts.
@@ -132,8 +133,11 @@ def _attention_step(kv_type: int, dtype, rng: np.random.Generator):
     bound in place (past and present one buffer, preallocated to the default context) as the
     engine binds it."""
     session = probe_session(attention_graph(kv_type))
-    numbers = rng.standard_normal((1, KV_HEADS, DEFAULT_CONTEXT, HEAD_DIM), dtype=np.float32)
-    cache = [numbers.astype(dtype) for _ in ("key", "value")]
+    shape = (1, KV_HEADS, DEFAULT_CONTEXT, HEAD_DIM)
+    numbers = rng.standard_normal(shape, dtype=np.float32)
+    cache = [cache_buffer(shape, dtype) for _ in ("key", "value")]  # the engine's pages (4 KiB, not huge)
+    for buffer in cache:
+        buffer[...] = numbers
     values = [ort.OrtValue.ortvalue_from_numpy(c) for c in cache]
     io = session.io_binding()
     for name, n in (("q", HEADS), ("k", KV_HEADS), ("v", KV_HEADS)):
