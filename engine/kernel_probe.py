@@ -9,9 +9,8 @@ onnxruntime version, because neither the hardware nor the kernels change between
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from .cpu import CpuInfo, cpu_info
+from .probe_cache import measured_per_cpu
 
 # A prompt chunk through the MLP's up projection: the shape that dominates reading a prompt.
 PROBE_ROWS, PROBE_K, PROBE_N = 256, 2560, 9728
@@ -164,26 +164,8 @@ def measure_prompt_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> 
     return PromptGraphAdvice((cpu or cpu_info()).summary(), round(int4, 1), round(int8, 1))
 
 
-def _cache_key(cpu: CpuInfo) -> str:
-    return f"{_CACHE_VERSION}|{cpu.model}|{','.join(sorted(cpu.features))}|{cpu.physical_cores}|{ort.__version__}"
-
-
 def prompt_graph_advice(cache_file: Path | None = None, seconds: float = 1.0) -> PromptGraphAdvice:
     """The measured advice, from `cache_file` when it was measured on this CPU and onnxruntime."""
-    cpu = cpu_info()
-    key = _cache_key(cpu)
-    if cache_file is not None:
-        try:
-            cached = json.loads(Path(cache_file).read_text(encoding="utf-8"))
-            if cached.get("key") == key:
-                return PromptGraphAdvice(**cached["advice"])
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # missing or stale: measure again
-    advice = measure_prompt_kernels(seconds, cpu)
-    if cache_file is not None:
-        try:
-            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(cache_file).write_text(json.dumps({"key": key, "advice": asdict(advice)}), encoding="utf-8")
-        except OSError:
-            pass  # a read-only data folder only costs a second next time
-    return advice
+    return measured_per_cpu(
+        cache_file, _CACHE_VERSION, PromptGraphAdvice, lambda cpu: measure_prompt_kernels(seconds, cpu)
+    )

@@ -112,6 +112,12 @@ class LayerInputs:
     kv_type: int
 
 
+def gqa_attributes(num_heads: int, kv_num_heads: int, head_dim: int) -> dict:
+    """GroupQueryAttention's attributes here (the rotation is applied before it, by RotaryEmbedding).
+    The engine's KV-cache probe times a node built with the same, so both must come from one place."""
+    return {"num_heads": num_heads, "kv_num_heads": kv_num_heads, "scale": float(head_dim**-0.5), "do_rotary": 0}
+
+
 def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> str:
     a = f"{T}.layers.{i}.self_attn"
     nq, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -141,10 +147,7 @@ def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> s
         inputs.seqlens,
         inputs.total,
         outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-        num_heads=nq,
-        kv_num_heads=nkv,
-        scale=float(hd**-0.5),
-        do_rotary=0,
+        **gqa_attributes(nq, nkv, hd),
     )
     if inputs.kv_type != FLOAT:
         out = g.op("Cast", out, to=FLOAT)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.kernel_probe import PromptGraphAdvice, prompt_graph_advice
+from engine.kv_probe import KvCacheAdvice, kv_cache_advice
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
 from ui.paths import data_dir
@@ -36,6 +37,7 @@ from ui.paths import data_dir
 from . import memory
 from .assess import Assessment, assess_download, assess_folder
 from .choice import (
+    FAST_KV_CACHE,
     FAST_PREFILL,
     NEXT_PAGE,
     PRECISION_CHOICES,
@@ -55,6 +57,11 @@ MEASURING_HINT = "Measuring what it gains on this computer…"
 def measure_prompt_graph_advice() -> PromptGraphAdvice:
     """A second of the int4 and int8 kernels on this CPU, cached in the data folder."""
     return prompt_graph_advice(data_dir() / "prompt-graph-advice.json")
+
+
+def measure_kv_cache_advice() -> KvCacheAdvice:
+    """A second of attention with fp16 and fp32 caches and of the int4 weights, cached likewise."""
+    return kv_cache_advice(data_dir() / "kv-cache-advice.json")
 
 
 class ChoosePage(QWizardPage):
@@ -77,8 +84,7 @@ class ChoosePage(QWizardPage):
         self._recheck_timer.timeout.connect(self._recheck)
         self._recheck_timer.start()
         self._build(default_target, repo_id)
-        if not self._prefill_blocker:
-            self._start_measuring()
+        self._start_measuring()
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self, default_target: Path, repo_id: str) -> None:
@@ -104,8 +110,14 @@ class ChoosePage(QWizardPage):
         self.prefill_hint.setWordWrap(True)
         self._prefill_blocker = memory.fast_prefill_blocker(memory.total_ram_bytes())  # RAM does not change
         self._advice: PromptGraphAdvice | None = None
-        self._measuring: Task | None = None
         self.prefill_hint.setText(self._prefill_blocker or MEASURING_HINT)
+        self.kv_check = QCheckBox("Faster long conversations")
+        self.kv_check.setEnabled(False)  # until the measurement says it pays on this computer
+        self.kv_hint = QLabel(MEASURING_HINT)
+        self.kv_hint.setWordWrap(True)
+        self._kv_advice: KvCacheAdvice | None = None
+        self._measuring: Task | None = None
+        self._to_measure: list[tuple] = []  # (measure, on success, on failure), run one after another
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
         self.problem_label = QLabel()
@@ -129,7 +141,8 @@ class ChoosePage(QWizardPage):
         options = QFormLayout()
         options.addRow("Save the model in:", target_row)
         options.addRow("Weights:", self.precision_combo)
-        options.addRow("Speed:", self._prefill_box())
+        options.addRow("Speed:", self._check_box(self.prefill_check, self.prefill_hint))
+        options.addRow("", self._check_box(self.kv_check, self.kv_hint))
         problem_row = QHBoxLayout()
         problem_row.addWidget(self.problem_label, 1)
         problem_row.addWidget(self.check_again_button, 0, Qt.AlignTop)
@@ -149,19 +162,20 @@ class ChoosePage(QWizardPage):
         self.target_edit.textChanged.connect(self._refresh)
         self.precision_combo.currentIndexChanged.connect(self._refresh)
         self.prefill_check.toggled.connect(self._refresh)
+        self.kv_check.toggled.connect(self._refresh)
         self.folder_browse.clicked.connect(lambda: self._browse(self.folder_edit, "The folder you already have"))
         self.target_browse.clicked.connect(lambda: self._browse(self.target_edit, "Where to save the model"))
         self.check_again_button.clicked.connect(self._start_planning)
 
-    def _prefill_box(self) -> QVBoxLayout:
-        """The checkbox with its explanation beneath, indented to line up with the checkbox's text."""
+    def _check_box(self, check: QCheckBox, hint: QLabel) -> QVBoxLayout:
+        """A checkbox with its explanation beneath, indented to line up with the checkbox's text."""
         style = self.style()
         indent = style.pixelMetric(QStyle.PM_IndicatorWidth) + style.pixelMetric(QStyle.PM_CheckBoxLabelSpacing)
-        self.prefill_hint.setContentsMargins(indent, 0, 0, 0)
+        hint.setContentsMargins(indent, 0, 0, 0)
         box = QVBoxLayout()
         box.setSpacing(2)
-        box.addWidget(self.prefill_check)
-        box.addWidget(self.prefill_hint)
+        box.addWidget(check)
+        box.addWidget(hint)
         return box
 
     # ---- QWizardPage ----------------------------------------------------------------------------
@@ -190,6 +204,7 @@ class ChoosePage(QWizardPage):
         choice.target_dir = Path(self.target_edit.text().strip()).expanduser().absolute()
         choice.precision = self.precision_combo.currentData()
         choice.prefill = self._options().prefill
+        choice.kv_cache = self._options().kv_cache
         choice.replace_target = self._assessment.replace_target
         choice.plan = None
         choice.source_dir = choice.source_info = None
@@ -208,17 +223,28 @@ class ChoosePage(QWizardPage):
 
     @property
     def measuring(self) -> bool:
-        """The kernel measurement that decides the faster-first-answer box is still running."""
+        """The kernel measurements that decide the speed boxes are still running."""
         return self._measuring is not None
 
     @property
     def _prefill_offered(self) -> bool:
         return not self._prefill_blocker and self._advice is not None and self._advice.offered
 
+    @property
+    def _kv_offered(self) -> bool:
+        """fp32 weights come with an fp32 cache anyway: the choice is the int4 model's."""
+        int4 = self.precision_combo.currentData() == "int4"
+        return int4 and self._kv_advice is not None and self._kv_advice.offered
+
     def _options(self) -> ExportOptions:
         """What the conversion will be asked to write, as far as this page decides it."""
         fast = self.prefill_check.isChecked() and self._prefill_offered
-        return ExportOptions(self.precision_combo.currentData(), prefill=FAST_PREFILL if fast else None)
+        fast_kv = self.kv_check.isChecked() and self._kv_offered
+        return ExportOptions(
+            self.precision_combo.currentData(),
+            prefill=FAST_PREFILL if fast else None,
+            kv_cache=FAST_KV_CACHE if fast_kv else None,
+        )
 
     def _repo(self) -> tuple[str, str]:
         return split_repo_text(self.repo_edit.text())
@@ -249,6 +275,7 @@ class ChoosePage(QWizardPage):
         self.target_browse.setEnabled(uses_target)
         self.precision_combo.setEnabled(uses_target)
         self.prefill_check.setEnabled(uses_target and self._prefill_offered)
+        self.kv_check.setEnabled(uses_target and self._kv_offered)
         self._show(assessment)
 
     def _show(self, assessment: Assessment) -> None:
@@ -259,27 +286,55 @@ class ChoosePage(QWizardPage):
         self.check_again_button.setVisible(self.is_download_mode and bool(self._estimate_error))
         self.completeChanged.emit()
 
-    # ---- measuring whether the faster first answer pays here ----------------------------------------
+    # ---- measuring whether the speed options pay here ----------------------------------------------
     def _start_measuring(self) -> None:
-        task = Task(lambda report, cancel: measure_prompt_graph_advice(), self)
-        task.succeeded.connect(self._on_measured)
-        task.failed.connect(self._on_measure_failed)
+        """One measurement at a time: two at once would share the cores and both read slow."""
+        if not self._prefill_blocker:
+            self._to_measure.append((measure_prompt_graph_advice, self._on_measured, self._on_measure_failed))
+        self._to_measure.append((measure_kv_cache_advice, self._on_kv_measured, self._on_kv_measure_failed))
+        self._measure_next()
+
+    def _measure_next(self) -> None:
+        if self._measuring is not None:
+            self._retire(self._measuring)
+            self._measuring = None
+        if not self._to_measure:
+            return
+        measure, succeeded, failed = self._to_measure.pop(0)
+        task = Task(lambda report, cancel: measure(), self)
+        task.succeeded.connect(succeeded)
+        task.failed.connect(failed)
         self._measuring = task
         task.start()
 
     @Slot(object, object)
     def _on_measured(self, task: Task, advice: PromptGraphAdvice) -> None:
-        self._measuring = None
         self._advice = advice
         self.prefill_hint.setText(advice.hint())
         if advice.suggested:
             self.prefill_check.setChecked(True)  # the user can still untick it
+        self._measure_next()
         self._refresh()
 
     @Slot(object, object)
     def _on_measure_failed(self, task: Task, error: BaseException) -> None:
-        self._measuring = None
         self.prefill_hint.setText(f"Not offered: its speed could not be measured on this computer ({error}).")
+        self._measure_next()
+        self._refresh()
+
+    @Slot(object, object)
+    def _on_kv_measured(self, task: Task, advice: KvCacheAdvice) -> None:
+        self._kv_advice = advice
+        self.kv_hint.setText(advice.hint())
+        if advice.suggested:
+            self.kv_check.setChecked(True)  # the user can still untick it
+        self._measure_next()
+        self._refresh()
+
+    @Slot(object, object)
+    def _on_kv_measure_failed(self, task: Task, error: BaseException) -> None:
+        self.kv_hint.setText(f"Not offered: its speed could not be measured on this computer ({error}).")
+        self._measure_next()
         self._refresh()
 
     # ---- asking the Hub -------------------------------------------------------------------------
@@ -330,6 +385,7 @@ class ChoosePage(QWizardPage):
         """Wait for Hub queries still running (they end within the Hub timeout); called on close."""
         self._plan_timer.stop()
         self._recheck_timer.stop()
+        self._to_measure.clear()
         for task in [self._planning, self._measuring, *self._retired]:
             if task is not None:
                 task.wait()

@@ -1,0 +1,215 @@
+"""Does an fp32 KV cache pay on this computer? A second of attention and one matmul decide.
+
+The exporter stores the KV cache in fp16 by default: half the memory. onnxruntime's CPU
+GroupQueryAttention converts an fp16 cache to fp32 once per query head, so on some processors a
+long conversation decodes noticeably faster with an fp32 cache (an AMX Xeon: 3.97 tok/s instead of
+2.88-3.22 at a 4k context, no difference at a short one), at 1.2 GB more memory at the default 8k
+context. Whether that trade pays depends on how fast this CPU converts compared with how fast it
+streams the weights, so the setup wizard offers it from a measurement here, cached like the
+prompt-graph advice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from .cpu import CpuInfo, cpu_info
+from .kernel_probe import INT4_BLOCK, PROBE_K, PROBE_N, probe_session, single_node_session
+from .memory import cache_buffer
+from .probe_cache import measured_per_cpu
+
+# Qwen3-VL-4B's text decoder, the model the wizard converts.
+LAYERS, HEADS, KV_HEADS, HEAD_DIM = 36, 32, 8, 128
+HIDDEN, INTERMEDIATE, VOCAB = 2560, 9728, 151936
+PROBE_CONTEXT = 4096  # a long conversation: where the cache type shows
+DEFAULT_CONTEXT = 8192  # the engine's default cache length (EngineOptions.max_context)
+# Extra memory of an fp32 cache: keys and values of every layer, 2 bytes more per number.
+EXTRA_BYTES_PER_TOKEN = LAYERS * KV_HEADS * HEAD_DIM * 2 * 2
+
+
+def _int4_bytes(weights: int, block: int) -> float:
+    """MatMulNBits storage as the exporter writes it: a nibble per weight, an fp32 scale and a
+    4-bit zero point per block."""
+    return weights * (0.5 + 4.5 / block)
+
+
+# What one decode step reads from memory besides the cache: every layer's int4 weights (q/k/v, o,
+# gate/up, down in blocks of 128) and the tied lm_head (blocks of 32), ~2.2 GB as exported.
+_LAYER_WEIGHTS = HIDDEN * (HEADS + 2 * KV_HEADS) * HEAD_DIM + HEADS * HEAD_DIM * HIDDEN + 3 * HIDDEN * INTERMEDIATE
+DECODE_WEIGHT_BYTES = _int4_bytes(LAYERS * _LAYER_WEIGHTS, INT4_BLOCK) + _int4_bytes(VOCAB * HIDDEN, 32)
+PROBE_WEIGHT_BYTES = _int4_bytes(PROBE_K * PROBE_N, INT4_BLOCK)
+
+OFFER_AT = 1.15  # long conversations decode at least this much faster: offered
+SUGGEST_AT = 1.3  # ... and ticked by default
+_CACHE_VERSION = 1
+ACCURACY_LEVEL = 4  # as exported (exporter/export.py DEFAULT_ACCURACY_LEVEL): int8 activations
+
+
+@dataclass(frozen=True)
+class KvCacheAdvice:
+    cpu_summary: str
+    attention_fp16_ms: float  # one layer's attention for one token after PROBE_CONTEXT cached ones
+    attention_fp32_ms: float
+    weights_ms: float  # the rest of that decode step: streaming the int4 weights once
+
+    @property
+    def decode_speedup(self) -> float:
+        """Predicted decode speed-up at PROBE_CONTEXT tokens with an fp32 cache: only attention changes."""
+        fp16 = self.weights_ms + LAYERS * self.attention_fp16_ms
+        fp32 = self.weights_ms + LAYERS * self.attention_fp32_ms
+        return fp16 / fp32 if fp32 > 0 else 0.0
+
+    @property
+    def offered(self) -> bool:
+        return self.decode_speedup >= OFFER_AT
+
+    @property
+    def suggested(self) -> bool:
+        return self.decode_speedup >= SUGGEST_AT
+
+    def hint(self) -> str:
+        memory = f"{EXTRA_BYTES_PER_TOKEN * DEFAULT_CONTEXT / 1e9:.1f} GB"
+        if self.offered:
+            return (
+                f"Measured on this computer: answers late in a long conversation come about "
+                f"{self.decode_speedup:.1f}x faster; needs up to {memory} more memory while chatting."
+            )
+        return (
+            f"Not offered: measured on this computer ({self.cpu_summary}), answers in long conversations "
+            f"would come only {self.decode_speedup:.2f}x faster, not worth up to {memory} more memory."
+        )
+
+
+def attention_graph(kv_type: int) -> onnx.GraphProto:
+    """One decoder layer's attention as exported: fp32 q/k/v cast to the cache's type when it is
+    fp16, GroupQueryAttention with the decoder's attributes, the output cast back."""
+    from exporter.graph.decoder import gqa_attributes
+
+    fp32, int32 = TensorProto.FLOAT, TensorProto.INT32
+    cast = kv_type != fp32
+    nodes = [helper.make_node("Cast", [x], [f"{x}_c"], to=kv_type) for x in "qkv"] if cast else []
+    qkv = [f"{x}_c" for x in "qkv"] if cast else list("qkv")
+    nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            [*qkv, "past_key", "past_value", "seqlens_k", "total_sequence_length"],
+            ["attn_c" if cast else "attn", "present_key", "present_value"],
+            domain="com.microsoft",
+            **gqa_attributes(HEADS, KV_HEADS, HEAD_DIM),
+        )
+    )
+    if cast:
+        nodes.append(helper.make_node("Cast", ["attn_c"], ["attn"], to=fp32))
+    cache_shape = [1, KV_HEADS, "T", HEAD_DIM]
+    return helper.make_graph(
+        nodes,
+        "attention_probe",
+        [
+            helper.make_tensor_value_info("q", fp32, [1, 1, HEADS * HEAD_DIM]),
+            helper.make_tensor_value_info("k", fp32, [1, 1, KV_HEADS * HEAD_DIM]),
+            helper.make_tensor_value_info("v", fp32, [1, 1, KV_HEADS * HEAD_DIM]),
+            helper.make_tensor_value_info("past_key", kv_type, cache_shape),
+            helper.make_tensor_value_info("past_value", kv_type, cache_shape),
+            helper.make_tensor_value_info("seqlens_k", int32, [1]),
+            helper.make_tensor_value_info("total_sequence_length", int32, []),
+        ],
+        [
+            helper.make_tensor_value_info("attn", fp32, [1, 1, HEADS * HEAD_DIM]),
+            helper.make_tensor_value_info("present_key", kv_type, cache_shape),
+            helper.make_tensor_value_info("present_value", kv_type, cache_shape),
+        ],
+    )
+
+
+def _attention_step(kv_type: int, dtype, rng: np.random.Generator):
+    """A callable running one decode step's attention over PROBE_CONTEXT cached tokens, the cache
+    bound in place (past and present one buffer, preallocated to the default context) as the
+    engine binds it."""
+    session = probe_session(attention_graph(kv_type))
+    shape = (1, KV_HEADS, DEFAULT_CONTEXT, HEAD_DIM)
+    numbers = rng.standard_normal(shape, dtype=np.float32)
+    cache = [cache_buffer(shape, dtype) for _ in ("key", "value")]  # the engine's pages (4 KiB, not huge)
+    for buffer in cache:
+        buffer[...] = numbers
+    values = [ort.OrtValue.ortvalue_from_numpy(c) for c in cache]
+    io = session.io_binding()
+    for name, n in (("q", HEADS), ("k", KV_HEADS), ("v", KV_HEADS)):
+        io.bind_cpu_input(name, rng.standard_normal((1, 1, n * HEAD_DIM)).astype(np.float32))
+    io.bind_cpu_input("seqlens_k", np.array([PROBE_CONTEXT], np.int32))
+    io.bind_cpu_input("total_sequence_length", np.array(PROBE_CONTEXT + 1, np.int32))
+    for kv, value in zip(("key", "value"), values, strict=True):
+        io.bind_ortvalue_input(f"past_{kv}", value)
+        io.bind_ortvalue_output(f"present_{kv}", value)
+    io.bind_output("attn", "cpu")
+
+    def run(_bound=(cache, values)) -> None:  # the bound buffers must live as long as the binding
+        session.run_with_iobinding(io)
+
+    return run
+
+
+def _matmul_step(rng: np.random.Generator):
+    """A callable running one token through the MLP's up projection in int4 (M=1). The kernel's
+    speed does not depend on the weights' values, so random nibbles in the exporter's layout stand
+    in for quantized ones (quantizing 25M weights would take longer than the measurement)."""
+    blocks = PROBE_K // INT4_BLOCK
+    inits = [
+        numpy_helper.from_array(rng.integers(0, 256, (PROBE_N, blocks, INT4_BLOCK // 2), np.uint8), "b"),
+        numpy_helper.from_array(rng.uniform(1e-3, 1e-2, (PROBE_N, blocks)).astype(np.float32), "s"),
+        numpy_helper.from_array(rng.integers(0, 256, (PROBE_N, (blocks + 1) // 2), np.uint8), "z"),
+    ]
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "b", "s", "z"],
+        ["y"],
+        domain="com.microsoft",
+        K=PROBE_K,
+        N=PROBE_N,
+        bits=4,
+        block_size=INT4_BLOCK,
+        accuracy_level=ACCURACY_LEVEL,
+    )
+    session = single_node_session(node, inits, PROBE_K, PROBE_N)
+    x = rng.standard_normal((1, PROBE_K), dtype=np.float32)
+    return lambda: session.run(None, {"x": x})
+
+
+def _best_seconds(steps: list, budget: float) -> list[float]:
+    """Best time of each step, their runs interleaved so a busy moment hits all alike."""
+    for step in steps:
+        step()  # prepacking and first touch
+    best = [float("inf")] * len(steps)
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget or max(best) == float("inf"):
+        for i, step in enumerate(steps):
+            t = time.perf_counter()
+            step()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
+def measure_kv_cache_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> KvCacheAdvice:
+    """Time attention with both cache types and the int4 matmul for about `seconds` in all."""
+    rng = np.random.default_rng(0)
+    steps = [
+        _attention_step(TensorProto.FLOAT16, np.float16, rng),
+        _attention_step(TensorProto.FLOAT, np.float32, rng),
+        _matmul_step(rng),
+    ]
+    fp16, fp32, matmul = _best_seconds(steps, seconds)
+    weights = matmul * DECODE_WEIGHT_BYTES / PROBE_WEIGHT_BYTES
+    return KvCacheAdvice((cpu or cpu_info()).summary(), *(round(t * 1e3, 3) for t in (fp16, fp32, weights)))
+
+
+def kv_cache_advice(cache_file: Path | None = None, seconds: float = 1.0) -> KvCacheAdvice:
+    """The measured advice, from `cache_file` when it was measured on this CPU and onnxruntime."""
+    return measured_per_cpu(
+        cache_file, _CACHE_VERSION, KvCacheAdvice, lambda cpu: measure_kv_cache_kernels(seconds, cpu)
+    )

@@ -1,0 +1,49 @@
+"""Kernel measurements remembered per processor and onnxruntime version.
+
+The setup wizard's advice comes from timing kernels on the user's own CPU. Neither the hardware nor
+the kernels change between runs, so a measurement is kept in a small JSON file and taken again only
+when the processor, its core count or onnxruntime is different (or the file is unreadable).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TypeVar
+
+import onnxruntime as ort
+
+from .cpu import CpuInfo, cpu_info
+
+Advice = TypeVar("Advice")
+
+
+def cache_key(cpu: CpuInfo, version: int) -> str:
+    """What a measurement depends on: the processor, its features and cores, onnxruntime."""
+    return f"{version}|{cpu.model}|{','.join(sorted(cpu.features))}|{cpu.physical_cores}|{ort.__version__}"
+
+
+def measured_per_cpu(
+    cache_file: Path | None, version: int, kind: type[Advice], measure: Callable[[CpuInfo], Advice]
+) -> Advice:
+    """`kind` (a dataclass) from `cache_file` when measured on this CPU and onnxruntime, else `measure`d
+    now and stored there. `version` belongs to the measurement: raise it when its method changes."""
+    cpu = cpu_info()
+    key = cache_key(cpu, version)
+    if cache_file is not None:
+        try:
+            cached = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                return kind(**cached["advice"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass  # missing or stale: measure again
+    advice = measure(cpu)
+    if cache_file is not None:
+        try:
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(cache_file).write_text(json.dumps({"key": key, "advice": asdict(advice)}), encoding="utf-8")
+        except OSError:
+            pass  # a read-only data folder only costs a second next time
+    return advice

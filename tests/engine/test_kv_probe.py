@@ -1,0 +1,81 @@
+"""The measurement that decides whether an fp32 KV cache is offered: real kernels, cached per CPU."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto
+
+from engine import kv_probe
+from engine.kv_probe import KvCacheAdvice, kv_cache_advice, measure_kv_cache_kernels
+
+
+def test_attention_and_weights_are_timed_on_this_cpu():
+    advice = measure_kv_cache_kernels(seconds=0.3)
+    assert 0 < advice.attention_fp32_ms < 1000 and 0 < advice.attention_fp16_ms < 1000
+    # One layer's attention over 4k tokens reads 8-16 MB of cache; a step's weights are 2.2 GB.
+    assert advice.weights_ms > advice.attention_fp32_ms
+    assert advice.cpu_summary == kv_probe.cpu_info().summary()
+    assert advice.decode_speedup > 0
+    predicted = f"{advice.decode_speedup:.1f}x faster" if advice.offered else f"{advice.decode_speedup:.2f}x faster"
+    assert predicted in advice.hint()
+
+
+def test_the_predicted_gain_counts_attention_in_every_layer_against_the_weights():
+    # The AMX Xeon's kernels: decode at 4k measured 3.97 tok/s with fp32, 2.88-3.22 with fp16.
+    amx = KvCacheAdvice("cpu", attention_fp16_ms=5.5, attention_fp32_ms=3.3, weights_ms=110.0)
+    assert amx.decode_speedup == pytest.approx((110 + 36 * 5.5) / (110 + 36 * 3.3))
+    assert 1.3 < amx.decode_speedup < 1.4 and amx.offered and amx.suggested
+    assert "about 1.3x faster" in amx.hint() and "1.2 GB more memory" in amx.hint()
+
+    some = KvCacheAdvice("cpu", attention_fp16_ms=4.0, attention_fp32_ms=2.5, weights_ms=200.0)
+    assert 1.15 < some.decode_speedup < 1.3 and some.offered and not some.suggested
+
+    same = KvCacheAdvice("a slow CPU", attention_fp16_ms=3.0, attention_fp32_ms=3.0, weights_ms=200.0)
+    assert same.decode_speedup == pytest.approx(1.0) and not same.offered and not same.suggested
+    assert same.hint().startswith("Not offered: measured on this computer (a slow CPU)")
+    assert "only 1.00x faster" in same.hint()
+    slower = KvCacheAdvice("cpu", attention_fp16_ms=3.0, attention_fp32_ms=4.0, weights_ms=200.0)
+    assert slower.decode_speedup < 1 and not slower.offered
+
+
+def test_the_probed_attention_is_the_exported_decoders(tiny_int4):
+    """Same operator, inputs and attributes (bar the head counts), same casts around an fp16 cache."""
+    exported = onnx.load(tiny_int4 / "decoder.onnx", load_external_data=False).graph
+    gqa = next(n for n in exported.node if n.op_type == "GroupQueryAttention")
+    producers = {out: n for n in exported.node for out in n.output}
+    casts = [producers[name] for name in gqa.input[:3]]
+    assert all(c.op_type == "Cast" and c.attribute[0].i == TensorProto.FLOAT16 for c in casts)
+    probe_graph = kv_probe.attention_graph(TensorProto.FLOAT16)
+    probe_gqa = next(n for n in probe_graph.node if n.op_type == "GroupQueryAttention")
+    assert probe_gqa.domain == gqa.domain and len(probe_gqa.input) == len(gqa.input)
+    assert sorted(a.name for a in probe_gqa.attribute) == sorted(a.name for a in gqa.attribute)
+    assert [n.op_type for n in probe_graph.node] == ["Cast"] * 3 + ["GroupQueryAttention", "Cast"]
+
+
+def test_the_measurement_is_cached_per_processor_and_onnxruntime(tmp_path, monkeypatch):
+    cache = tmp_path / "kv-advice.json"
+    calls = []
+
+    def fake_measure(seconds, cpu):
+        calls.append(seconds)
+        return KvCacheAdvice(cpu.summary(), 5.0, 3.0, 100.0)
+
+    monkeypatch.setattr(kv_probe, "measure_kv_cache_kernels", fake_measure)
+    first = kv_cache_advice(cache)
+    assert kv_cache_advice(cache) == first and len(calls) == 1
+    stored = json.loads(cache.read_text())
+    stored["key"] = stored["key"].replace(kv_probe.cpu_info().model, "another CPU")
+    cache.write_text(json.dumps(stored))
+    kv_cache_advice(cache)
+    assert len(calls) == 2
+    stored = json.loads(cache.read_text())
+    stored["key"] = stored["key"].replace(kv_probe.ort.__version__, "0.0.0")  # another onnxruntime
+    cache.write_text(json.dumps(stored))
+    kv_cache_advice(cache)
+    assert len(calls) == 3
+    cache.write_text('{"key": "x", "advice": []}')
+    kv_cache_advice(cache)
+    assert len(calls) == 4
