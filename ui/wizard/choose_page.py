@@ -141,8 +141,11 @@ class ChoosePage(QWizardPage):
         options = QFormLayout()
         options.addRow("Save the model in:", target_row)
         options.addRow("Weights:", self.precision_combo)
-        options.addRow("Speed:", self._check_box(self.prefill_check, self.prefill_hint))
-        options.addRow("", self._check_box(self.kv_check, self.kv_hint))
+        speed = QVBoxLayout()  # one row: a form row per box spaced the second one unevenly
+        speed.setSpacing(8)
+        speed.addLayout(self._check_box(self.prefill_check, self.prefill_hint))
+        speed.addLayout(self._check_box(self.kv_check, self.kv_hint))
+        options.addRow("Speed:", speed)
         problem_row = QHBoxLayout()
         problem_row.addWidget(self.problem_label, 1)
         problem_row.addWidget(self.check_again_button, 0, Qt.AlignTop)
