@@ -116,7 +116,8 @@ class ImageCanvas(QWidget):
 class ImagePane(QWidget):
     imagesChanged = Signal()  # the user changed the images: added, removed, cleared, costed anew
     errorOccurred = Signal(str)
-    openingFinished = Signal()  # no file is being opened any more
+    openingFinished = Signal()  # no file for the next question is being opened any more
+    pendingRefused = Signal()  # a file added for the next question was refused (after errorOccurred)
 
     def __init__(self, attachments_dir: Callable[[], Path], parent: QWidget | None = None):
         super().__init__(parent)
@@ -171,9 +172,10 @@ class ImagePane(QWidget):
         """The accepted images, in order (files still being opened are not among them)."""
         return [row for row in self._rows if isinstance(row, AttachedImage)]
 
-    def opening(self) -> list[Path]:
-        """Files added but not yet accepted or refused."""
-        return [row.path for row in self._rows if isinstance(row, OpeningImage)]
+    def opening(self, include_sent: bool = False) -> list[Path]:
+        """Files added for the next question and not yet accepted or refused (a question sent
+        meanwhile waits for them); with include_sent, also a reopened chat's images still opening."""
+        return [row.path for row in self._rows if isinstance(row, OpeningImage) and (include_sent or not row.sent)]
 
     def pending(self) -> list[Path]:
         return [image.path for image in self._pending_images()]
@@ -307,7 +309,7 @@ class ImagePane(QWidget):
         self._refresh()
         self.imagesChanged.emit()
         if isinstance(row, OpeningImage):
-            self._batch_done(row.batch)
+            self._row_done(row)
 
     # -- drag and drop ----------------------------------------------------------------------
 
@@ -356,18 +358,21 @@ class ImagePane(QWidget):
             self.thumbnails.setCurrentRow(index)
             if not image.sent:  # an image of a reopened chat, shown late, changes nothing the user did
                 self.imagesChanged.emit()
-        self._batch_done(row.batch)
+        self._row_done(row)
 
-    def _batch_done(self, batch: int) -> None:
-        """Tell the refusals of `batch` once none of its files is still being opened."""
-        if batch not in self._refusals or any(
+    def _row_done(self, done: OpeningImage) -> None:
+        """A file is no longer being opened: tell its batch's refusals once none of the batch's
+        files is left, and say when nothing the next question waits for is left."""
+        batch = done.batch
+        if batch in self._refusals and not any(
             isinstance(row, OpeningImage) and row.batch == batch for row in self._rows
         ):
-            return
-        refusals = self._refusals.pop(batch)
-        if refusals:
-            self.errorOccurred.emit("\n".join(refusals))
-        if not self.opening():
+            refusals = self._refusals.pop(batch)
+            if refusals:
+                self.errorOccurred.emit("\n".join(refusals))
+                if not done.sent:  # a batch is all for the next question or all a reopened chat's
+                    self.pendingRefused.emit()
+        if not done.sent and not self.opening():
             self.openingFinished.emit()
 
     def _pending_images(self) -> list[AttachedImage]:

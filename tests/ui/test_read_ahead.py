@@ -346,3 +346,44 @@ def test_a_question_sent_with_a_file_that_is_refused_comes_back_to_the_box(qtbot
     assert window.composer.text() == "What is it?" and window.composer.button.text() == "Send"
     assert window.banner.isVisible() and "notes.txt" in window.banner.text()
     assert "ask" not in script.kinds() and window.status_line.label.text() == "Ready"
+
+
+def _saved_chat_with_an_image(window, image) -> str:
+    """A saved chat whose one question had `image`; returns its id."""
+    store = window.session.store
+    record = store.new_record()
+    record.turns.append(TurnRecord("Earlier question", [store.add_image(record, image)], "Earlier answer"))
+    store.save(record)
+    return record.id
+
+
+def test_a_question_in_a_reopened_chat_does_not_wait_for_the_chats_images(qtbot, scripted, make_image, held_loader):
+    window, script = scripted(Script(open_gate=True))
+    window.session.open_saved_chat(_saved_chat_with_an_image(window, make_image("old.png")))
+    assert window.image_pane.opening(include_sent=True)  # the saved image is still being opened
+    with qtbot.waitSignal(window.answerFinished, timeout=3_000):  # well before the loader lets go
+        ask(qtbot, window, "And now?")
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert asked[1:] == ("And now?", [])
+    held_loader.release.set()
+
+
+def test_a_saved_image_refused_on_reopening_does_not_take_back_the_question(
+    qtbot, scripted, make_image, tmp_path, held_loader
+):
+    window, script = scripted(Script(open_gate=True))
+    record_id = _saved_chat_with_an_image(window, make_image("old.png"))
+    (saved,) = (tmp_path / "history" / record_id / "images").iterdir()
+    saved.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # the saved copy is damaged since
+    told = []
+    window.image_pane.errorOccurred.connect(told.append)
+    window.session.open_saved_chat(record_id)
+    window.image_pane.add_files([make_image("new.png")])
+    ask(qtbot, window, "And this one?")  # waits for new.png, not for the saved image
+    assert window.session.holding and window.composer.text() == ""
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        held_loader.release.set()
+    assert len(told) == 1 and saved.name in told[0]  # the refusal is told
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert asked[1:] == ("And this one?", [asked[2][0]]) and len(asked[2]) == 1  # with its own image
+    assert window.composer.text() == ""
