@@ -6,7 +6,7 @@ Checking a file with the engine's loader and decoding it for display takes about
 window. A one-thread pool opens the files one at a time, in the order asked, and sends back a
 QImage (thread-safe, unlike QPixmap, which the GUI thread makes from it) or the message to show.
 Closing drops the files not started yet and waits for the one being opened, so no thread
-outlives the pane.
+outlives the pane and no result arrives after it.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class ImageOpener(QObject):
     decoding); `opened` brings each result back to the GUI thread."""
 
     opened = Signal(int, object)  # ticket, what open_file returned or the refusal message (str)
+    _finished = Signal(int, object)  # from the pool thread; re-checked on the GUI thread before `opened`
 
     def __init__(self, parent: QObject | None = None, open_file: Callable[[Path], object] = open_image):
         super().__init__(parent)
@@ -97,6 +98,8 @@ class ImageOpener(QObject):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # in order, and one big decode at a time on a shared CPU
         self._closed = threading.Event()
+        # Queued: a result emitted just before close() is still checked, on this thread, after it.
+        self._finished.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
 
     def open(self, ticket: int, path: Path) -> None:
         """Start opening `path`; its result comes as opened(ticket, ...)."""
@@ -116,5 +119,8 @@ class ImageOpener(QObject):
             result = self._open_file(path)
         except Exception as error:  # noqa: BLE001 - any failure is a refused file, never a dead thread
             result = refusal(path, error)
+        self._finished.emit(ticket, result)
+
+    def _deliver(self, ticket: int, result: object) -> None:
         if not self._closed.is_set():
             self.opened.emit(ticket, result)

@@ -334,7 +334,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         """Cancel, quit, wait (a load in progress cannot be interrupted, so hide first), then keep
-        whatever part of the answer had arrived."""
+        whatever part of the answer had arrived. A question still waiting for its images is not
+        sent: it goes back to the box, like any text not sent yet."""
+        self.session.give_back_held_question()
         self._set_status("Closing", busy=True)
         self.hide()
         self.image_pane.shutdown()

@@ -174,7 +174,8 @@ class ChatSession(QObject):
             self.send(self._drop_held_question())
 
     def give_back_held_question(self) -> None:
-        """A question waiting for its images goes back to the box, unsent (one of its files was refused)."""
+        """A question waiting for its images goes back to the box, unsent: one of its files was
+        refused, or the window is closing (the box is where unsent text stays)."""
         if self._held_question is not None:
             self.composer.restore_question(self._drop_held_question())
 

@@ -143,3 +143,18 @@ def test_a_questions_thumbnails_in_the_conversation_are_made_off_the_gui_thread(
     assert threads and threading.get_ident() not in threads
     qtbot.wait(100)  # the removed message's thumbnail arrives, and is dropped
     assert chat.messages() == [message] and gone not in chat.messages()
+
+
+def test_a_result_sent_just_before_close_is_not_delivered_after_it(qtbot, make_image):
+    from ui.image_opener import ImageOpener
+
+    returned = threading.Event()
+    opener = ImageOpener(open_file=lambda path: returned.set() or "done")
+    delivered = []
+    opener.opened.connect(lambda ticket, result: delivered.append(ticket))
+    opener.open(1, make_image("a.png"))
+    assert returned.wait(5)
+    opener._pool.waitForDone(5_000)  # the result is on its way to this thread, not handled yet
+    opener.close()
+    qtbot.wait(100)
+    assert delivered == []

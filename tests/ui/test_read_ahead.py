@@ -387,3 +387,18 @@ def test_a_saved_image_refused_on_reopening_does_not_take_back_the_question(
     (asked,) = [call for call in script.calls if call[0] == "ask"]
     assert asked[1:] == ("And this one?", [asked[2][0]]) and len(asked[2]) == 1  # with its own image
     assert window.composer.text() == ""
+
+
+def test_a_question_held_at_close_goes_back_to_the_box_and_is_never_sent(qtbot, scripted, make_image, held_loader):
+    import time
+
+    window, script = scripted(Script(open_gate=True))
+    window.image_pane.add_files([make_image("photo.png")])
+    ask(qtbot, window, "What is it?")
+    held_loader.release.set()
+    assert held_loader.returned.wait(5)
+    time.sleep(0.3)  # the opened image is on its way to the GUI thread, which has not handled it
+    window.close()
+    qtbot.wait(200)
+    assert window.composer.text() == "What is it?" and window.chat.messages() == []
+    assert "ask" not in script.kinds()
