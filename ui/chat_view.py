@@ -7,7 +7,6 @@ cost quadratic time on long answers.
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 
@@ -213,9 +212,8 @@ class ChatView(QScrollArea):
         self._messages: list[MessageWidget] = []
         self._follow = True
         # A question's thumbnails are made on a thread of their own: a big photo would freeze the window.
-        self._opener = ImageOpener(self, thumbnail_image)
+        self._opener = ImageOpener(self)
         self._opener.opened.connect(self._show_thumbnail)
-        self._tickets = itertools.count(1)
         self._awaited: dict[int, tuple[MessageWidget, int]] = {}  # ticket -> (message, image index)
         self.verticalScrollBar().rangeChanged.connect(self._keep_following)
         self.verticalScrollBar().valueChanged.connect(self._track_follow)
@@ -240,9 +238,7 @@ class ChatView(QScrollArea):
         message = self._add(MessageWidget("user"))
         message.set_images(images)
         for index, path in enumerate(images):
-            ticket = next(self._tickets)
-            self._awaited[ticket] = (message, index)
-            self._opener.open(ticket, Path(path))
+            self._awaited[self._opener.open(Path(path), thumbnail_image)] = (message, index)
         message.set_plain(text)
         return message
 
@@ -263,13 +259,17 @@ class ChatView(QScrollArea):
             message = self._messages.pop()
             self._layout.removeWidget(message)
             message.deleteLater()
-            self._awaited = {ticket: aim for ticket, aim in self._awaited.items() if aim[0] is not message}
+            dropped = [ticket for ticket, aim in self._awaited.items() if aim[0] is message]
+            self._opener.drop(dropped)  # not decoded, if not started yet
+            for ticket in dropped:
+                del self._awaited[ticket]
 
     def clear(self) -> None:
         for message in self._messages:
             self._layout.removeWidget(message)
             message.deleteLater()
         self._messages.clear()
+        self._opener.drop(self._awaited)
         self._awaited.clear()
         self.placeholder.setVisible(True)
         self._follow = True

@@ -124,7 +124,7 @@ class ImagePane(QWidget):
         self._attachments_dir = attachments_dir
         self._rows: list[AttachedImage | OpeningImage] = []  # as listed: in the order added
         self._refusals: dict[int, list[str]] = {}  # batch -> messages, until its last file is done
-        self._tickets = itertools.count(1)
+        self._batches = itertools.count(1)
         self._cost: Callable | None = None
         self._opener = ImageOpener(self)
         self._opener.opened.connect(self._on_opened)
@@ -203,6 +203,7 @@ class ImagePane(QWidget):
     def clear(self) -> None:
         """A new chat: no images, and the files still being opened for the old one are dropped."""
         was_opening = bool(self.opening())
+        self._opener.drop(row.ticket for row in self._rows if isinstance(row, OpeningImage))
         self._rows.clear()
         self._refusals.clear()
         self._refresh()
@@ -246,14 +247,12 @@ class ImagePane(QWidget):
         """List the files at once and open them on the opener's thread; each readable one is
         accepted in its place (imagesChanged), the others are dropped and their messages told
         together (errorOccurred) once the last file of this call is done."""
-        batch = next(self._tickets)
+        batch = next(self._batches)
         added = False
         for path in map(Path, paths):
             if any(row.path == path and row.sent == sent for row in self._rows):
                 continue
-            row = OpeningImage(path, sent, next(self._tickets), batch)
-            self._rows.append(row)
-            self._opener.open(row.ticket, path)
+            self._rows.append(OpeningImage(path, sent, self._opener.open(path), batch))
             added = True
         if added:
             self._refusals[batch] = []
@@ -309,6 +308,7 @@ class ImagePane(QWidget):
         self._refresh()
         self.imagesChanged.emit()
         if isinstance(row, OpeningImage):
+            self._opener.drop([row.ticket])
             self._row_done(row)
 
     # -- drag and drop ----------------------------------------------------------------------

@@ -80,7 +80,9 @@ def test_removing_a_file_while_it_opens_leaves_no_thumbnail_behind(qtbot, pane, 
     add_images(qtbot, pane, [kept])  # accepted; the next file is held
     loader.release.clear()
     loader.returned.clear()
+    loader.started.clear()
     pane.add_files([dropped])
+    assert loader.started.wait(5)  # being opened, not only asked for
     pane.thumbnails.setCurrentRow(1)
     assert pane.remove_button.isEnabled()  # a file being opened can be removed like a pending image
     with qtbot.waitSignal(pane.imagesChanged):
@@ -96,6 +98,7 @@ def test_removing_a_file_while_it_opens_leaves_no_thumbnail_behind(qtbot, pane, 
 def test_a_new_chat_drops_the_files_still_being_opened(qtbot, pane, make_image, held_loader):
     loader = held_loader
     pane.add_files([make_image("old.png")])
+    assert loader.started.wait(5)
     pane.clear()
     assert pane.thumbnails.count() == 0 and pane.opening() == []
     with qtbot.assertNotEmitted(pane.imagesChanged):
@@ -148,13 +151,27 @@ def test_a_questions_thumbnails_in_the_conversation_are_made_off_the_gui_thread(
 def test_a_result_sent_just_before_close_is_not_delivered_after_it(qtbot, make_image):
     from ui.image_opener import ImageOpener
 
-    returned = threading.Event()
-    opener = ImageOpener(open_file=lambda path: returned.set() or "done")
+    opener = ImageOpener()
     delivered = []
     opener.opened.connect(lambda ticket, result: delivered.append(ticket))
-    opener.open(1, make_image("a.png"))
+    returned = threading.Event()
+    opener.open(make_image("a.png"), lambda path: returned.set() or "done")
     assert returned.wait(5)
     opener._pool.waitForDone(5_000)  # the result is on its way to this thread, not handled yet
     opener.close()
     qtbot.wait(100)
     assert delivered == []
+
+
+def test_files_of_a_chat_left_or_removed_are_not_opened(qtbot, pane, make_image, held_loader):
+    loader = held_loader
+    pane.add_files([make_image("old.png"), make_image("old-too.png")])
+    assert loader.started.wait(5)
+    pane.clear()  # a new chat while old.png is being opened
+    pane.add_files([make_image("a.png"), make_image("removed.png"), make_image("b.png")])
+    pane.thumbnails.setCurrentRow(1)
+    pane.remove_current()
+    with qtbot.waitSignal(pane.openingFinished, timeout=WAIT):
+        loader.release.set()
+    assert loader.names == ["old.png", "a.png", "b.png"]  # the new chat's files did not wait behind old ones
+    assert [image.path.name for image in pane.images()] == ["a.png", "b.png"]
