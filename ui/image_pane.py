@@ -257,6 +257,8 @@ class ImagePane(QWidget):
         if added:
             self._refusals[batch] = []
             self._refresh()
+            if not sent:  # the user's newest file is shown (a reopened chat's never take the selection)
+                self.thumbnails.setCurrentRow(len(self._rows) - 1)
 
     def add_qimage(self, image: QImage) -> None:
         """Save a pasted/dropped bitmap into the data folder so it is a file like any other."""
@@ -342,7 +344,8 @@ class ImagePane(QWidget):
         if isinstance(result, str):
             del self._rows[index]
             self._refusals[row.batch].append(result)
-            self._refresh()
+            self.thumbnails.takeItem(index)  # the other items stay, and so does the selection
+            self._show_row(self.thumbnails.currentRow())
         else:
             image = AttachedImage(
                 row.path,
@@ -354,8 +357,9 @@ class ImagePane(QWidget):
             )
             self._rows[index] = image
             self._estimate(image)
-            self._refresh()
-            self.thumbnails.setCurrentRow(index)
+            _fill_item(self.thumbnails.item(index), image)  # in place: no rebuild, the selection stays
+            if index == self.thumbnails.currentRow():
+                self._show_row(index)
             if not image.sent:  # an image of a reopened chat, shown late, changes nothing the user did
                 self.imagesChanged.emit()
         self._row_done(row)
@@ -412,7 +416,9 @@ class ImagePane(QWidget):
         self.thumbnails.blockSignals(True)
         self.thumbnails.clear()
         for image in self._rows:
-            self.thumbnails.addItem(_list_item(image))
+            item = QListWidgetItem()
+            _fill_item(item, image)
+            self.thumbnails.addItem(item)
         self.thumbnails.blockSignals(False)
         if self._rows:
             self.thumbnails.setCurrentRow(min(max(row, 0), len(self._rows) - 1))
@@ -433,21 +439,23 @@ class ImagePane(QWidget):
         )
 
 
-def _list_item(row: AttachedImage | OpeningImage) -> QListWidgetItem:
+def _fill_item(item: QListWidgetItem, row: AttachedImage | OpeningImage) -> None:
+    """Make `item` show `row`: its thumbnail, its cost under it, the details as a tooltip."""
     if isinstance(row, OpeningImage):
         blank = QPixmap(THUMB, THUMB)
         blank.fill(Qt.GlobalColor.transparent)
-        item = QListWidgetItem(QIcon(blank), "opening…")
+        item.setIcon(QIcon(blank))
+        item.setText("opening…")
         item.setToolTip(f"{row.path.name}\nBeing opened")
-        return item
-    item = QListWidgetItem(QIcon(row.thumbnail), thumbnail_text(row))
+        return
+    item.setIcon(QIcon(row.thumbnail))
+    item.setText(thumbnail_text(row))
     item.setToolTip(
         f"{row.path.name}\n{row.width}×{row.height} pixels\n"
         + (f"{row.tokens} image tokens" if row.tokens is not None else "cost: load a model")
         + (f", {about(row.seconds)} to read on this computer" if row.seconds is not None and not row.sent else "")
         + ("\nAlready in the conversation" if row.sent else "\nSent with your next question")
     )
-    return item
 
 
 def _describe(row: AttachedImage | OpeningImage | None) -> str:

@@ -175,3 +175,31 @@ def test_files_of_a_chat_left_or_removed_are_not_opened(qtbot, pane, make_image,
         loader.release.set()
     assert loader.names == ["old.png", "a.png", "b.png"]  # the new chat's files did not wait behind old ones
     assert [image.path.name for image in pane.images()] == ["a.png", "b.png"]
+
+
+def test_opening_files_keeps_the_list_and_the_users_selection(qtbot, pane, make_image, held_loader):
+    loader = held_loader
+    pane.add_files([make_image("a.png"), make_image("b.png"), make_image("c.png")])
+    assert pane.thumbnails.currentRow() == 2  # the newest file the user added is selected at once
+    pane.thumbnails.setCurrentRow(0)  # the user looks at another one meanwhile
+    pane.add_files([make_image("old.png"), make_image("old-too.png")], sent=True)  # as a reopened chat adds
+    assert pane.thumbnails.currentRow() == 0
+    first = pane.thumbnails.item(0)
+    loader.release.set()
+    qtbot.waitUntil(lambda: not pane.opening(include_sent=True), timeout=WAIT)
+    assert pane.thumbnails.currentRow() == 0 and pane.canvas.image.path.name == "a.png"
+    assert pane.thumbnails.item(0) is first and first.text() == "new · …"  # updated in place, not rebuilt
+
+
+def test_a_file_refused_before_the_selected_one_leaves_the_selection_on_it(
+    qtbot, pane, make_image, tmp_path, held_loader
+):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    pane.add_files([broken, make_image("old.png")], sent=True)  # a reopened chat whose first image is damaged
+    pane.add_files([make_image("a.png"), make_image("b.png")])
+    pane.thumbnails.setCurrentRow(2)  # a.png
+    with qtbot.waitSignal(pane.openingFinished, timeout=WAIT):
+        held_loader.release.set()
+    assert [image.path.name for image in pane.images()] == ["old.png", "a.png", "b.png"]
+    assert pane.current().path.name == "a.png" and pane.canvas.image.path.name == "a.png"
