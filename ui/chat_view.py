@@ -191,7 +191,7 @@ class ChatView(QScrollArea):
 
     regenerateRequested = Signal()
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, opener: ImageOpener | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -211,8 +211,9 @@ class ChatView(QScrollArea):
         self.setWidget(self._column)
         self._messages: list[MessageWidget] = []
         self._follow = True
-        # A question's thumbnails are made on a thread of their own: a big photo would freeze the window.
-        self._opener = ImageOpener(self)
+        # A question's thumbnails are made on the opener's thread (the window's, shared with the
+        # image pane): a big photo would freeze the window.
+        self._opener = opener or ImageOpener(self)
         self._opener.opened.connect(self._show_thumbnail)
         self._awaited: dict[int, tuple[MessageWidget, int]] = {}  # ticket -> (message, image index)
         self.verticalScrollBar().rangeChanged.connect(self._keep_following)
@@ -273,10 +274,6 @@ class ChatView(QScrollArea):
         self._awaited.clear()
         self.placeholder.setVisible(True)
         self._follow = True
-
-    def shutdown(self) -> None:
-        """Stop making thumbnails (the window is closing); wait for the one being made."""
-        self._opener.close()
 
     def _show_thumbnail(self, ticket: int, result) -> None:
         """A thumbnail was made (a QImage), or the file could not be read (a message): then the

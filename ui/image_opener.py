@@ -5,8 +5,8 @@ Checking a file with the engine's loader and decoding it for display takes about
 12-megapixel photo, longer for a batch, so the GUI thread must not do it: it would freeze the
 window. A one-thread pool opens the files one at a time, in the order asked, and sends back a
 QImage (thread-safe, unlike QPixmap, which the GUI thread makes from it) or the message to show.
-Closing drops the files not started yet and waits for the one being opened, so no thread
-outlives the pane and no result arrives after it. A file nobody waits for any more is skipped.
+A file nobody waits for any more is skipped; closing drops the files not started yet and waits
+for the one being opened, so no thread outlives the window and no result arrives after it.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def refusal(path: Path, error: Exception) -> str:
 class ImageOpener(QObject):
     """Opens files on one pool thread, each with the function asked for (open_image: the pane's
     check and decoding; thumbnail_image: a conversation thumbnail); `opened` brings each result
-    back to the GUI thread."""
+    back to the GUI thread. One opener serves the whole window, so that one decode runs at a time."""
 
     opened = Signal(int, object)  # ticket, what the open function returned or the refusal message (str)
     _finished = Signal(int, object)  # from the pool thread; re-checked on the GUI thread before `opened`

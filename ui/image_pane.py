@@ -119,14 +119,16 @@ class ImagePane(QWidget):
     openingFinished = Signal()  # no file for the next question is being opened any more
     pendingRefused = Signal()  # a file added for the next question was refused (after errorOccurred)
 
-    def __init__(self, attachments_dir: Callable[[], Path], parent: QWidget | None = None):
+    def __init__(
+        self, attachments_dir: Callable[[], Path], opener: ImageOpener | None = None, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self._attachments_dir = attachments_dir
         self._rows: list[AttachedImage | OpeningImage] = []  # as listed: in the order added
         self._refusals: dict[int, list[str]] = {}  # batch -> messages, until its last file is done
         self._batches = itertools.count(1)
         self._cost: Callable | None = None
-        self._opener = ImageOpener(self)
+        self._opener = opener or ImageOpener(self)  # the window's, shared with the conversation
         self._opener.opened.connect(self._on_opened)
         self.setAcceptDrops(True)
 
@@ -237,10 +239,6 @@ class ImagePane(QWidget):
                 self.thumbnails.setCurrentRow(row)
         self.canvas.update()
 
-    def shutdown(self) -> None:
-        """Stop opening files (the window is closing); wait for the one being opened."""
-        self._opener.close()
-
     # -- adding images ----------------------------------------------------------------------
 
     def add_files(self, paths: list[Path], sent: bool = False) -> None:
@@ -327,10 +325,6 @@ class ImagePane(QWidget):
     def dropEvent(self, event) -> None:
         self.add_mime(event.mimeData())
         event.acceptProposedAction()
-
-    def closeEvent(self, event) -> None:
-        self.shutdown()
-        super().closeEvent(event)
 
     # -- internals --------------------------------------------------------------------------
 

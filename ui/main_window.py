@@ -20,6 +20,7 @@ from ui.chat_view import ChatView
 from ui.chats_panel import ChatsPanel
 from ui.composer import Composer
 from ui.controller import EngineController
+from ui.image_opener import ImageOpener
 from ui.image_pane import ImagePane
 from ui.session import STAGE_TEXT, ChatSession
 from ui.settings_dialog import SettingsDialog
@@ -67,8 +68,11 @@ class MainWindow(QMainWindow):
         self.speed_file = speed_file  # None: the data folder's
         self.info: EngineInfo | None = None
 
-        self.image_pane = ImagePane(attachments_dir)
-        self.chat = ChatView()
+        # One thread opens every image (the pane's files, the conversation's thumbnails): one big
+        # decode at a time on a shared CPU, and one thing to stop at close.
+        self.image_opener = ImageOpener(self)
+        self.image_pane = ImagePane(attachments_dir, self.image_opener)
+        self.chat = ChatView(self.image_opener)
         self.composer = Composer()
         self.chats = ChatsPanel()
         self.banner = QLabel()
@@ -339,8 +343,7 @@ class MainWindow(QMainWindow):
         self.session.give_back_held_question()
         self._set_status("Closing", busy=True)
         self.hide()
-        self.image_pane.shutdown()
-        self.chat.shutdown()
+        self.image_opener.close()  # no image arrives after this
         self.controller.shutdown()
         self.session.save_partial()
         event.accept()

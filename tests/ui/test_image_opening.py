@@ -109,14 +109,18 @@ def test_a_new_chat_drops_the_files_still_being_opened(qtbot, pane, make_image, 
 
 
 def test_closing_while_files_are_opened_waits_for_the_one_running_and_drops_the_rest(
-    qtbot, pane, make_image, held_loader
+    qtbot, tmp_path, make_image, held_loader
 ):
-    loader = held_loader
+    from ui.image_opener import ImageOpener
+
+    loader, opener = held_loader, ImageOpener()  # as the window's, which it closes
+    pane = ImagePane(lambda: tmp_path, opener)
+    qtbot.addWidget(pane)
     pane.add_files([make_image("a.png"), make_image("b.png")])
     assert loader.started.wait(5)
     threading.Timer(0.2, loader.release.set).start()  # the GUI thread is inside close() meanwhile
     with qtbot.assertNotEmitted(pane.imagesChanged):
-        pane.close()  # returns once the running open is over
+        opener.close()  # returns once the running open is over
         assert loader.returned.is_set()
         qtbot.wait(100)
     assert loader.names == ["a.png"]  # b.png was never started
