@@ -198,8 +198,9 @@ class ImagePane(QWidget):
     def mark_read(self, count: int) -> None:
         """The first `count` pending images are read ahead (the engine reads them in order); the
         others are not (yet)."""
-        for index, image in enumerate(image for image in self.images() if not image.sent):
-            image.read = index < count
+        read = {id(image) for image in self._pending_images()[:count]}
+        for image in self.images():
+            image.read = id(image) in read
         self._refresh()
 
     def clear(self) -> None:

@@ -289,7 +289,7 @@ class MainWindow(QMainWindow):
     def _read_ahead_ended(self, result) -> None:
         self._refresh_image_costs()
         self.image_pane.mark_read(result.images if result is not None else 0)
-        if not self.session.busy and self.info is not None:  # else the question's own status follows
+        if not (self.session.busy or self.session.holding) and self.info is not None:  # else the question's status
             self._set_status(read_ahead_status(result), busy=False)
 
     def _read_ahead_failed(self, message: str) -> None:

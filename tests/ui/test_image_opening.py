@@ -207,3 +207,37 @@ def test_a_file_refused_before_the_selected_one_leaves_the_selection_on_it(
         held_loader.release.set()
     assert [image.path.name for image in pane.images()] == ["old.png", "a.png", "b.png"]
     assert pane.current().path.name == "a.png" and pane.canvas.image.path.name == "a.png"
+
+
+def test_read_ahead_marks_only_the_pending_images_read(qtbot, tmp_path, make_image):
+    """mark_read counts over the images the next question takes, as pending() lists them."""
+    from PySide6.QtCore import QObject, Signal
+
+    from ui.image_opener import open_image
+
+    class ManualOpener(QObject):  # delivers results when the test says, in any order
+        opened = Signal(int, object)
+
+        def __init__(self):
+            super().__init__()
+            self.paths = []
+
+        def open(self, path, open_file=open_image):
+            self.paths.append(path)
+            return len(self.paths)
+
+        def drop(self, tickets):
+            pass
+
+        def finish(self, ticket):
+            self.opened.emit(ticket, open_image(self.paths[ticket - 1]))
+
+    opener = ManualOpener()
+    pane = ImagePane(lambda: tmp_path, opener)
+    qtbot.addWidget(pane)
+    pane.add_files([make_image("a.png"), make_image("b.png"), make_image("c.png")])
+    opener.finish(1)
+    opener.finish(3)  # c is in before b: the next question still takes only a
+    assert pane.pending() == [make_image("a.png")]
+    pane.mark_read(2)
+    assert [(image.path.name, image.read) for image in pane.images()] == [("a.png", True), ("c.png", False)]

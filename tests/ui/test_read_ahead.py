@@ -402,3 +402,22 @@ def test_a_question_held_at_close_goes_back_to_the_box_and_is_never_sent(qtbot, 
     qtbot.wait(200)
     assert window.composer.text() == "What is it?" and window.chat.messages() == []
     assert "ask" not in script.kinds()
+
+
+def test_the_status_says_a_held_question_waits_even_when_a_read_ahead_ends(qtbot, scripted, make_image, held_loader):
+    window, script = scripted()
+    held_loader.release.set()
+    add_images(qtbot, window.image_pane, [make_image("first.png")])
+    qtbot.waitUntil(lambda: window.session.read_ahead.reading, timeout=WAIT)
+    held_loader.release.clear()
+    window.image_pane.add_files([make_image("second.png")])  # held
+    ask(qtbot, window, "Both?")
+    assert window.status_line.label.text() == "Opening the image…"
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        script.step()  # first.png is read while second.png is still being opened
+    assert window.status_line.label.text() == "Opening the image…"
+    script.open_gate = True
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        held_loader.release.set()
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert len(asked[2]) == 2
