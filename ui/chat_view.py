@@ -145,8 +145,8 @@ class MessageWidget(QFrame):
             self.thumbnails.append(thumb)
         self.images_row.addStretch(1)
 
-    def set_thumbnail(self, index: int, image: QImage) -> None:
-        self.thumbnails[index].setPixmap(QPixmap.fromImage(image))
+    def set_thumbnail(self, index: int, image: QImage | QPixmap) -> None:
+        self.thumbnails[index].setPixmap(image if isinstance(image, QPixmap) else QPixmap.fromImage(image))
 
     def set_plain(self, text: str) -> None:
         self._source = text
@@ -211,7 +211,7 @@ class ChatView(QScrollArea):
         self.setWidget(self._column)
         self._messages: list[MessageWidget] = []
         self._follow = True
-        # A question's thumbnails are made on the opener's thread (the window's, shared with the
+        # A reopened chat's thumbnails are made on the opener's thread (the window's, shared with the
         # image pane): a big photo would freeze the window.
         self._opener = opener or ImageOpener(self)
         self._opener.opened.connect(self._show_thumbnail)
@@ -235,11 +235,17 @@ class ChatView(QScrollArea):
         answers = [m for m in self._messages if m.role == "assistant"]
         return answers[-1] if answers else None
 
-    def add_user(self, text: str, images: list[Path]) -> MessageWidget:
+    def add_user(self, text: str, images: list[Path], thumbnails: list[QPixmap] | None = None) -> MessageWidget:
+        """A question with its images; their `thumbnails` if the caller has them (the image pane
+        made them), else they are made from the files (a reopened chat) and come when ready."""
         message = self._add(MessageWidget("user"))
         message.set_images(images)
-        for index, path in enumerate(images):
-            self._awaited[self._opener.open(Path(path), thumbnail_image)] = (message, index)
+        if thumbnails is not None:
+            for index, thumbnail in enumerate(thumbnails):
+                message.set_thumbnail(index, thumbnail)
+        else:
+            for index, path in enumerate(images):
+                self._awaited[self._opener.open(Path(path), thumbnail_image)] = (message, index)
         message.set_plain(text)
         return message
 

@@ -1,5 +1,5 @@
-"""Opening an image for the pane (and a question's thumbnails for the conversation), on a thread
-of its own.
+"""Opening an image for the pane (and a reopened chat's thumbnails for the conversation), on a
+thread of its own.
 
 Checking a file with the engine's loader and decoding it for display takes about 0.2 s for a
 12-megapixel photo, longer for a batch, so the GUI thread must not do it: it would freeze the
@@ -71,10 +71,19 @@ def open_image(path: Path) -> OpenedImage:
 
 
 def thumbnail_image(path: Path) -> QImage:
-    """A thumbnail of a file already accepted (a question's image in the conversation)."""
-    return read_image(path).scaled(
-        THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-    )
+    """A thumbnail of a file already accepted (a reopened chat's image in the conversation),
+    upright. Qt decodes it at thumbnail size (JPEG scales while decoding), not the whole photo;
+    formats Qt lacks, and images over its allocation limit, take the full path."""
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    stored = reader.size()  # as stored: the scaled size applies before the EXIF rotation
+    image = QImage()
+    if stored.isValid() and not stored.isEmpty():
+        reader.setScaledSize(stored.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio))
+        image = reader.read()
+    if image.isNull():
+        image = read_image(path)
+    return image.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
 def refusal(path: Path, error: Exception) -> str:

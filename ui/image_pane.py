@@ -182,6 +182,11 @@ class ImagePane(QWidget):
     def pending(self) -> list[Path]:
         return [image.path for image in self._pending_images()]
 
+    def pending_thumbnails(self) -> list[QPixmap]:
+        """The pending images' thumbnails, in the order of pending(): the conversation shows
+        these rather than decoding each image again."""
+        return [image.thumbnail for image in self._pending_images()]
+
     def mark_sent(self) -> None:
         """The pending images went out with a question (a file still being opened waits for the next)."""
         for image in self._pending_images():

@@ -149,8 +149,9 @@ class ChatSession(QObject):
         copies = [self.store.image_path(self.record.id, name) for name in names]
         history = self._history() if self._needs_restore else None
         self._turn_images = self.images.pending()
+        thumbnails = self.images.pending_thumbnails()  # already made: the conversation shows the same
         self.images.mark_sent()
-        self.chat.add_user(text, copies)
+        self.chat.add_user(text, copies, thumbnails)
         self._turn = TurnRecord(text, names)
         self.record.turns.append(self._turn)
         self._start_answer(regenerating=False)

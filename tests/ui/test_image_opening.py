@@ -9,7 +9,6 @@ import threading
 import pytest
 from PySide6.QtCore import QTimer
 
-import ui.image_opener
 from tests.ui.conftest import add_images, drop_files
 from ui.image_pane import ImagePane
 
@@ -126,17 +125,18 @@ def test_closing_while_files_are_opened_waits_for_the_one_running_and_drops_the_
     assert loader.names == ["a.png"]  # b.png was never started
 
 
-def test_a_questions_thumbnails_in_the_conversation_are_made_off_the_gui_thread(qtbot, make_image, monkeypatch):
+def test_a_reopened_chats_thumbnails_in_the_conversation_are_made_off_the_gui_thread(qtbot, make_image, monkeypatch):
+    import ui.chat_view
     from ui.chat_view import ChatView
 
-    real, threads, release = ui.image_opener.read_image, [], threading.Event()
+    real, threads, release = ui.chat_view.thumbnail_image, [], threading.Event()
 
-    def held(path, *args):
+    def held(path):
         threads.append(threading.get_ident())
         release.wait(5)
-        return real(path, *args)
+        return real(path)
 
-    monkeypatch.setattr(ui.image_opener, "read_image", held)
+    monkeypatch.setattr(ui.chat_view, "thumbnail_image", held)
     chat = ChatView()
     qtbot.addWidget(chat)
     message = chat.add_user("What is it?", [make_image("a.png", 640, 480), make_image("wide.png", 800, 200)])
@@ -150,6 +150,29 @@ def test_a_questions_thumbnails_in_the_conversation_are_made_off_the_gui_thread(
     assert threads and threading.get_ident() not in threads
     qtbot.wait(100)  # the removed message's thumbnail arrives, and is dropped
     assert chat.messages() == [message] and gone not in chat.messages()
+
+
+def test_a_thumbnail_is_decoded_at_thumbnail_size_and_upright(tmp_path, monkeypatch):
+    from PIL import Image
+    from PySide6.QtGui import QImageReader
+
+    import ui.image_opener
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated a quarter turn
+    Image.new("RGB", (2400, 600), (20, 120, 200)).save(tmp_path / "turned.jpg", exif=exif)
+
+    def full_decode(path, *args):
+        raise AssertionError("decoded the whole photo for a thumbnail")
+
+    monkeypatch.setattr(ui.image_opener, "read_image", full_decode)
+    limit = QImageReader.allocationLimit()
+    QImageReader.setAllocationLimit(2)  # megabytes: the whole photo (5.8 MB decoded) would be refused
+    try:
+        thumbnail = ui.image_opener.thumbnail_image(tmp_path / "turned.jpg")
+    finally:
+        QImageReader.setAllocationLimit(limit)
+    assert thumbnail.size().toTuple() == (16, 64)
 
 
 def test_a_result_sent_just_before_close_is_not_delivered_after_it(qtbot, make_image):

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QImage
 
 from engine.errors import ContextFullError
 from tests.ui.conftest import add_images, ask, drop_files
@@ -421,3 +422,18 @@ def test_the_status_says_a_held_question_waits_even_when_a_read_ahead_ends(qtbot
         held_loader.release.set()
     (asked,) = [call for call in script.calls if call[0] == "ask"]
     assert len(asked[2]) == 2
+
+
+def test_a_questions_thumbnails_in_the_conversation_are_the_panes(qtbot, scripted, make_image, monkeypatch):
+    import ui.chat_view
+
+    made = []
+    monkeypatch.setattr(ui.chat_view, "thumbnail_image", lambda path: made.append(path) or QImage())
+    window, script = scripted(Script(open_gate=True))
+    add_images(qtbot, window.image_pane, [make_image("wide.png", 800, 200)])
+    thumbnail = window.image_pane.images()[0].thumbnail
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        ask(qtbot, window, "What is it?")
+    (label,) = window.chat.messages()[0].thumbnails
+    assert label.pixmap().size().toTuple() == (64, 16) and label.pixmap().toImage() == thumbnail.toImage()
+    assert made == []  # not decoded a second time
