@@ -125,31 +125,39 @@ def test_closing_while_files_are_opened_waits_for_the_one_running_and_drops_the_
     assert loader.names == ["a.png"]  # b.png was never started
 
 
-def test_a_reopened_chats_thumbnails_in_the_conversation_are_made_off_the_gui_thread(qtbot, make_image, monkeypatch):
+def test_a_reopened_chats_thumbnails_are_made_off_the_gui_thread_and_reach_only_live_messages(
+    qtbot, make_image, monkeypatch
+):
     import ui.chat_view
-    from ui.chat_view import ChatView
+    from ui.chat_view import ChatView, MessageWidget
 
-    real, threads, release = ui.chat_view.thumbnail_image, [], threading.Event()
+    real, opened, release = ui.chat_view.thumbnail_image, [], threading.Event()
 
     def held(path):
-        threads.append(threading.get_ident())
+        opened.append((path.name, threading.get_ident()))
         release.wait(5)
         return real(path)
 
+    shown = []
+    real_set = MessageWidget.set_thumbnail
     monkeypatch.setattr(ui.chat_view, "thumbnail_image", held)
+    monkeypatch.setattr(
+        MessageWidget, "set_thumbnail", lambda self, i, image: shown.append((self, i)) or real_set(self, i, image)
+    )
     chat = ChatView()
     qtbot.addWidget(chat)
     message = chat.add_user("What is it?", [make_image("a.png", 640, 480), make_image("wide.png", 800, 200)])
     assert [label.toolTip() for label in message.thumbnails] == ["a.png", "wide.png"]
     assert all(label.pixmap().isNull() for label in message.thumbnails)  # not made yet: add_user returned
-    gone = chat.add_user("Removed before its thumbnail came", [make_image("gone.png")])
+    chat.add_user("Removed before its thumbnail came", [make_image("gone.png")])
     chat.remove_last()
     release.set()
-    qtbot.waitUntil(lambda: not message.thumbnails[1].pixmap().isNull(), timeout=WAIT)
+    qtbot.waitUntil(lambda: len(shown) >= 2, timeout=WAIT)
+    qtbot.wait(100)  # time for anything else to arrive
+    assert shown == [(message, 0), (message, 1)]  # each of its own, none to the removed message
     assert [label.pixmap().size().toTuple() for label in message.thumbnails] == [(64, 48), (64, 16)]
-    assert threads and threading.get_ident() not in threads
-    qtbot.wait(100)  # the removed message's thumbnail arrives, and is dropped
-    assert chat.messages() == [message] and gone not in chat.messages()
+    assert [name for name, _ in opened] == ["a.png", "wide.png"]  # the removed one was never decoded
+    assert threading.get_ident() not in {thread for _, thread in opened}
 
 
 def test_a_thumbnail_is_decoded_at_thumbnail_size_and_upright(tmp_path, monkeypatch):
