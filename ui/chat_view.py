@@ -7,7 +7,6 @@ cost quadratic time on long answers.
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 
@@ -146,8 +145,8 @@ class MessageWidget(QFrame):
             self.thumbnails.append(thumb)
         self.images_row.addStretch(1)
 
-    def set_thumbnail(self, index: int, image: QImage) -> None:
-        self.thumbnails[index].setPixmap(QPixmap.fromImage(image))
+    def set_thumbnail(self, index: int, image: QImage | QPixmap) -> None:
+        self.thumbnails[index].setPixmap(image if isinstance(image, QPixmap) else QPixmap.fromImage(image))
 
     def set_plain(self, text: str) -> None:
         self._source = text
@@ -192,7 +191,7 @@ class ChatView(QScrollArea):
 
     regenerateRequested = Signal()
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, opener: ImageOpener | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -212,10 +211,10 @@ class ChatView(QScrollArea):
         self.setWidget(self._column)
         self._messages: list[MessageWidget] = []
         self._follow = True
-        # A question's thumbnails are made on a thread of their own: a big photo would freeze the window.
-        self._opener = ImageOpener(self, thumbnail_image)
+        # A reopened chat's thumbnails are made on the opener's thread (the window's, shared with the
+        # image pane): a big photo would freeze the window.
+        self._opener = opener or ImageOpener(self)
         self._opener.opened.connect(self._show_thumbnail)
-        self._tickets = itertools.count(1)
         self._awaited: dict[int, tuple[MessageWidget, int]] = {}  # ticket -> (message, image index)
         self.verticalScrollBar().rangeChanged.connect(self._keep_following)
         self.verticalScrollBar().valueChanged.connect(self._track_follow)
@@ -236,13 +235,17 @@ class ChatView(QScrollArea):
         answers = [m for m in self._messages if m.role == "assistant"]
         return answers[-1] if answers else None
 
-    def add_user(self, text: str, images: list[Path]) -> MessageWidget:
+    def add_user(self, text: str, images: list[Path], thumbnails: list[QPixmap] | None = None) -> MessageWidget:
+        """A question with its images; their `thumbnails` if the caller has them (the image pane
+        made them), else they are made from the files (a reopened chat) and come when ready."""
         message = self._add(MessageWidget("user"))
         message.set_images(images)
-        for index, path in enumerate(images):
-            ticket = next(self._tickets)
-            self._awaited[ticket] = (message, index)
-            self._opener.open(ticket, Path(path))
+        if thumbnails is not None:
+            for index, thumbnail in enumerate(thumbnails):
+                message.set_thumbnail(index, thumbnail)
+        else:
+            for index, path in enumerate(images):
+                self._awaited[self._opener.open(Path(path), thumbnail_image)] = (message, index)
         message.set_plain(text)
         return message
 
@@ -263,20 +266,20 @@ class ChatView(QScrollArea):
             message = self._messages.pop()
             self._layout.removeWidget(message)
             message.deleteLater()
-            self._awaited = {ticket: aim for ticket, aim in self._awaited.items() if aim[0] is not message}
+            dropped = [ticket for ticket, aim in self._awaited.items() if aim[0] is message]
+            self._opener.drop(dropped)  # not decoded, if not started yet
+            for ticket in dropped:
+                del self._awaited[ticket]
 
     def clear(self) -> None:
         for message in self._messages:
             self._layout.removeWidget(message)
             message.deleteLater()
         self._messages.clear()
+        self._opener.drop(self._awaited)
         self._awaited.clear()
         self.placeholder.setVisible(True)
         self._follow = True
-
-    def shutdown(self) -> None:
-        """Stop making thumbnails (the window is closing); wait for the one being made."""
-        self._opener.close()
 
     def _show_thumbnail(self, ticket: int, result) -> None:
         """A thumbnail was made (a QImage), or the file could not be read (a message): then the

@@ -1,18 +1,19 @@
-"""Opening an image for the pane (and a question's thumbnails for the conversation), on a thread
-of its own.
+"""Opening an image for the pane (and a reopened chat's thumbnails for the conversation), on a
+thread of its own.
 
 Checking a file with the engine's loader and decoding it for display takes about 0.2 s for a
 12-megapixel photo, longer for a batch, so the GUI thread must not do it: it would freeze the
 window. A one-thread pool opens the files one at a time, in the order asked, and sends back a
 QImage (thread-safe, unlike QPixmap, which the GUI thread makes from it) or the message to show.
-Closing drops the files not started yet and waits for the one being opened, so no thread
-outlives the pane.
+A file nobody waits for any more is skipped; closing drops the files not started yet and waits
+for the one being opened, so no thread outlives the window and no result arrives after it.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,19 @@ def open_image(path: Path) -> OpenedImage:
 
 
 def thumbnail_image(path: Path) -> QImage:
-    """A thumbnail of a file already accepted (a question's image in the conversation)."""
-    return read_image(path).scaled(
-        THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-    )
+    """A thumbnail of a file already accepted (a reopened chat's image in the conversation),
+    upright. Qt decodes it at thumbnail size (JPEG scales while decoding), not the whole photo;
+    formats Qt lacks, and images over its allocation limit, take the full path."""
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    stored = reader.size()  # as stored: the scaled size applies before the EXIF rotation
+    image = QImage()
+    if stored.isValid() and not stored.isEmpty():
+        reader.setScaledSize(stored.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio))
+        image = reader.read()
+    if image.isNull():
+        image = read_image(path)
+    return image.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
 def refusal(path: Path, error: Exception) -> str:
@@ -86,22 +96,36 @@ def refusal(path: Path, error: Exception) -> str:
 
 
 class ImageOpener(QObject):
-    """Opens files on one pool thread with `open_file` (open_image: the pane's check and
-    decoding); `opened` brings each result back to the GUI thread."""
+    """Opens files on one pool thread, each with the function asked for (open_image: the pane's
+    check and decoding; thumbnail_image: a conversation thumbnail); `opened` brings each result
+    back to the GUI thread. One opener serves the whole window, so that one decode runs at a time."""
 
-    opened = Signal(int, object)  # ticket, what open_file returned or the refusal message (str)
+    opened = Signal(int, object)  # ticket, what the open function returned or the refusal message (str)
+    _finished = Signal(int, object)  # from the pool thread; re-checked on the GUI thread before `opened`
 
-    def __init__(self, parent: QObject | None = None, open_file: Callable[[Path], object] = open_image):
+    def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._open_file = open_file
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # in order, and one big decode at a time on a shared CPU
         self._closed = threading.Event()
+        self._tickets = itertools.count(1)
+        self._dropped: set[int] = set()  # tickets nobody waits for any more (read by the pool thread)
+        self._lock = threading.Lock()
+        # Queued: a result emitted just before close() is still checked, on this thread, after it.
+        self._finished.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
 
-    def open(self, ticket: int, path: Path) -> None:
-        """Start opening `path`; its result comes as opened(ticket, ...)."""
+    def open(self, path: Path, open_file: Callable[[Path], object] = open_image) -> int:
+        """Start opening `path` with `open_file`; returns the ticket its result comes with."""
+        ticket = next(self._tickets)
         if not self._closed.is_set():
-            self._pool.start(lambda: self._run(ticket, Path(path)))
+            self._pool.start(lambda: self._run(ticket, Path(path), open_file))
+        return ticket
+
+    def drop(self, tickets: Iterable[int]) -> None:
+        """Nobody waits for these any more (a file removed, a chat left): a file not started is
+        skipped, so the files asked for next do not queue behind it, and no result comes."""
+        with self._lock:
+            self._dropped.update(tickets)
 
     def close(self) -> None:
         """Drop the files not started, wait for the one being opened; nothing is sent after."""
@@ -109,12 +133,23 @@ class ImageOpener(QObject):
         self._pool.clear()
         self._pool.waitForDone()
 
-    def _run(self, ticket: int, path: Path) -> None:
-        if self._closed.is_set():
+    def _run(self, ticket: int, path: Path, open_file: Callable[[Path], object]) -> None:
+        if self._closed.is_set() or self._was_dropped(ticket):
             return
         try:
-            result = self._open_file(path)
+            result = open_file(path)
         except Exception as error:  # noqa: BLE001 - any failure is a refused file, never a dead thread
             result = refusal(path, error)
-        if not self._closed.is_set():
+        self._finished.emit(ticket, result)
+
+    def _deliver(self, ticket: int, result: object) -> None:
+        if not self._closed.is_set() and not self._was_dropped(ticket):
             self.opened.emit(ticket, result)
+
+    def _was_dropped(self, ticket: int) -> bool:
+        """True once for a dropped ticket (it is forgotten then: no result of it comes later)."""
+        with self._lock:
+            if ticket in self._dropped:
+                self._dropped.discard(ticket)
+                return True
+            return False

@@ -116,16 +116,19 @@ class ImageCanvas(QWidget):
 class ImagePane(QWidget):
     imagesChanged = Signal()  # the user changed the images: added, removed, cleared, costed anew
     errorOccurred = Signal(str)
-    openingFinished = Signal()  # no file is being opened any more
+    openingFinished = Signal()  # no file for the next question is being opened any more
+    pendingRefused = Signal()  # a file added for the next question was refused (after errorOccurred)
 
-    def __init__(self, attachments_dir: Callable[[], Path], parent: QWidget | None = None):
+    def __init__(
+        self, attachments_dir: Callable[[], Path], opener: ImageOpener | None = None, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self._attachments_dir = attachments_dir
         self._rows: list[AttachedImage | OpeningImage] = []  # as listed: in the order added
         self._refusals: dict[int, list[str]] = {}  # batch -> messages, until its last file is done
-        self._tickets = itertools.count(1)
+        self._batches = itertools.count(1)
         self._cost: Callable | None = None
-        self._opener = ImageOpener(self)
+        self._opener = opener or ImageOpener(self)  # the window's, shared with the conversation
         self._opener.opened.connect(self._on_opened)
         self.setAcceptDrops(True)
 
@@ -171,12 +174,18 @@ class ImagePane(QWidget):
         """The accepted images, in order (files still being opened are not among them)."""
         return [row for row in self._rows if isinstance(row, AttachedImage)]
 
-    def opening(self) -> list[Path]:
-        """Files added but not yet accepted or refused."""
-        return [row.path for row in self._rows if isinstance(row, OpeningImage)]
+    def opening(self, include_sent: bool = False) -> list[Path]:
+        """Files added for the next question and not yet accepted or refused (a question sent
+        meanwhile waits for them); with include_sent, also a reopened chat's images still opening."""
+        return [row.path for row in self._rows if isinstance(row, OpeningImage) and (include_sent or not row.sent)]
 
     def pending(self) -> list[Path]:
         return [image.path for image in self._pending_images()]
+
+    def pending_thumbnails(self) -> list[QPixmap]:
+        """The pending images' thumbnails, in the order of pending(): the conversation shows
+        these rather than decoding each image again."""
+        return [image.thumbnail for image in self._pending_images()]
 
     def mark_sent(self) -> None:
         """The pending images went out with a question (a file still being opened waits for the next)."""
@@ -194,13 +203,15 @@ class ImagePane(QWidget):
     def mark_read(self, count: int) -> None:
         """The first `count` pending images are read ahead (the engine reads them in order); the
         others are not (yet)."""
-        for index, image in enumerate(image for image in self.images() if not image.sent):
-            image.read = index < count
+        read = {id(image) for image in self._pending_images()[:count]}
+        for image in self.images():
+            image.read = id(image) in read
         self._refresh()
 
     def clear(self) -> None:
         """A new chat: no images, and the files still being opened for the old one are dropped."""
         was_opening = bool(self.opening())
+        self._opener.drop(row.ticket for row in self._rows if isinstance(row, OpeningImage))
         self._rows.clear()
         self._refusals.clear()
         self._refresh()
@@ -234,28 +245,24 @@ class ImagePane(QWidget):
                 self.thumbnails.setCurrentRow(row)
         self.canvas.update()
 
-    def shutdown(self) -> None:
-        """Stop opening files (the window is closing); wait for the one being opened."""
-        self._opener.close()
-
     # -- adding images ----------------------------------------------------------------------
 
     def add_files(self, paths: list[Path], sent: bool = False) -> None:
         """List the files at once and open them on the opener's thread; each readable one is
         accepted in its place (imagesChanged), the others are dropped and their messages told
         together (errorOccurred) once the last file of this call is done."""
-        batch = next(self._tickets)
+        batch = next(self._batches)
         added = False
         for path in map(Path, paths):
             if any(row.path == path and row.sent == sent for row in self._rows):
                 continue
-            row = OpeningImage(path, sent, next(self._tickets), batch)
-            self._rows.append(row)
-            self._opener.open(row.ticket, path)
+            self._rows.append(OpeningImage(path, sent, self._opener.open(path), batch))
             added = True
         if added:
             self._refusals[batch] = []
             self._refresh()
+            if not sent:  # the user's newest file is shown (a reopened chat's never take the selection)
+                self.thumbnails.setCurrentRow(len(self._rows) - 1)
 
     def add_qimage(self, image: QImage) -> None:
         """Save a pasted/dropped bitmap into the data folder so it is a file like any other."""
@@ -307,7 +314,8 @@ class ImagePane(QWidget):
         self._refresh()
         self.imagesChanged.emit()
         if isinstance(row, OpeningImage):
-            self._batch_done(row.batch)
+            self._opener.drop([row.ticket])
+            self._row_done(row)
 
     # -- drag and drop ----------------------------------------------------------------------
 
@@ -324,10 +332,6 @@ class ImagePane(QWidget):
         self.add_mime(event.mimeData())
         event.acceptProposedAction()
 
-    def closeEvent(self, event) -> None:
-        self.shutdown()
-        super().closeEvent(event)
-
     # -- internals --------------------------------------------------------------------------
 
     def _on_opened(self, ticket: int, result: OpenedImage | str) -> None:
@@ -340,7 +344,8 @@ class ImagePane(QWidget):
         if isinstance(result, str):
             del self._rows[index]
             self._refusals[row.batch].append(result)
-            self._refresh()
+            self.thumbnails.takeItem(index)  # the other items stay, and so does the selection
+            self._show_row(self.thumbnails.currentRow())
         else:
             image = AttachedImage(
                 row.path,
@@ -352,22 +357,26 @@ class ImagePane(QWidget):
             )
             self._rows[index] = image
             self._estimate(image)
-            self._refresh()
-            self.thumbnails.setCurrentRow(index)
+            _fill_item(self.thumbnails.item(index), image)  # in place: no rebuild, the selection stays
+            if index == self.thumbnails.currentRow():
+                self._show_row(index)
             if not image.sent:  # an image of a reopened chat, shown late, changes nothing the user did
                 self.imagesChanged.emit()
-        self._batch_done(row.batch)
+        self._row_done(row)
 
-    def _batch_done(self, batch: int) -> None:
-        """Tell the refusals of `batch` once none of its files is still being opened."""
-        if batch not in self._refusals or any(
+    def _row_done(self, done: OpeningImage) -> None:
+        """A file is no longer being opened: tell its batch's refusals once none of the batch's
+        files is left, and say when nothing the next question waits for is left."""
+        batch = done.batch
+        if batch in self._refusals and not any(
             isinstance(row, OpeningImage) and row.batch == batch for row in self._rows
         ):
-            return
-        refusals = self._refusals.pop(batch)
-        if refusals:
-            self.errorOccurred.emit("\n".join(refusals))
-        if not self.opening():
+            refusals = self._refusals.pop(batch)
+            if refusals:
+                self.errorOccurred.emit("\n".join(refusals))
+                if not done.sent:  # a batch is all for the next question or all a reopened chat's
+                    self.pendingRefused.emit()
+        if not done.sent and not self.opening():
             self.openingFinished.emit()
 
     def _pending_images(self) -> list[AttachedImage]:
@@ -407,7 +416,9 @@ class ImagePane(QWidget):
         self.thumbnails.blockSignals(True)
         self.thumbnails.clear()
         for image in self._rows:
-            self.thumbnails.addItem(_list_item(image))
+            item = QListWidgetItem()
+            _fill_item(item, image)
+            self.thumbnails.addItem(item)
         self.thumbnails.blockSignals(False)
         if self._rows:
             self.thumbnails.setCurrentRow(min(max(row, 0), len(self._rows) - 1))
@@ -428,21 +439,23 @@ class ImagePane(QWidget):
         )
 
 
-def _list_item(row: AttachedImage | OpeningImage) -> QListWidgetItem:
+def _fill_item(item: QListWidgetItem, row: AttachedImage | OpeningImage) -> None:
+    """Make `item` show `row`: its thumbnail, its cost under it, the details as a tooltip."""
     if isinstance(row, OpeningImage):
         blank = QPixmap(THUMB, THUMB)
         blank.fill(Qt.GlobalColor.transparent)
-        item = QListWidgetItem(QIcon(blank), "opening…")
+        item.setIcon(QIcon(blank))
+        item.setText("opening…")
         item.setToolTip(f"{row.path.name}\nBeing opened")
-        return item
-    item = QListWidgetItem(QIcon(row.thumbnail), thumbnail_text(row))
+        return
+    item.setIcon(QIcon(row.thumbnail))
+    item.setText(thumbnail_text(row))
     item.setToolTip(
         f"{row.path.name}\n{row.width}×{row.height} pixels\n"
         + (f"{row.tokens} image tokens" if row.tokens is not None else "cost: load a model")
         + (f", {about(row.seconds)} to read on this computer" if row.seconds is not None and not row.sent else "")
         + ("\nAlready in the conversation" if row.sent else "\nSent with your next question")
     )
-    return item
 
 
 def _describe(row: AttachedImage | OpeningImage | None) -> str:

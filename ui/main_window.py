@@ -20,6 +20,7 @@ from ui.chat_view import ChatView
 from ui.chats_panel import ChatsPanel
 from ui.composer import Composer
 from ui.controller import EngineController
+from ui.image_opener import ImageOpener
 from ui.image_pane import ImagePane
 from ui.session import STAGE_TEXT, ChatSession
 from ui.settings_dialog import SettingsDialog
@@ -67,8 +68,11 @@ class MainWindow(QMainWindow):
         self.speed_file = speed_file  # None: the data folder's
         self.info: EngineInfo | None = None
 
-        self.image_pane = ImagePane(attachments_dir)
-        self.chat = ChatView()
+        # One thread opens every image (the pane's files, the conversation's thumbnails): one big
+        # decode at a time on a shared CPU, and one thing to stop at close.
+        self.image_opener = ImageOpener(self)
+        self.image_pane = ImagePane(attachments_dir, self.image_opener)
+        self.chat = ChatView(self.image_opener)
         self.composer = Composer()
         self.chats = ChatsPanel()
         self.banner = QLabel()
@@ -285,7 +289,7 @@ class MainWindow(QMainWindow):
     def _read_ahead_ended(self, result) -> None:
         self._refresh_image_costs()
         self.image_pane.mark_read(result.images if result is not None else 0)
-        if not self.session.busy and self.info is not None:  # else the question's own status follows
+        if not (self.session.busy or self.session.holding) and self.info is not None:  # else the question's status
             self._set_status(read_ahead_status(result), busy=False)
 
     def _read_ahead_failed(self, message: str) -> None:
@@ -334,11 +338,12 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         """Cancel, quit, wait (a load in progress cannot be interrupted, so hide first), then keep
-        whatever part of the answer had arrived."""
+        whatever part of the answer had arrived. A question still waiting for its images is not
+        sent: it goes back to the box, like any text not sent yet."""
+        self.session.give_back_held_question()
         self._set_status("Closing", busy=True)
         self.hide()
-        self.image_pane.shutdown()
-        self.chat.shutdown()
+        self.image_opener.close()  # no image arrives after this
         self.controller.shutdown()
         self.session.save_partial()
         event.accept()

@@ -111,7 +111,7 @@ class ChatSession(QObject):
         controller.restored.connect(self._on_restored)
         controller.restoreFailed.connect(self._on_restore_failed)
         images.openingFinished.connect(self._send_held_question)
-        images.errorOccurred.connect(self._give_back_held_question)  # not without the image it was about
+        images.pendingRefused.connect(self.give_back_held_question)  # not without the image it was about
         composer.sendRequested.connect(self.send)
         composer.stopRequested.connect(self.stop)
         chat.regenerateRequested.connect(self.regenerate)
@@ -125,12 +125,18 @@ class ChatSession(QObject):
     def busy(self) -> bool:
         return self._running is not None
 
+    @property
+    def holding(self) -> bool:
+        """A question was sent and waits for its images to be opened."""
+        return self._held_question is not None
+
     # -- a turn -------------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
         if self.busy or not self.model_name or self._held_question is not None:
             return
         if self.images.opening():  # an image just added belongs to this question: wait for it
+            # (a reopened chat's images, still opening, are not part of it: they never hold it)
             self._held_question = text
             self.composer.set_busy(True)
             self.status.emit("Opening the image", True)
@@ -143,8 +149,9 @@ class ChatSession(QObject):
         copies = [self.store.image_path(self.record.id, name) for name in names]
         history = self._history() if self._needs_restore else None
         self._turn_images = self.images.pending()
+        thumbnails = self.images.pending_thumbnails()  # already made: the conversation shows the same
         self.images.mark_sent()
-        self.chat.add_user(text, copies)
+        self.chat.add_user(text, copies, thumbnails)
         self._turn = TurnRecord(text, names)
         self.record.turns.append(self._turn)
         self._start_answer(regenerating=False)
@@ -155,7 +162,7 @@ class ChatSession(QObject):
     def stop(self) -> None:
         """Stop the answer, or the images being read ahead (and anything waiting behind them)."""
         if self._held_question is not None:  # not sent yet: back to the box
-            self.composer.restore_question(self._drop_held_question())
+            self.give_back_held_question()
         elif self.busy:
             self.controller.cancel()
             self.status.emit("Stopping", True)
@@ -167,7 +174,9 @@ class ChatSession(QObject):
         if self._held_question is not None:
             self.send(self._drop_held_question())
 
-    def _give_back_held_question(self, _message: str) -> None:
+    def give_back_held_question(self) -> None:
+        """A question waiting for its images goes back to the box, unsent: one of its files was
+        refused, or the window is closing (the box is where unsent text stays)."""
         if self._held_question is not None:
             self.composer.restore_question(self._drop_held_question())
 
@@ -329,8 +338,7 @@ class ChatSession(QObject):
             return
         if self.read_ahead.reading:
             self.controller.cancel()  # the images of the chat being left
-        if self._held_question is not None:
-            self.composer.restore_question(self._drop_held_question())
+        self.give_back_held_question()
         self.read_ahead.forget()
         self.chat.clear()
         self.images.clear()

@@ -157,7 +157,7 @@ def add_images(qtbot, pane, paths: list[Path], sent: bool = False) -> None:
     """Add files to an image pane and wait until each one is accepted or refused (they are
     opened on the pane's own thread)."""
     pane.add_files(paths, sent)
-    qtbot.waitUntil(lambda: not pane.opening(), timeout=10_000)
+    qtbot.waitUntil(lambda: not pane.opening(include_sent=sent), timeout=10_000)
 
 
 def ask(qtbot, window, text: str) -> None:

@@ -176,7 +176,7 @@ def test_reopen_a_saved_chat(qtbot, open_window, tiny_fp32, make_image):
     window.chats.list.itemClicked.emit(item)
     assert window.session.record.id == saved_id
     assert [m.markdown() for m in window.chat.messages()] == ["Saved question", answer]
-    qtbot.waitUntil(lambda: not window.image_pane.opening())
+    qtbot.waitUntil(lambda: not window.image_pane.opening(include_sent=True))
     assert [i.sent for i in window.image_pane.images()] == [True]
     assert window.banner.isVisible() and "does not remember" in window.banner.text()
 

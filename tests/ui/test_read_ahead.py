@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QImage
 
 from engine.errors import ContextFullError
 from tests.ui.conftest import add_images, ask, drop_files
@@ -346,3 +347,93 @@ def test_a_question_sent_with_a_file_that_is_refused_comes_back_to_the_box(qtbot
     assert window.composer.text() == "What is it?" and window.composer.button.text() == "Send"
     assert window.banner.isVisible() and "notes.txt" in window.banner.text()
     assert "ask" not in script.kinds() and window.status_line.label.text() == "Ready"
+
+
+def _saved_chat_with_an_image(window, image) -> str:
+    """A saved chat whose one question had `image`; returns its id."""
+    store = window.session.store
+    record = store.new_record()
+    record.turns.append(TurnRecord("Earlier question", [store.add_image(record, image)], "Earlier answer"))
+    store.save(record)
+    return record.id
+
+
+def test_a_question_in_a_reopened_chat_does_not_wait_for_the_chats_images(qtbot, scripted, make_image, held_loader):
+    window, script = scripted(Script(open_gate=True))
+    window.session.open_saved_chat(_saved_chat_with_an_image(window, make_image("old.png")))
+    assert window.image_pane.opening(include_sent=True)  # the saved image is still being opened
+    with qtbot.waitSignal(window.answerFinished, timeout=3_000):  # well before the loader lets go
+        ask(qtbot, window, "And now?")
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert asked[1:] == ("And now?", [])
+    held_loader.release.set()
+
+
+def test_a_saved_image_refused_on_reopening_does_not_take_back_the_question(
+    qtbot, scripted, make_image, tmp_path, held_loader
+):
+    window, script = scripted(Script(open_gate=True))
+    record_id = _saved_chat_with_an_image(window, make_image("old.png"))
+    (saved,) = (tmp_path / "history" / record_id / "images").iterdir()
+    saved.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # the saved copy is damaged since
+    told = []
+    window.image_pane.errorOccurred.connect(told.append)
+    window.session.open_saved_chat(record_id)
+    window.image_pane.add_files([make_image("new.png")])
+    ask(qtbot, window, "And this one?")  # waits for new.png, not for the saved image
+    assert window.session.holding and window.composer.text() == ""
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        held_loader.release.set()
+    assert len(told) == 1 and saved.name in told[0]  # the refusal is told
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert asked[1:] == ("And this one?", [asked[2][0]]) and len(asked[2]) == 1  # with its own image
+    assert window.composer.text() == ""
+
+
+def test_a_question_held_at_close_goes_back_to_the_box_and_is_never_sent(qtbot, scripted, make_image, held_loader):
+    import time
+
+    window, script = scripted(Script(open_gate=True))
+    window.image_pane.add_files([make_image("photo.png")])
+    ask(qtbot, window, "What is it?")
+    held_loader.release.set()
+    assert held_loader.returned.wait(5)
+    time.sleep(0.3)  # the opened image is on its way to the GUI thread, which has not handled it
+    window.close()
+    qtbot.wait(200)
+    assert window.composer.text() == "What is it?" and window.chat.messages() == []
+    assert "ask" not in script.kinds()
+
+
+def test_the_status_says_a_held_question_waits_even_when_a_read_ahead_ends(qtbot, scripted, make_image, held_loader):
+    window, script = scripted()
+    held_loader.release.set()
+    add_images(qtbot, window.image_pane, [make_image("first.png")])
+    qtbot.waitUntil(lambda: window.session.read_ahead.reading, timeout=WAIT)
+    held_loader.release.clear()
+    window.image_pane.add_files([make_image("second.png")])  # held
+    ask(qtbot, window, "Both?")
+    assert window.status_line.label.text() == "Opening the image…"
+    with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
+        script.step()  # first.png is read while second.png is still being opened
+    assert window.status_line.label.text() == "Opening the image…"
+    script.open_gate = True
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        held_loader.release.set()
+    (asked,) = [call for call in script.calls if call[0] == "ask"]
+    assert len(asked[2]) == 2
+
+
+def test_a_questions_thumbnails_in_the_conversation_are_the_panes(qtbot, scripted, make_image, monkeypatch):
+    import ui.chat_view
+
+    made = []
+    monkeypatch.setattr(ui.chat_view, "thumbnail_image", lambda path: made.append(path) or QImage())
+    window, script = scripted(Script(open_gate=True))
+    add_images(qtbot, window.image_pane, [make_image("wide.png", 800, 200)])
+    thumbnail = window.image_pane.images()[0].thumbnail
+    with qtbot.waitSignal(window.answerFinished, timeout=WAIT):
+        ask(qtbot, window, "What is it?")
+    (label,) = window.chat.messages()[0].thumbnails
+    assert label.pixmap().size().toTuple() == (64, 16) and label.pixmap().toImage() == thumbnail.toImage()
+    assert made == []  # not decoded a second time
