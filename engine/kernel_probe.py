@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from .cpu import CpuInfo, cpu_info
-from .probe_cache import measured_per_cpu
+from .probe_cache import OptionAdvice, measured_per_cpu
 
 # A prompt chunk through the MLP's up projection: the shape that dominates reading a prompt.
 PROBE_ROWS, PROBE_K, PROBE_N = 256, 2560, 9728
@@ -33,7 +34,10 @@ _CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
-class PromptGraphAdvice:
+class PromptGraphAdvice(OptionAdvice):
+    offer_at: ClassVar[float] = OFFER_AT
+    suggest_at: ClassVar[float] = SUGGEST_AT
+
     cpu_summary: str
     int4_gops: float
     int8_gops: float
@@ -49,12 +53,8 @@ class PromptGraphAdvice:
         return 1 / ((1 - PROMPT_GAIN_SHARE) + PROMPT_GAIN_SHARE / s)
 
     @property
-    def offered(self) -> bool:
-        return self.prompt_speedup >= OFFER_AT
-
-    @property
-    def suggested(self) -> bool:
-        return self.prompt_speedup >= SUGGEST_AT
+    def gain(self) -> float:
+        return self.prompt_speedup
 
     def hint(self) -> str:
         if self.offered:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -23,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .cpu import CpuInfo, cpu_info
 from .kernel_probe import INT4_BLOCK, PROBE_K, PROBE_N, probe_session, single_node_session
 from .memory import cache_buffer
-from .probe_cache import measured_per_cpu
+from .probe_cache import OptionAdvice, measured_per_cpu
 
 # Qwen3-VL-4B's text decoder, the model the wizard converts.
 LAYERS, HEADS, KV_HEADS, HEAD_DIM = 36, 32, 8, 128
@@ -53,7 +54,10 @@ ACCURACY_LEVEL = 4  # as exported (exporter/export.py DEFAULT_ACCURACY_LEVEL): i
 
 
 @dataclass(frozen=True)
-class KvCacheAdvice:
+class KvCacheAdvice(OptionAdvice):
+    offer_at: ClassVar[float] = OFFER_AT
+    suggest_at: ClassVar[float] = SUGGEST_AT
+
     cpu_summary: str
     attention_fp16_ms: float  # one layer's attention for one token after PROBE_CONTEXT cached ones
     attention_fp32_ms: float
@@ -67,12 +71,8 @@ class KvCacheAdvice:
         return fp16 / fp32 if fp32 > 0 else 0.0
 
     @property
-    def offered(self) -> bool:
-        return self.decode_speedup >= OFFER_AT
-
-    @property
-    def suggested(self) -> bool:
-        return self.decode_speedup >= SUGGEST_AT
+    def gain(self) -> float:
+        return self.decode_speedup
 
     def hint(self) -> str:
         memory = f"{EXTRA_BYTES_PER_TOKEN * DEFAULT_CONTEXT / 1e9:.1f} GB"

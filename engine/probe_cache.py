@@ -11,13 +11,37 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import onnxruntime as ort
 
 from .cpu import CpuInfo, cpu_info
 
 Advice = TypeVar("Advice")
+
+
+class OptionAdvice:
+    """What a measurement says of an optional speed-up: offered from `offer_at`, ticked by default
+    from `suggest_at` (a subclass gives both and its predicted `gain`)."""
+
+    offer_at: ClassVar[float]
+    suggest_at: ClassVar[float]
+
+    @property
+    def gain(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def offered(self) -> bool:
+        return self.gain >= self.offer_at
+
+    @property
+    def suggested(self) -> bool:
+        return self.gain >= self.suggest_at
+
+    def hint(self) -> str:
+        """The line the wizard shows beneath the option: the predicted gain on this computer, or why not."""
+        raise NotImplementedError
 
 
 def cache_key(cpu: CpuInfo, version: int) -> str:

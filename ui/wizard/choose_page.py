@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from engine.kernel_probe import PromptGraphAdvice, prompt_graph_advice
 from engine.kv_probe import KvCacheAdvice, kv_cache_advice
+from engine.probe_cache import OptionAdvice
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
 from ui.paths import data_dir
@@ -313,30 +314,30 @@ class ChoosePage(QWizardPage):
     @Slot(object, object)
     def _on_measured(self, task: Task, advice: PromptGraphAdvice) -> None:
         self._advice = advice
-        self.prefill_hint.setText(advice.hint())
-        if advice.suggested:
-            self.prefill_check.setChecked(True)  # the user can still untick it
-        self._measure_next()
-        self._refresh()
+        self._show_advice(self.prefill_check, self.prefill_hint, advice)
 
     @Slot(object, object)
     def _on_measure_failed(self, task: Task, error: BaseException) -> None:
-        self.prefill_hint.setText(f"Not offered: its speed could not be measured on this computer ({error}).")
-        self._measure_next()
-        self._refresh()
+        self._show_failure(self.prefill_hint, error)
 
     @Slot(object, object)
     def _on_kv_measured(self, task: Task, advice: KvCacheAdvice) -> None:
         self._kv_advice = advice
-        self.kv_hint.setText(advice.hint())
-        if advice.suggested:
-            self.kv_check.setChecked(True)  # the user can still untick it
-        self._measure_next()
-        self._refresh()
+        self._show_advice(self.kv_check, self.kv_hint, advice)
 
     @Slot(object, object)
     def _on_kv_measure_failed(self, task: Task, error: BaseException) -> None:
-        self.kv_hint.setText(f"Not offered: its speed could not be measured on this computer ({error}).")
+        self._show_failure(self.kv_hint, error)
+
+    def _show_advice(self, check: QCheckBox, hint: QLabel, advice: OptionAdvice) -> None:
+        hint.setText(advice.hint())
+        if advice.suggested:
+            check.setChecked(True)  # the user can still untick it
+        self._measure_next()
+        self._refresh()
+
+    def _show_failure(self, hint: QLabel, error: BaseException) -> None:
+        hint.setText(f"Not offered: its speed could not be measured on this computer ({error}).")
         self._measure_next()
         self._refresh()
 
