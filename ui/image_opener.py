@@ -86,6 +86,19 @@ def thumbnail_image(path: Path) -> QImage:
     return image.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
+def save_and_open(image: QImage, path: Path) -> OpenedImage:
+    """Write a pasted bitmap to `path` as PNG (unless the same pixels were saved there before), then
+    open it like any file. Encoding a large bitmap takes about a second: it runs on the pool thread.
+    The PNG appears under its name only once complete, so a failed write leaves nothing to reuse."""
+    if not path.exists():
+        partial = path.with_name(path.name + ".part")
+        if not image.save(str(partial), "PNG"):
+            partial.unlink(missing_ok=True)
+            raise ImageError(f"Could not save the pasted image in {path.parent}: is the disk full or read-only?")
+        partial.replace(path)
+    return open_image(path)
+
+
 def refusal(path: Path, error: Exception) -> str:
     """The one line the pane shows for a file it cannot take."""
     if isinstance(error, ImageError):

@@ -15,9 +15,10 @@ import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QRectF, QSize, QSizeF, Qt, Signal
+from PySide6.QtCore import QMimeData, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -34,7 +35,7 @@ from PySide6.QtWidgets import (
 from engine.errors import ImageError
 from engine.image_formats import file_patterns
 from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
-from ui.image_opener import THUMB, ImageOpener, OpenedImage
+from ui.image_opener import THUMB, ImageOpener, OpenedImage, open_image, save_and_open
 from ui.waits import about, image_cost
 
 IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
@@ -247,7 +248,9 @@ class ImagePane(QWidget):
 
     # -- adding images ----------------------------------------------------------------------
 
-    def add_files(self, paths: list[Path], sent: bool = False) -> None:
+    def add_files(
+        self, paths: list[Path], sent: bool = False, open_file: Callable[[Path], object] = open_image
+    ) -> None:
         """List the files at once and open them on the opener's thread; each readable one is
         accepted in its place (imagesChanged), the others are dropped and their messages told
         together (errorOccurred) once the last file of this call is done."""
@@ -256,7 +259,7 @@ class ImagePane(QWidget):
         for path in map(Path, paths):
             if any(row.path == path and row.sent == sent for row in self._rows):
                 continue
-            self._rows.append(OpeningImage(path, sent, self._opener.open(path), batch))
+            self._rows.append(OpeningImage(path, sent, self._opener.open(path, open_file), batch))
             added = True
         if added:
             self._refusals[batch] = []
@@ -265,19 +268,15 @@ class ImagePane(QWidget):
                 self.thumbnails.setCurrentRow(len(self._rows) - 1)
 
     def add_qimage(self, image: QImage) -> None:
-        """Save a pasted/dropped bitmap into the data folder so it is a file like any other."""
+        """Save a pasted/dropped bitmap into the data folder so it is a file like any other. It is
+        named after its pixels here and written as PNG on the opener's thread."""
         if image.isNull():
             self.errorOccurred.emit("The clipboard image is empty.")
             return
-        data = QByteArray()
-        buffer = QBuffer(data)
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        image.save(buffer, "PNG")
-        raw = bytes(data.data())
-        target = self._attachments_dir() / f"pasted-{hashlib.sha256(raw).hexdigest()[:16]}.png"
-        if not target.exists():
-            target.write_bytes(raw)
-        self.add_files([target])
+        pixels = image.convertToFormat(QImage.Format.Format_RGBA8888)  # one layout, whatever the source's
+        digest = hashlib.sha256(f"{pixels.width()}x{pixels.height()}".encode() + bytes(pixels.constBits()))
+        target = self._attachments_dir() / f"pasted-{digest.hexdigest()[:16]}.png"
+        self.add_files([target], open_file=partial(save_and_open, pixels))
 
     def add_mime(self, mime: QMimeData) -> None:
         """Files dropped or pasted as URLs, or a raw bitmap (e.g. dragged from a browser)."""

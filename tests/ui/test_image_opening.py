@@ -272,3 +272,36 @@ def test_read_ahead_marks_only_the_pending_images_read(qtbot, tmp_path, make_ima
     assert pane.pending() == [make_image("a.png")]
     pane.mark_read(2)
     assert [(image.path.name, image.read) for image in pane.images()] == [("a.png", True), ("c.png", False)]
+
+
+def pasted_bitmap(width: int = 320, height: int = 200):
+    from PySide6.QtGui import QColor, QImage
+
+    image = QImage(width, height, QImage.Format.Format_RGB32)
+    image.fill(QColor("teal"))
+    return image
+
+
+def test_a_pasted_bitmap_is_written_as_png_off_the_gui_thread_and_once(qtbot, pane, tmp_path, monkeypatch):
+    import ui.image_pane as image_pane
+
+    threads, real = [], image_pane.save_and_open
+    monkeypatch.setattr(image_pane, "save_and_open", lambda *a: threads.append(threading.get_ident()) or real(*a))
+    with qtbot.waitSignal(pane.imagesChanged, timeout=WAIT):
+        pane.add_qimage(pasted_bitmap())
+    (attached,) = pane.images()
+    assert (attached.width, attached.height) == (320, 200) and attached.path.parent == tmp_path
+    assert threads and threading.get_ident() not in threads  # the PNG was encoded on the opener's thread
+    pane.add_qimage(pasted_bitmap())  # the same pixels again: the same file, not a second image
+    assert len(pane.images()) == 1 and pane.opening() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [attached.path.name]
+
+
+def test_a_pasted_bitmap_that_cannot_be_saved_is_refused_and_leaves_nothing(qtbot, tmp_path):
+    missing = tmp_path / "gone"  # the attachments folder vanished: the PNG cannot be written
+    pane = ImagePane(lambda: missing)
+    qtbot.addWidget(pane)
+    with qtbot.waitSignal(pane.errorOccurred, timeout=WAIT) as refused:
+        pane.add_qimage(pasted_bitmap())
+    assert "Could not save the pasted image" in refused.args[0]
+    assert pane.images() == [] and pane.opening() == [] and not missing.exists()
