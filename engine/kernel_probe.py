@@ -164,7 +164,7 @@ def measure_prompt_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> 
     return PromptGraphAdvice((cpu or cpu_info()).summary(), round(int4, 1), round(int8, 1))
 
 
-def prompt_graph_advice(cache_file: Path | None = None, seconds: float = 1.0) -> PromptGraphAdvice:
+def prompt_graph_advice(cache_file: Path | None = None, seconds: float = 0.6) -> PromptGraphAdvice:
     """The measured advice, from `cache_file` when it was measured on this CPU and onnxruntime."""
     return measured_per_cpu(
         cache_file, _CACHE_VERSION, PromptGraphAdvice, lambda cpu: measure_prompt_kernels(seconds, cpu)

@@ -208,7 +208,7 @@ def measure_kv_cache_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -
     return KvCacheAdvice((cpu or cpu_info()).summary(), *(round(t * 1e3, 3) for t in (fp16, fp32, weights)))
 
 
-def kv_cache_advice(cache_file: Path | None = None, seconds: float = 1.0) -> KvCacheAdvice:
+def kv_cache_advice(cache_file: Path | None = None, seconds: float = 0.6) -> KvCacheAdvice:
     """The measured advice, from `cache_file` when it was measured on this CPU and onnxruntime."""
     return measured_per_cpu(
         cache_file, _CACHE_VERSION, KvCacheAdvice, lambda cpu: measure_kv_cache_kernels(seconds, cpu)

@@ -18,6 +18,7 @@ import onnxruntime as ort
 from .cpu import CpuInfo, cpu_info
 
 Advice = TypeVar("Advice")
+STEADY = 0.1  # two readings of a gain further apart than this (relative) were disturbed: not stored
 
 
 class OptionAdvice:
@@ -53,7 +54,11 @@ def measured_per_cpu(
     cache_file: Path | None, version: int, kind: type[Advice], measure: Callable[[CpuInfo], Advice]
 ) -> Advice:
     """`kind` (a dataclass) from `cache_file` when measured on this CPU and onnxruntime, else `measure`d
-    now and stored there. `version` belongs to the measurement: raise it when its method changes."""
+    now and stored there. `version` belongs to the measurement: raise it when its method changes.
+
+    Advice is measured twice. Other work on the cores can skew a reading either way, and a stored
+    reading would stand until the processor changes: so the advice is stored only when the two
+    gains agree within STEADY, and the lower one is returned (a disturbed reading never ticks a box)."""
     cpu = cpu_info()
     key = cache_key(cpu, version)
     if cache_file is not None:
@@ -63,11 +68,21 @@ def measured_per_cpu(
                 return kind(**cached["advice"])
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass  # missing or stale: measure again
-    advice = measure(cpu)
-    if cache_file is not None:
+    advice, steady = _measured_twice(measure, cpu)
+    if cache_file is not None and steady:
         try:
             Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
             Path(cache_file).write_text(json.dumps({"key": key, "advice": asdict(advice)}), encoding="utf-8")
         except OSError:
             pass  # a read-only data folder only costs a second next time
     return advice
+
+
+def _measured_twice(measure: Callable[[CpuInfo], Advice], cpu: CpuInfo) -> tuple[Advice, bool]:
+    """The lower-gain of two readings, and whether they agreed (a plain measurement: once, steady)."""
+    first = measure(cpu)
+    if not isinstance(first, OptionAdvice):
+        return first, True
+    second = measure(cpu)
+    low, high = sorted((first, second), key=lambda advice: advice.gain)
+    return low, high.gain - low.gain <= STEADY * abs(high.gain)
