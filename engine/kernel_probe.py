@@ -100,12 +100,14 @@ def nbits_matmul(w_nk: np.ndarray, bits: int, block: int, accuracy_level: int = 
 
     n, k = w_nk.shape
     q = quantize_int4(w_nk, block) if bits == 4 else quantize_int8_blocks(w_nk, block)
-    inits = [
-        numpy_helper.from_array(q.packed, "b"),
-        numpy_helper.from_array(q.scales, "s"),
-        numpy_helper.from_array(q.zero_points, "z"),
-    ]
-    node = helper.make_node(
+    return nbits_matmul_node(k, n, bits, q.block_size, accuracy_level), nbits_initializers(
+        q.packed, q.scales, q.zero_points
+    )
+
+
+def nbits_matmul_node(k: int, n: int, bits: int, block: int, accuracy_level: int = 4):
+    """The MatMulNBits node x [M, k] -> y [M, n] as the exporter writes it (initializers b, s, z)."""
+    return helper.make_node(
         "MatMulNBits",
         ["x", "b", "s", "z"],
         ["y"],
@@ -113,10 +115,17 @@ def nbits_matmul(w_nk: np.ndarray, bits: int, block: int, accuracy_level: int = 
         K=k,
         N=n,
         bits=bits,
-        block_size=q.block_size,
+        block_size=block,
         accuracy_level=accuracy_level,
     )
-    return node, inits
+
+
+def nbits_initializers(packed: np.ndarray, scales: np.ndarray, zero_points: np.ndarray) -> list:
+    return [
+        numpy_helper.from_array(packed, "b"),
+        numpy_helper.from_array(scales, "s"),
+        numpy_helper.from_array(zero_points, "z"),
+    ]
 
 
 def int8_matmul(w_nk: np.ndarray):

@@ -19,10 +19,18 @@ from typing import ClassVar
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from .cpu import CpuInfo, cpu_info
-from .kernel_probe import INT4_BLOCK, PROBE_K, PROBE_N, probe_session, single_node_session
+from .kernel_probe import (
+    INT4_BLOCK,
+    PROBE_K,
+    PROBE_N,
+    nbits_initializers,
+    nbits_matmul_node,
+    probe_session,
+    single_node_session,
+)
 from .memory import cache_buffer
 from .probe_cache import OptionAdvice, measured_per_cpu
 
@@ -160,22 +168,12 @@ def _matmul_step(rng: np.random.Generator):
     speed does not depend on the weights' values, so random nibbles in the exporter's layout stand
     in for quantized ones (quantizing 25M weights would take longer than the measurement)."""
     blocks = PROBE_K // INT4_BLOCK
-    inits = [
-        numpy_helper.from_array(rng.integers(0, 256, (PROBE_N, blocks, INT4_BLOCK // 2), np.uint8), "b"),
-        numpy_helper.from_array(rng.uniform(1e-3, 1e-2, (PROBE_N, blocks)).astype(np.float32), "s"),
-        numpy_helper.from_array(rng.integers(0, 256, (PROBE_N, (blocks + 1) // 2), np.uint8), "z"),
-    ]
-    node = helper.make_node(
-        "MatMulNBits",
-        ["x", "b", "s", "z"],
-        ["y"],
-        domain="com.microsoft",
-        K=PROBE_K,
-        N=PROBE_N,
-        bits=4,
-        block_size=INT4_BLOCK,
-        accuracy_level=ACCURACY_LEVEL,
+    inits = nbits_initializers(
+        rng.integers(0, 256, (PROBE_N, blocks, INT4_BLOCK // 2), np.uint8),
+        rng.uniform(1e-3, 1e-2, (PROBE_N, blocks)).astype(np.float32),
+        rng.integers(0, 256, (PROBE_N, (blocks + 1) // 2), np.uint8),
     )
+    node = nbits_matmul_node(PROBE_K, PROBE_N, 4, INT4_BLOCK, ACCURACY_LEVEL)
     session = single_node_session(node, inits, PROBE_K, PROBE_N)
     x = rng.standard_normal((1, PROBE_K), dtype=np.float32)
     return lambda: session.run(None, {"x": x})
