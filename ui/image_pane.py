@@ -357,6 +357,7 @@ class ImagePane(QWidget):
             self._rows[index] = image
             self._estimate(image)
             _fill_item(self.thumbnails.item(index), image)  # in place: no rebuild, the selection stays
+            self.thumbnails.doItemsLayout()  # its text grew a line: lay the items out again (no stale text)
             if index == self.thumbnails.currentRow():
                 self._show_row(index)
             if not image.sent:  # an image of a reopened chat, shown late, changes nothing the user did
