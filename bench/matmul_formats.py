@@ -94,9 +94,11 @@ def activations(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def avx2_emulated(x: np.ndarray, rows: int, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The first `rows` rows of u8 activations x s8 weights through VPMADDUBSW (k pairs
-    saturated to int16); activations are quantized over the whole tensor, as onnxruntime does."""
+def int8_emulated(x: np.ndarray, rows: int, q: np.ndarray, scale: np.ndarray, saturate: bool = True) -> np.ndarray:
+    """The first `rows` rows of u8 activations x s8 weights through AVX2's VPMADDUBSW (k pairs
+    saturated to int16), or with exact integer sums as VNNI and AMX compute (`saturate=False`);
+    activations are quantized over the whole tensor, as onnxruntime does."""
+    low, high = (-32768, 32767) if saturate else (None, None)
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     xs = (hi - lo) / 255
     zp = float(np.clip(np.rint(-lo / xs), 0, 255))
@@ -105,7 +107,7 @@ def avx2_emulated(x: np.ndarray, rows: int, q: np.ndarray, scale: np.ndarray) ->
     for c in range(len(q)):
         qc = q[c].astype(np.int32)
         prod = xq * qc[None, :]
-        pairs = np.clip(prod[:, 0::2] + prod[:, 1::2], -32768, 32767).sum(1, dtype=np.int64)
+        pairs = np.clip(prod[:, 0::2] + prod[:, 1::2], low, high).sum(1, dtype=np.int64)
         out[:, c] = (pairs - zp * qc.sum(dtype=np.int64)) * xs * scale[c]
     return out
 
@@ -140,8 +142,9 @@ def measure(m: int, k: int, n: int, threads: int, repeats: int = 7) -> list[dict
             "weight_bytes_per_param": _bytes_per_param(name),
         }
         if int8 is not None:
-            avx2 = avx2_emulated(x, SAMPLE_ROWS, *int8)
-            row["avx2_error_sample"] = float(np.abs(avx2 - exact[:SAMPLE_ROWS]).max() / top)
+            for cpu, saturate in (("avx2", True), ("vnni", False)):
+                emulated = int8_emulated(x, SAMPLE_ROWS, *int8, saturate=saturate)
+                row[f"{cpu}_error_sample"] = float(np.abs(emulated - exact[:SAMPLE_ROWS]).max() / top)
         rows.append(row)
     return rows
 
@@ -177,14 +180,18 @@ def main(argv=None) -> int:
     )
     for m, k, n in shapes:
         print(
-            f"{m} x {k} x {n}\n\n| format | error (of scale) | first {SAMPLE_ROWS} rows: this CPU / AVX2 "
-            "emulated | ms | GOP/s | bytes/weight |"
+            f"{m} x {k} x {n}\n\n| format | error (of scale) | first {SAMPLE_ROWS} rows: this CPU / emulated "
+            "AVX2 / emulated VNNI, AMX | ms | GOP/s | bytes/weight |"
         )
         print("|---|---|---|---|---|---|")
         for r in measure(m, k, n, args.threads):
-            avx2 = f"{r['avx2_error_sample']:.3f}" if "avx2_error_sample" in r else "not emulated"
+            emulated = (
+                f"{r['avx2_error_sample']:.3f} / {r['vnni_error_sample']:.3f}"
+                if "avx2_error_sample" in r
+                else "not emulated"
+            )
             print(
-                f"| {r['format']} | {r['error']:.3f} | {r['error_sample']:.3f} / {avx2} | {r['ms']:.1f} | "
+                f"| {r['format']} | {r['error']:.3f} | {r['error_sample']:.3f} / {emulated} | {r['ms']:.1f} | "
                 f"{r['gops']:.0f} | {r['weight_bytes_per_param']:.2f} |",
                 flush=True,
             )

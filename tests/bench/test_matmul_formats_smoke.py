@@ -10,8 +10,13 @@ def test_every_format_runs_and_full_range_int8_would_saturate_on_avx2():
     assert rows["fp32 MatMul"]["error"] < 1e-5
     seven = rows["int8 7-bit [-63, 63] (DynamicQuantizeMatMul; default)"]
     full = rows["int8 full range [-127, 127] (DynamicQuantizeMatMul)"]
-    assert seven["avx2_error_sample"] <= seven["error_sample"] * 1.01 + 1e-6  # no saturation
-    assert full["avx2_error_sample"] > 3 * full["error_sample"]  # saturation on AVX2
+    # Both CPU families, emulated, so this holds on any CPU: 7 bits never saturate; full range does
+    # on AVX2. This CPU computes one of the two.
+    assert abs(seven["avx2_error_sample"] - seven["vnni_error_sample"]) < 1e-9
+    assert full["avx2_error_sample"] > 3 * full["vnni_error_sample"]
+    for row in (seven, full):
+        this_cpu = row["error_sample"]
+        assert min(abs(this_cpu - row[f"{cpu}_error_sample"]) for cpu in ("avx2", "vnni")) < 1e-3 * this_cpu
     assert all(0 < r["ms"] and r["error"] < 0.2 for r in rows.values())
 
 
