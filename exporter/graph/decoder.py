@@ -23,7 +23,7 @@ from ..checkpoint import Checkpoint
 from ..config import TextConfig
 from ..quantize import quantize_int4
 from .builder import FLOAT, FLOAT16, INT32, INT64, GraphBuilder
-from .ops import WeightFormat, linear, rms_norm, silu_mul
+from .ops import WeightFormat, linear, rms_norm, rope_inverse_frequencies, silu_mul
 
 T = "model.language_model"
 KV_DTYPES = {"fp32": FLOAT, "fp16": FLOAT16}
@@ -34,7 +34,7 @@ def _mrope_cos_sin(g: GraphBuilder, cfg: TextConfig, position_ids: str) -> tuple
     """Interleaved MRoPE: frequency j takes its angle from axis h if j%3==1, w if j%3==2 (up to
     3*section), else t. Returns cos/sin [S, head_dim/2] for RotaryEmbedding (rotate_half layout)."""
     half = cfg.head_dim // 2
-    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float32) / cfg.head_dim))
+    inv = rope_inverse_frequencies(cfg.rope_theta, cfg.head_dim)
     axis_of = np.zeros(half, np.int64)
     for axis, offset in ((1, 1), (2, 2)):
         axis_of[offset : cfg.mrope_section[axis] * 3 : 3] = axis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,3 +97,11 @@ def gelu(g: GraphBuilder, x: str, approximate: str) -> str:
 
 def silu_mul(g: GraphBuilder, gate: str, up: str) -> str:
     return g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
+
+
+def rope_inverse_frequencies(theta: float, dim: int) -> np.ndarray:
+    """1 / theta^(2i/dim) for i < dim/2, correctly rounded to float32 from Python's float64 math.
+
+    numpy's float32 power takes a different SIMD routine on AVX-512 and AVX2 CPUs (last-bit
+    differences), so the same checkpoint exported on two machines gave different graphs."""
+    return np.array([1.0 / math.pow(theta, i / dim) for i in range(0, dim, 2)], dtype=np.float32)

@@ -15,7 +15,7 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..config import VisionConfig
 from .builder import FLOAT, INT64, GraphBuilder
-from .ops import WeightFormat, gelu, layer_norm, linear
+from .ops import WeightFormat, gelu, layer_norm, linear, rope_inverse_frequencies
 
 P = "model.visual"
 
@@ -78,7 +78,7 @@ def _position_embedding(g, ck: Checkpoint, cfg: VisionConfig, rows, cols, gh, gw
 def _rotary_cache(g: GraphBuilder, cfg: VisionConfig, rows: str, cols: str) -> tuple[str, str]:
     """cos/sin [N, head_dim/2]: height angles then width angles (the rotate_half layout)."""
     dim = cfg.head_dim // 2
-    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))).astype(np.float32)
+    inv = rope_inverse_frequencies(cfg.rope_theta, dim)
     inv_c = g.const(inv[None, :], np.float32)
     fh = g.op("Mul", g.op("Unsqueeze", g.op("Cast", rows, to=FLOAT), g.const([1])), inv_c)
     fw = g.op("Mul", g.op("Unsqueeze", g.op("Cast", cols, to=FLOAT), g.const([1])), inv_c)
