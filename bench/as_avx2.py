@@ -78,6 +78,11 @@ def environment(library: Path, scratch: Path, base: dict[str, str] | None = None
     return env
 
 
+def masked_here() -> bool:
+    """Whether this process runs under the mask (its CPU report is then the masked one)."""
+    return "AS_AVX2_DIR" in os.environ and "as_avx2" in os.environ.get("LD_PRELOAD", "")
+
+
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     """subprocess.run(command) as on an AVX2-only CPU (raises Unavailable where it cannot)."""
     library = build_library()

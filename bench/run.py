@@ -57,10 +57,12 @@ def machine() -> dict:
     import numpy
     import onnxruntime
 
+    from bench.as_avx2 import masked_here
     from engine.cpu import cpu_info
 
     cpu = cpu_info()
     return {
+        "masked_as_avx2": masked_here(),
         "cpu": cpu.model,
         "cpu_class": cpu.cpu_class,
         "cpu_summary": cpu.summary(),
@@ -80,6 +82,11 @@ def machine_line(m: dict, threads: int | None, date: str) -> str:
         f"{m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
         f"threads={threads or m['physical_cores']}; Python {m['python']}, onnxruntime "
         f"{m['onnxruntime']}, numpy {m['numpy']}; {date}."
+        + (
+            " Run under bench.as_avx2: this CPU running the kernels of an AVX2-only one."
+            if m.get("masked_as_avx2")
+            else ""
+        )
     )
 
 

@@ -58,15 +58,17 @@ def test_the_process_reads_an_avx2_only_cpu_everywhere():
         "import json, numpy\n"
         "from numpy._core._multiarray_umath import __cpu_features__ as f\n"
         "from engine.cpu import cpu_info\n"
+        "from bench.as_avx2 import masked_here\n"
         "info = cpu_info()\n"
         "print(json.dumps({'numpy': {k: f[k] for k in ('AVX2', 'FMA3', 'AVX512F', 'AVX512_SKX')},"
-        " 'cls': info.cpu_class, 'model': info.model, 'text': open('/proc/cpuinfo').read()}))\n"
+        " 'masked': masked_here(), 'cls': info.cpu_class, 'model': info.model,"
+        " 'text': open('/proc/cpuinfo').read()}))\n"
     )
     proc = run_masked("-c", script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout)
     assert seen["numpy"] == {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512_SKX": False}
-    assert seen["cls"] == "x86-avx2"
+    assert seen["cls"] == "x86-avx2" and seen["masked"]  # and bench.run says so beside its figures
     masked = parse_proc_cpuinfo(seen["text"], "x86_64")
     real = parse_proc_cpuinfo(Path("/proc/cpuinfo").read_text(), "x86_64")
     assert masked.model == real.model == seen["model"] and masked.has("avx2") and masked.has("fma")

@@ -66,6 +66,8 @@ def bare_env(home: Path, **extra: str) -> dict[str, str]:
         "XDG_CONFIG_HOME": str(home / "config"),
         "XDG_CACHE_HOME": str(home / "cache"),
     }
+    # Under bench.as_avx2 the app runs with the same kernels as the tests that check it.
+    env.update({k: os.environ[k] for k in ("LD_PRELOAD", "AS_AVX2_DIR") if k in os.environ})
     return {**env, **extra}
 
 
