@@ -101,13 +101,9 @@ def open_window(qtbot, tmp_path, settings_file):
     return open_
 
 
-HOLD_LIMIT_S = 60
-
-
 class HeldLoader:
     """Stands in for the engine's loader the opener calls: notes the thread of each call and
-    holds every call until released (or the test ends; a minute at most, so none can hang).
-    The hold outlasts any lag of a busy machine: a test that lets go early reads a wrong state."""
+    holds every call until released (never longer than a few seconds, so a test cannot hang)."""
 
     def __init__(self, monkeypatch):
         self.real = ui.image_opener.load_image
@@ -122,7 +118,7 @@ class HeldLoader:
         self.threads.append(threading.get_ident())
         self.names.append(path.name)
         self.started.set()
-        self.release.wait(HOLD_LIMIT_S)
+        self.release.wait(5)
         try:
             return self.real(path, *args, **kwargs)
         finally:
@@ -130,11 +126,9 @@ class HeldLoader:
 
 
 @pytest.fixture
-def held_loader(monkeypatch):
-    """The image pane's loader, held until `held_loader.release` is set or the test ends."""
-    loader = HeldLoader(monkeypatch)
-    yield loader
-    loader.release.set()  # before the window closes, which waits for the file being opened
+def held_loader(monkeypatch) -> HeldLoader:
+    """The image pane's loader, held until `held_loader.release` is set."""
+    return HeldLoader(monkeypatch)
 
 
 def _ensure(folder: Path) -> Path:
