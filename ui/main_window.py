@@ -281,6 +281,8 @@ class MainWindow(QMainWindow):
         self.image_pane.refresh_costs()
 
     def _show_read_ahead(self, text: str, progress) -> None:
+        if self.session.holding:  # "Opening the image…" until the held question goes: the end of
+            return  # this read does not touch the status, so a progress shown now would stay
         if progress is None:
             self.status_line.show_state(text, busy=True)
         else:

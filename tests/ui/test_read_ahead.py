@@ -422,6 +422,10 @@ def test_the_status_says_a_held_question_waits_even_when_a_read_ahead_ends(qtbot
     window.image_pane.add_files([make_image("second.png")])  # held
     ask(qtbot, window, "Both?")
     assert window.status_line.label.text() == "Opening the image…"
+    # The read's progress can reach the window after the question was held (queued from the engine
+    # thread); shown then, it would stay after the read ends.
+    window.session.read_ahead.progress.emit("Reading the image", None)
+    assert window.status_line.label.text() == "Opening the image…"
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT):
         script.step()  # first.png is read while second.png is still being opened
     assert window.status_line.label.text() == "Opening the image…"
