@@ -17,8 +17,7 @@ import pytest
 
 from bench import as_avx2
 from engine.cpu import parse_proc_cpuinfo
-from tests.exporter.test_int8_exact import exact_sums, quantize_activations, vpmaddubsw_sums
-from tests.fixtures import int8_kernels
+from tests.exporter.test_int8_exact import full_range_results, rel_diff
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,10 +28,6 @@ def run_masked(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return as_avx2.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs)
 
 
-def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max())
-
-
 def test_onnxruntime_runs_its_saturating_avx2_int8_kernel(tmp_path):
     """The child's int8 matmul on full-range weights equals VPMADDUBSW's saturated sums, which
     differ from the exact sums by 2 % of scale on these inputs: it ran the AVX2 kernel, whatever
@@ -41,11 +36,7 @@ def test_onnxruntime_runs_its_saturating_avx2_int8_kernel(tmp_path):
     proc = run_masked("-m", "tests.fixtures.int8_kernels", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(out)["matmul_full_range"]
-    x = int8_kernels.outlier_activations(int8_kernels.ROWS, int8_kernels.K)
-    q, scale = int8_kernels.full_range_weights()
-    xq, x_scale, zp = quantize_activations(x)
-    to_float = x_scale * scale.astype(np.float64)[None, :]
-    exact, saturated = exact_sums(xq, zp, q) * to_float, vpmaddubsw_sums(xq, zp, q) * to_float
+    saturated, exact = full_range_results()
     assert rel_diff(saturated, exact) > 0.01  # the control: these inputs do saturate
     assert rel_diff(got, saturated) < 1e-5
     assert rel_diff(got, exact) > 0.01

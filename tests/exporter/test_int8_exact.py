@@ -14,6 +14,7 @@ import pytest
 from onnx import numpy_helper
 
 from exporter.quantize import INT8_WEIGHT_MAX, quantize_int8
+from tests.fixtures import int8_kernels
 from tests.fixtures.int8_kernels import full_range_weights, outlier_activations
 
 
@@ -35,6 +36,20 @@ def vpmaddubsw_sums(xq: np.ndarray, zp: int, q_kn: np.ndarray) -> np.ndarray:
     prod = xq[:, None, :] * q[None, :, :]
     pairs = np.clip(prod[..., 0::2] + prod[..., 1::2], -32768, 32767)
     return pairs.sum(-1) - zp * q.sum(1)[None, :]
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max())
+
+
+def full_range_results() -> tuple[np.ndarray, np.ndarray]:
+    """(AVX2's saturated, VNNI/AMX's exact) float results of the int8 matmul that
+    tests/fixtures/int8_kernels.py runs on full-range weights ("matmul_full_range")."""
+    x = outlier_activations(int8_kernels.ROWS, int8_kernels.K)
+    q, scale = full_range_weights()
+    xq, x_scale, zp = quantize_activations(x)
+    to_float = x_scale * scale.astype(np.float64)[None, :]
+    return vpmaddubsw_sums(xq, zp, q) * to_float, exact_sums(xq, zp, q) * to_float
 
 
 def exported_int8_weights(model_dir) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.exporter.test_int8_exact import exact_sums, quantize_activations, vpmaddubsw_sums
+from tests.exporter.test_int8_exact import full_range_results, rel_diff
 from tests.fixtures import int8_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +29,6 @@ pytestmark = pytest.mark.skipif(
     platform.machine() != "x86_64" or QEMU is None,
     reason="needs QEMU's user-mode emulator (Debian: qemu-user) to run as an AVX2-only x86 CPU",
 )
-
-
-def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max())
 
 
 def emulated_env() -> dict[str, str]:
@@ -61,11 +57,7 @@ def test_the_emulated_cpu_runs_the_saturating_avx2_kernel(runs):
     """The control: there, full-range weights give exactly what VPMADDUBSW's saturating pair sums
     give, not the exact integer sums (so the child really ran the AVX2 kernel)."""
     _here, avx2 = runs
-    x = int8_kernels.outlier_activations(int8_kernels.ROWS, int8_kernels.K)
-    q, scale = int8_kernels.full_range_weights()
-    xq, x_scale, zp = quantize_activations(x)
-    to_float = x_scale * scale.astype(np.float64)[None, :]
-    exact, saturated = exact_sums(xq, zp, q) * to_float, vpmaddubsw_sums(xq, zp, q) * to_float
+    saturated, exact = full_range_results()
     assert rel_diff(saturated, exact) > 0.01  # these inputs do saturate
     assert rel_diff(avx2["matmul_full_range"], saturated) < 1e-5
     assert rel_diff(avx2["matmul_full_range"], exact) > 0.01
