@@ -31,11 +31,15 @@ class Unavailable(RuntimeError):
     """This machine cannot run a process as an AVX2-only CPU."""
 
 
+def _compiler() -> str | None:
+    return shutil.which("gcc") or shutil.which("cc")
+
+
 def unavailable_reason() -> str | None:
     """Why masking cannot work here, or None when it can be tried."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return "runs only on Linux x86-64"
-    if not (shutil.which("gcc") or shutil.which("cc")):
+    if not _compiler():
         return "needs a C compiler (gcc) to build the preloaded library"
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
@@ -57,10 +61,9 @@ def build_library(cache_dir: Path | None = None) -> Path:
     if library.exists():
         return library
     cache_dir.mkdir(parents=True, exist_ok=True)
-    compiler = shutil.which("gcc") or shutil.which("cc")
     partial = library.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run(
-        [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-ldl"],
+        [_compiler(), "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-ldl"],
         capture_output=True,
         text=True,
     )
