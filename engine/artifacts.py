@@ -22,9 +22,7 @@ from pathlib import Path
 
 from .errors import ArtifactError
 from .file_stamps import VERIFIED_NAME, file_stamp, sha256_file, write_verified
-from .manifest import MANIFEST_NAME, FileRecord, Manifest
-
-_REDO = "Run the model setup again (it re-downloads only what is missing and converts again)."
+from .manifest import MANIFEST_NAME, REDO_SETUP, FileRecord, Manifest
 
 
 def listed_files(manifest: Manifest, folder: Path) -> dict[str, FileRecord]:
@@ -34,7 +32,7 @@ def listed_files(manifest: Manifest, folder: Path) -> dict[str, FileRecord]:
     if unlisted:
         raise ArtifactError(
             f"The model's {MANIFEST_NAME} is damaged: it does not list {', '.join(unlisted)}, "
-            f"so they cannot be checked. {_REDO}"
+            f"so they cannot be checked. {REDO_SETUP}"
         )
     return manifest.files
 
@@ -43,12 +41,12 @@ def _check_sizes(folder: Path, files: dict[str, FileRecord]) -> None:
     for name, record in files.items():
         path = folder / name
         if not path.is_file():
-            raise ArtifactError(f"The model folder {folder} is incomplete: {name} is missing. {_REDO}")
+            raise ArtifactError(f"The model folder {folder} is incomplete: {name} is missing. {REDO_SETUP}")
         size = path.stat().st_size
         if size != record.size:
             raise ArtifactError(
                 f"The model file {name} has {size:,} bytes instead of {record.size:,}: "
-                f"it is damaged or was not written completely. {_REDO}"
+                f"it is damaged or was not written completely. {REDO_SETUP}"
             )
 
 
@@ -59,7 +57,7 @@ def _damaged(folder: Path, name: str) -> ArtifactError:
         (folder / VERIFIED_NAME).unlink(missing_ok=True)
     except OSError:
         pass
-    return ArtifactError(f"The model file {name} is damaged (its checksum does not match). {_REDO}")
+    return ArtifactError(f"The model file {name} is damaged (its checksum does not match). {REDO_SETUP}")
 
 
 def _read_verified(folder: Path) -> dict:

@@ -97,8 +97,8 @@ def _measure_vision(engine) -> None:
 def _attention_seconds_per_patch2(engine) -> float:
     """Seconds per patch^2 of the vision tower's attention: one layer's MultiHeadAttention
     timed alone (as the exported graph runs it), times the layers."""
-    vision = engine.manifest.model["vision"]
-    hidden, heads, depth = int(vision["hidden_size"]), int(vision["num_heads"]), int(vision["depth"])
+    vision = engine.manifest.vision
+    hidden, heads, depth = vision.hidden_size, vision.num_heads, vision.depth
     names = ("q", "k", "v")
     node = helper.make_node(
         "MultiHeadAttention",

@@ -14,17 +14,17 @@ from tokenizers import Tokenizer
 from .artifacts import verify_artifacts
 from .cpu import CpuInfo, cpu_info
 from .errors import ArtifactError, EngineError
-from .image import ImageProcessorConfig, detail_pixels, tokens_for
+from .image import detail_pixels, tokens_for
+from .load_checks import check_loaded
 from .manifest import Manifest
 from .model_parts import ModelParts
-from .prompt import PromptBuilder
+from .prompt import PromptBuilder, user_message
 from .runtime import DecoderRunner, VisionRunner
 from .sampling import SamplingOptions
 from .speeds import SpeedModel
 from .turn_taking import TurnTaking
 
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
-IMAGE_TEMPLATE_TOKENS = 2  # the markers around an image's tokens, where the template does not say
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,11 @@ class EngineOptions:
 
 
 def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
-    """Models converted before int8 weights were limited to 7 bits lose accuracy on x86 CPUs
-    without VNNI or AMX (their int8 kernel saturates); say so instead of degrading silently."""
-    weights = manifest.weights or {}
-    uses_int8 = (weights.get("vision") or {}).get("kind") == "int8" or manifest.decoder.prefill_weights == "int8"
+    """Models whose int8 weights use more than 7 bits lose accuracy on x86 CPUs without VNNI or
+    AMX (their int8 kernel saturates); say so instead of degrading silently."""
     if (
-        not uses_int8
-        or weights.get("int8_weight_max", 127) <= 63
+        not manifest.weights.uses_int8()
+        or manifest.weights.int8_weight_max <= 63
         or cpu.arch != "x86_64"
         or cpu.int8_units
         or not cpu.int8_known
@@ -83,6 +81,21 @@ def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
     )
 
 
+def image_template_tokens(prompts: PromptBuilder) -> int:
+    """What the template writes with a question's first image besides its tokens: the turn's
+    opening and the markers where the images come first, else the markers around one image."""
+    opening = prompts.encode_turn_prefix([], [0])
+    if opening is not None:
+        return len(opening)
+    try:
+        with_image = prompts.encode_turn([], user_message("", 1), [0])
+        return len(with_image) - len(prompts.encode_turn([], user_message("", 0)))
+    except EngineError as exc:
+        raise ArtifactError(
+            f"The model's chat template cannot hold an image ({exc}). Convert the model again."
+        ) from None
+
+
 class Engine:
     """Loads an artifact folder. Conversations take `turn_taking` while they generate, so the
     app's chat and the local server can take turns from different threads, each on its own KV
@@ -92,68 +105,56 @@ class Engine:
         self.model_dir = Path(model_dir)
         self.options = options
         self.manifest = verify_artifacts(self.model_dir, full_hash=options.verify)
-        m = self.manifest
-        try:
-            self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            prompts = PromptBuilder(
-                self.tokenizer,
-                m.chat_template,
-                image_pad=self._token(m.tokens.image),
-                end_of_turn=self._token(m.tokens.im_end),
-            )
-            image_config = ImageProcessorConfig.from_preprocessor_json(m.image_processor)
-            d = m.decoder
-            self.shape = d  # the KV cache's shapes
-            context_limit = min(options.max_context, int(m.context_limit))
-            vision = VisionRunner(
-                self.model_dir / m.vision.file,
-                options.threads,
-                channels=int(m.model["vision"].get("in_channels", 3)),
-                profile_prefix=options.profile_prefix,
-            )
-            prefill = d.prefill_file if options.use_prefill_graph else None
-            decoder = DecoderRunner(
-                self.model_dir / d.file,
-                self.shape,
-                context_limit,
-                options.threads,
-                self.model_dir / prefill if prefill else None,
-                profile_prefix=options.profile_prefix,
-            )
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"The model's manifest lacks {exc}; convert the model again.") from None
-        except EngineError:
-            raise
-        except Exception as exc:  # onnxruntime refuses a damaged graph
-            raise ArtifactError(f"The model in {self.model_dir} cannot be loaded: {exc}") from None
+        context_limit = min(options.max_context, self.manifest.context_limit)
+        self.tokenizer, vision, decoder = self._open_files(context_limit)
+        check_loaded(self.manifest, self.tokenizer, vision, decoder)
+        prompts = PromptBuilder(self.tokenizer, self.manifest.chat_template, self.manifest.tokens)
         self.cpu = cpu_info()
-        speeds = SpeedModel(speed_key(m, self.cpu, options.threads), options.speed_file)
         # Things the user should know about this model on this machine (shown, never silent).
-        self.warnings = [w for w in (saturating_int8_warning(m, self.cpu),) if w]
-        eos_ids = frozenset(m.tokens.eos)
-        self.image_token_id = prompts.image_token_id
-        merge_size = m.vision.merge_size
-        # What the template writes with a question's first image besides its tokens (turn opening, markers).
-        opening = prompts.encode_turn_prefix([], [0])
-        self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
+        self.warnings = [w for w in (saturating_int8_warning(self.manifest, self.cpu),) if w]
+        self._image_template_tokens = image_template_tokens(prompts)
         self._active = None
-        turn_taking = TurnTaking()  # the app's chat, the local server and calibration take turns
         # All a conversation sees of the engine (built once: the parts never change; the engine's
         # own names for them below read these, so the two cannot drift apart).
         self.parts = ModelParts(
             decoder=decoder,
             vision=vision,
             prompts=prompts,
-            image_config=image_config,
-            merge_size=merge_size,
-            eos_ids=eos_ids,
+            image_config=self.manifest.image_processor,
+            eos_ids=frozenset(self.manifest.tokens.eos),
             context_limit=context_limit,
             prefill_chunk=options.prefill_chunk,
             image_detail=options.image_detail,
             sampling=self.default_sampling(),
-            speeds=speeds,
-            turn_taking=turn_taking,
+            speeds=SpeedModel(speed_key(self.manifest, self.cpu, options.threads), options.speed_file),
+            turn_taking=TurnTaking(),  # the app's chat, the local server and calibration take turns
         )
+
+    def _open_files(self, context_limit: int) -> tuple[Tokenizer, VisionRunner, DecoderRunner]:
+        """The tokenizer, the vision graph and the decoder (with the prompt graph, if wanted and exported)."""
+        m, options = self.manifest, self.options
+        prefill = m.decoder.prefill_file if options.use_prefill_graph else None
+        try:
+            tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+            vision = VisionRunner(
+                self.model_dir / m.vision.file,
+                options.threads,
+                channels=m.vision.in_channels,
+                profile_prefix=options.profile_prefix,
+            )
+            decoder = DecoderRunner(
+                self.model_dir / m.decoder.file,
+                m.decoder,
+                context_limit,
+                options.threads,
+                self.model_dir / prefill if prefill else None,
+                profile_prefix=options.profile_prefix,
+            )
+        except EngineError:
+            raise
+        except Exception as exc:  # onnxruntime refuses a damaged graph, `tokenizers` a damaged tokenizer
+            raise ArtifactError(f"The model in {self.model_dir} cannot be loaded: {exc}") from None
+        return tokenizer, vision, decoder
 
     # The model's parts, under the names the app, the server and calibration use: read from
     # `parts`, so a conversation and the engine always see the same ones.
@@ -167,18 +168,9 @@ class Engine:
     speeds = property(lambda self: self.parts.speeds)
     turn_taking = property(lambda self: self.parts.turn_taking)
 
-    def _token(self, token_id: int) -> str:
-        """The text of a special token the manifest names, as the tokenizer spells it."""
-        token = self.tokenizer.id_to_token(token_id)
-        if token is None:
-            raise ArtifactError(
-                f"The tokenizer has no token {token_id}, which the model's manifest names. Convert the model again."
-            )
-        return token
-
     def default_sampling(self, **overrides) -> SamplingOptions:
         """generation_config.json of the checkpoint plus the model card's advice for images."""
-        return SamplingOptions.from_generation_config(self.manifest.generation or {}, **overrides)
+        return SamplingOptions.from_generation_config(self.manifest.generation, **overrides)
 
     def image_tokens(self, width: int, height: int, image_detail: str | None = None) -> int:
         return tokens_for(width, height, self.image_config, self.options.max_pixels(image_detail))

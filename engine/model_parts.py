@@ -23,7 +23,6 @@ class ModelParts:
     vision: VisionRunner
     prompts: PromptBuilder  # chat template + tokenizer: ids of turns, text of answers
     image_config: ImageProcessorConfig  # how images are resized and cut into patches
-    merge_size: int  # patches per image token, per side
     eos_ids: frozenset[int]  # tokens that end an answer
     context_limit: int  # KV-cache slots: no turn may grow the cache past this
     prefill_chunk: int  # prompts are read this many tokens at a time
@@ -31,6 +30,12 @@ class ModelParts:
     sampling: SamplingOptions  # how an answer is sampled when the question says nothing
     speeds: SpeedModel  # this machine's measured speeds: predicts waits, learns from each read
     turn_taking: TurnTaking  # shared with the local server: one generation at a time
+
+    @property
+    def merge_size(self) -> int:
+        """Patches per image token, per side (the image processor's, which the manifest checked
+        against the vision graph's)."""
+        return self.image_config.merge_size
 
     def max_pixels(self, detail: str | None = None) -> int:
         """The pixel budget of `detail`, or of the default detail."""

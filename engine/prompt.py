@@ -2,9 +2,9 @@
 
 The checkpoint's own jinja chat template is rendered with the Environment transformers uses
 (chat_template_utils), tokenized with the `tokenizers` library from tokenizer.json, and every
-`<|image_pad|>` is expanded to its image's token count. `PromptBuilder.encode_turn` also renders
-only the *continuation* of a conversation, so the engine can keep the KV cache of earlier turns
-and prefill just the new tokens.
+image slot (the manifest's image token) is expanded to its image's token count.
+`PromptBuilder.encode_turn` also renders only the *continuation* of a conversation, so the
+engine can keep the KV cache of earlier turns and prefill just the new tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -24,13 +23,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
 from engine.errors import ArtifactError, EngineError
+from engine.manifest import TokenIds
 from engine.tokens import ImageRun, Tokens
 
 # {"role": "user", "content": str | [{"type": "image"}, {"type": "text", "text": ...}]}
 Message = dict[str, Any]
-
-IMAGE_PAD = "<|image_pad|>"
-END_OF_TURN = "<|im_end|>"
 
 # Private-use characters transformers wraps around control tokens typed by the user
 # (`sanitize_control_tokens=True`), so they are encoded as plain text.
@@ -77,20 +74,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
-def load_chat_template(folder: Path) -> str:
-    """The template from a model folder: chat_template.jinja, chat_template.json or tokenizer_config."""
-    folder = Path(folder)
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        path = folder / name
-        if path.is_file():
-            template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-            if isinstance(template, str):
-                return template
-    raise ArtifactError(f"No chat template in {folder} (chat_template.json is missing).")
-
-
 def user_message(text: str, image_count: int = 0) -> Message:
     """A user turn in the processor format: the images first, then the text."""
     content: list[dict] = [{"type": "image"} for _ in range(image_count)]
@@ -118,37 +101,30 @@ class PromptBuilder:
         self,
         tokenizer: Tokenizer,
         chat_template: str,
+        tokens: TokenIds,
         *,
         sanitize_control_tokens: bool = True,
-        image_pad: str = IMAGE_PAD,
-        end_of_turn: str = END_OF_TURN,
     ):
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.sanitize_control_tokens = sanitize_control_tokens
-        self.image_pad = image_pad
-        self.end_of_turn = end_of_turn
+        self.image_token_id = tokens.image
+        self.end_of_turn_id = tokens.im_end
+        self._require_token(tokens.image)
+        self.end_of_turn = self._require_token(tokens.im_end)  # the text the template writes for it
         try:
             self._env = _environment()
             self._template = self._env.from_string(chat_template)
         except jinja2.exceptions.TemplateError as exc:
             raise ArtifactError(f"The model's chat template is invalid: {exc}") from exc
-        self.image_token_id = self._require_id(image_pad)
-        self.end_of_turn_id = self._require_id(end_of_turn)
 
-    @classmethod
-    def from_folder(cls, folder: Path, **options) -> PromptBuilder:
-        """tokenizer.json plus the chat template of a model folder."""
-        path = Path(folder) / "tokenizer.json"
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing.")
-        return cls(Tokenizer.from_file(str(path)), load_chat_template(folder), **options)
-
-    def _require_id(self, token: str) -> int:
-        token_id = self.tokenizer.token_to_id(token)
-        if token_id is None:
-            raise ArtifactError(f"The tokenizer has no {token} token.")
-        return token_id
+    def _require_token(self, token_id: int) -> str:
+        token = self.tokenizer.id_to_token(token_id)
+        if token is None:
+            raise ArtifactError(
+                f"The tokenizer has no token {token_id}, which the model's manifest names. Convert the model again."
+            )
+        return token
 
     # --- text ------------------------------------------------------------------------------
 

@@ -11,19 +11,29 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from engine.file_stamps import sha256_file, write_verified
-from engine.manifest import DecoderSection, FileRecord, Manifest, TokenIds, VisionSection
+from engine.image import ImageProcessorConfig
+from engine.manifest import (
+    DecoderSection,
+    FileRecord,
+    Manifest,
+    SourceSection,
+    TokenIds,
+    VisionSection,
+    WeightsSection,
+    image_geometry_mismatch,
+)
 
 from . import EXPORTER_VERSION
 from .checkpoint import Checkpoint
-from .config import ModelConfig, load_config
-from .errors import DiskSpaceError, ExportCancelled, ExportError
+from .config import ModelConfig, VisionConfig, load_config
+from .errors import CheckpointError, DiskSpaceError, ExportCancelled, ExportError
 from .graph.builder import GraphBuilder
 from .graph.decoder import build_decoder
 from .graph.ops import WeightFormat
@@ -42,6 +52,7 @@ KV_CACHE_FORMATS = ("fp32", "fp16")
 DEFAULT_BLOCK_SIZE = 128  # decoder linear layers (see README: measured choice)
 DEFAULT_EMBED_BLOCK_SIZE = 32  # the tied embedding / lm_head: finer blocks for logits and inputs
 DEFAULT_ACCURACY_LEVEL = 4
+END_OF_TURN = "<|im_end|>"  # Qwen's chat templates close each turn with it
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,7 @@ def export_model(
     tick("checking")(0, 1)
     cfg, _raw = load_config(source)
     side = read_side_files(source)
+    _check_side_files(cfg, side)
     ckpt = Checkpoint(source, cfg)
     try:
         check_target(out_dir, options.overwrite)  # refuse early, before waiting on anything
@@ -168,7 +180,7 @@ def export_model(
             check_target(out_dir, options.overwrite)  # again under the lock: another export may have just finished
             _check_space(out_dir.parent, estimate_bytes(cfg, options))
             tick("checking")(1, 1)
-            files = _write(ckpt, cfg, side, options, source, source_info, out_dir, tick, start)
+            files = _write(ckpt, cfg, side, options, source, source_info, out_dir, tick)
     except OSError as error:  # reading the checkpoint has its own messages: these are writes
         raise explain_write_error(error, out_dir) from None
     tick("finishing")(1, 1)
@@ -185,7 +197,6 @@ def _write(
     source_info: dict | None,
     out_dir: Path,
     tick,
-    start: float,
 ) -> dict[str, FileRecord]:
     """Write every artifact into the hidden partial folder, then swap it in; on any failure remove it."""
     tmp = partial_dir(out_dir)
@@ -209,7 +220,7 @@ def _write(
         for path in sorted(tmp.iterdir()):
             digest = hashes.get(path.name) or sha256_file(path)
             files[path.name] = FileRecord(path.stat().st_size, digest)
-        manifest = _manifest(cfg, side, options, source, source_info, files, time.perf_counter() - start)
+        manifest = _manifest(cfg, side, options, source, source_info, files)
         manifest.write(tmp)
         # The digests were taken from the bytes as they were written: the first load need not
         # read 2.6 GB (6.5 GB with a prompt graph) back to check them.
@@ -260,33 +271,14 @@ def _manifest(
     source: Path,
     source_info: dict | None,
     files: dict[str, FileRecord],
-    seconds: float,
 ) -> Manifest:
     t, v = cfg.text, cfg.vision
-    special = side.special_tokens
-    eos = side.generation.get("eos_token_id", cfg.eos_token_id)
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    tokens = TokenIds(
-        image=cfg.image_token_id,
-        im_start=special.get("<|im_start|>"),
-        im_end=special.get("<|im_end|>"),
-        eos=tuple(eos),
-        video=cfg.video_token_id,
-        vision_start=cfg.vision_start_token_id,
-        vision_end=cfg.vision_end_token_id,
-        pad=side.generation.get("pad_token_id", cfg.bos_token_id),
-    )
     return Manifest(
-        exporter_version=EXPORTER_VERSION,
-        source=source_info or {"kind": "folder", "path": str(source.absolute())},
+        source=SourceSection(**source_info) if source_info else SourceSection("folder", path=str(source.absolute())),
         precision=options.precision,
-        weights={
-            "decoder": asdict(options.decoder_format()),
-            "embedding": asdict(options.embedding_format()),
-            "vision": asdict(options.vision_format()),
-            "int8_weight_max": INT8_WEIGHT_MAX,
-        },
-        model={"text": asdict(t), "vision": asdict(v)},
+        weights=WeightsSection(
+            vision=options.vision_format().kind, prefill=options.prefill, int8_weight_max=INT8_WEIGHT_MAX
+        ),
         decoder=DecoderSection(
             file="decoder.onnx",
             num_layers=t.num_hidden_layers,
@@ -297,22 +289,53 @@ def _manifest(
             deepstack_levels=len(v.deepstack_visual_indexes),
             kv_dtype=options.kv_cache_format(),
             prefill_file="decoder_prefill.onnx" if options.prefill else None,
-            prefill_weights=options.prefill,
         ),
-        vision=VisionSection(
-            file="vision.onnx",
-            patch_dim=v.patch_dim,
-            input_patch_dim=v.frame_patch_dim,
-            merge_size=v.spatial_merge_size,
-            patch_size=v.patch_size,
-            temporal_patch_size=v.temporal_patch_size,
-        ),
-        tokens=tokens,
-        image_processor=side.preprocessor,
+        vision=_vision_section(v),
+        tokens=_token_ids(cfg, side),
+        image_processor=_image_processor(cfg, side),
         chat_template=side.chat_template,
         generation=side.generation,
         context_limit=t.max_position_embeddings,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        export_seconds=round(seconds, 2),
         files=files,
     )
+
+
+def _check_side_files(cfg: ModelConfig, side) -> None:
+    """Refuse, before converting, a checkpoint whose tokenizer or image processor the manifest could not describe."""
+    _token_ids(cfg, side)
+    _image_processor(cfg, side)
+
+
+def _vision_section(v: VisionConfig) -> VisionSection:
+    return VisionSection(
+        file="vision.onnx",
+        in_channels=v.in_channels,
+        hidden_size=v.hidden_size,
+        num_heads=v.num_heads,
+        depth=v.depth,
+        patch_size=v.patch_size,
+        temporal_patch_size=v.temporal_patch_size,
+        merge_size=v.spatial_merge_size,
+        input_patch_dim=v.frame_patch_dim,
+    )
+
+
+def _token_ids(cfg: ModelConfig, side) -> TokenIds:
+    """The image slot from config.json, the end of turn from the tokenizer, the ends of an
+    answer from generation_config.json (else config.json)."""
+    im_end = side.special_tokens.get(END_OF_TURN)
+    if im_end is None:
+        raise CheckpointError(f"The checkpoint's tokenizer has no {END_OF_TURN} token to end a chat turn.")
+    eos = side.generation.get("eos_token_id", cfg.eos_token_id)
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return TokenIds(image=cfg.image_token_id, im_end=im_end, eos=tuple(eos))
+
+
+def _image_processor(cfg: ModelConfig, side) -> ImageProcessorConfig:
+    """The checkpoint's image processor, refused unless it cuts patches as the vision tower takes them."""
+    config = ImageProcessorConfig.from_preprocessor_json(side.preprocessor)
+    mismatch = image_geometry_mismatch(config, _vision_section(cfg.vision))
+    if mismatch:
+        raise CheckpointError(f"The checkpoint's {mismatch}.")
+    return config

@@ -25,8 +25,7 @@ DEFAULT_PORT = 8088
 
 def model_id(engine) -> str:
     """The name clients see: the Hub repository the model came from, else its folder's name."""
-    source = engine.manifest.source or {}
-    repo = source.get("repo_id") or source.get("repo")
+    repo = engine.manifest.source.repo_id
     return str(repo).split("/")[-1] if repo else Path(engine.model_dir).name
 
 

@@ -71,14 +71,14 @@ def test_an_old_full_range_int8_model_is_flagged_only_where_it_loses_accuracy(ti
 
     current = Manifest.load(tiny_int4)
     avx2 = parse_proc_cpuinfo(ZEN1, "x86_64")
-    assert current.weights["int8_weight_max"] == 63
+    assert current.weights.int8_weight_max == 63
     assert saturating_int8_warning(current, avx2) is None
-    old = replace(current, weights={k: v for k, v in current.weights.items() if k != "int8_weight_max"})
+    old = replace(current, weights=replace(current.weights, int8_weight_max=127))
     warning = saturating_int8_warning(old, avx2)
     assert warning and "Convert the model again" in warning and "no int8 matrix units" in warning
     assert saturating_int8_warning(old, parse_proc_cpuinfo(ZEN4, "x86_64")) is None  # VNNI does not saturate
     assert saturating_int8_warning(old, parse_proc_cpuinfo(GRAVITON3, "aarch64")) is None
-    fp32_vision = replace(old, weights={**old.weights, "vision": {"kind": "fp32"}})
+    fp32_vision = replace(old, weights=replace(old.weights, vision="fp32"))
     assert saturating_int8_warning(fp32_vision, avx2) is None
 
 
@@ -90,5 +90,6 @@ def test_where_the_os_cannot_see_int8_units_nothing_is_claimed(tiny_int4):
 
     windows_x86 = CpuInfo("Intel", "Intel Core", "x86_64", frozenset({"avx2", "avx512f"}), 4, 8, int8_known=False)
     assert windows_x86.summary().endswith("int8 units unknown, 4 cores")
-    old = replace(Manifest.load(tiny_int4), weights={"vision": {"kind": "int8"}})
+    current = Manifest.load(tiny_int4)
+    old = replace(current, weights=replace(current.weights, vision="int8", int8_weight_max=127))
     assert saturating_int8_warning(old, windows_x86) is None

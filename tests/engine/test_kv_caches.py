@@ -15,7 +15,7 @@ def test_a_conversation_continues_exactly_after_another_cache_was_written(tiny_f
     second = engine.prompts.encode("A second one is about mountains, snow, ice and the long way up")
 
     def prefill(ids):
-        positions, state = chunk_positions(ids, [], engine.image_token_id, PositionState())
+        positions, state = chunk_positions(ids, [], engine.prompts.image_token_id, PositionState())
         return decoder.prefill(np.asarray(ids), positions)[-1], state
 
     def step(state, token):

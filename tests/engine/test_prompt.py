@@ -8,7 +8,8 @@ from PIL import Image
 
 from engine.errors import ArtifactError, EngineError
 from engine.image import ImageProcessorConfig, preprocess
-from engine.prompt import PromptBuilder, assistant_message, load_chat_template, user_message
+from engine.prompt import PromptBuilder, assistant_message, user_message
+from tests.fixtures.token_ids import qwen_token_ids
 
 CFG = ImageProcessorConfig()
 ANSWERS = ("A grey cat sits on a red sofa.", "Yes, its eyes are green: 绿色的眼睛 👀")
@@ -29,13 +30,18 @@ def picture(width: int, height: int, seed: int) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def builder(fast_tokenizer, chat_template) -> PromptBuilder:
-    return PromptBuilder(fast_tokenizer, chat_template, sanitize_control_tokens=False)
+def tokens(fast_tokenizer):
+    return qwen_token_ids(fast_tokenizer)
 
 
 @pytest.fixture(scope="module")
-def safe_builder(fast_tokenizer, chat_template) -> PromptBuilder:
-    return PromptBuilder(fast_tokenizer, chat_template)  # sanitizing is the default
+def builder(fast_tokenizer, chat_template, tokens) -> PromptBuilder:
+    return PromptBuilder(fast_tokenizer, chat_template, tokens, sanitize_control_tokens=False)
+
+
+@pytest.fixture(scope="module")
+def safe_builder(fast_tokenizer, chat_template, tokens) -> PromptBuilder:
+    return PromptBuilder(fast_tokenizer, chat_template, tokens)  # sanitizing is the default
 
 
 def hf_ids(hf_processor, messages, images, **kwargs) -> list[int]:
@@ -136,8 +142,10 @@ def turn_by_turn(builder, users, answers, image_counts) -> list[int]:
 
 
 @pytest.mark.parametrize("sanitize", [False, True])
-def test_three_turn_chat_cached_turns_equal_the_full_prompt(fast_tokenizer, chat_template, hf_processor, sanitize):
-    builder = PromptBuilder(fast_tokenizer, chat_template, sanitize_control_tokens=sanitize)
+def test_three_turn_chat_cached_turns_equal_the_full_prompt(
+    fast_tokenizer, chat_template, tokens, hf_processor, sanitize
+):
+    builder = PromptBuilder(fast_tokenizer, chat_template, tokens, sanitize_control_tokens=sanitize)
     users, answers = three_turn_chat()
     images = [picture(320, 240, 3), picture(200, 260, 4)]
     full = [users[0], answers[0], users[1], answers[1], users[2]]
@@ -190,21 +198,21 @@ def test_image_count_mismatch_is_reported(builder):
         ids_of(builder.encode_turn, [], user_message("x"), [64])
 
 
-def test_template_errors_are_engine_errors(fast_tokenizer):
-    builder = PromptBuilder(fast_tokenizer, "{{ raise_exception('only user turns') }}")
+def test_template_errors_are_engine_errors(fast_tokenizer, tokens):
+    builder = PromptBuilder(fast_tokenizer, "{{ raise_exception('only user turns') }}", tokens)
     with pytest.raises(EngineError, match="only user turns"):
         builder.render([user_message("hi")])
     with pytest.raises(ArtifactError, match="chat template is invalid"):
-        PromptBuilder(fast_tokenizer, "{% if %}")
+        PromptBuilder(fast_tokenizer, "{% if %}", tokens)
 
 
-def test_generation_tag_and_tojson_render_like_transformers(builder, fast_tokenizer, hf_tokenizer):
+def test_generation_tag_and_tojson_render_like_transformers(builder, fast_tokenizer, hf_tokenizer, tokens):
     template = (
         "{% for m in messages %}{% generation %}{{ m.content | tojson }}{% endgeneration %}"
         "{% if loop.index > 1 %}{% break %}{% endif %}{% endfor %}"
     )
     messages = [{"role": "user", "content": "<b>é</b>"}] * 3
-    ours = PromptBuilder(fast_tokenizer, template, sanitize_control_tokens=False).render(messages)
+    ours = PromptBuilder(fast_tokenizer, template, tokens, sanitize_control_tokens=False).render(messages)
     assert ours == hf_tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
 
 
@@ -213,15 +221,3 @@ def test_decode_round_trip(builder):
     assert builder.decode(builder.encode(text)) == text
     ids = ids_of(builder.encode_conversation, [user_message(text)])
     assert builder.decode(ids) == "user\n" + text + "\nassistant\n"
-
-
-def test_builder_from_folder(tokenizer_dir, data_dir, tmp_path, builder):
-    (tmp_path / "tokenizer.json").write_bytes((tokenizer_dir / "tokenizer.json").read_bytes())
-    with pytest.raises(ArtifactError, match="No chat template"):
-        PromptBuilder.from_folder(tmp_path)
-    (tmp_path / "chat_template.json").write_bytes((data_dir / "chat_template.json").read_bytes())
-    loaded = PromptBuilder.from_folder(tmp_path, sanitize_control_tokens=False)
-    messages = [user_message("hi", image_count=1)]
-    assert ids_of(loaded.encode_conversation, messages, [64]) == ids_of(builder.encode_conversation, messages, [64])
-    (tmp_path / "chat_template.jinja").write_text("{{ messages[0].role }}")
-    assert load_chat_template(tmp_path) == "{{ messages[0].role }}"  # transformers 5 layout wins

@@ -228,7 +228,7 @@ def test_a_template_whose_prefix_merges_with_the_question_is_read_at_send(tiny_f
     from engine.prompt import PromptBuilder
 
     engine = Engine(tiny_fp32)
-    parts = replace(engine.parts, prompts=PromptBuilder(engine.tokenizer, MERGING_TEMPLATE))
+    parts = replace(engine.parts, prompts=PromptBuilder(engine.tokenizer, MERGING_TEMPLATE, engine.manifest.tokens))
     at_once = run_turn(Conversation(parts), "What is this?", [A])[-1]
     conv = Conversation(parts)
     ahead = read_ahead(conv.attach([A]))
@@ -246,7 +246,7 @@ def test_a_template_with_images_after_the_text_keeps_them_for_the_question(tiny_
     from engine.prompt import PromptBuilder
 
     engine = Engine(tiny_fp32)
-    parts = replace(engine.parts, prompts=PromptBuilder(engine.tokenizer, TEXT_FIRST_TEMPLATE))
+    parts = replace(engine.parts, prompts=PromptBuilder(engine.tokenizer, TEXT_FIRST_TEMPLATE, engine.manifest.tokens))
     at_once = run_turn(Conversation(parts), "What is this?", [A])[-1]
     conv = Conversation(parts)
     ahead = read_ahead(conv.attach([A]))
