@@ -58,6 +58,14 @@ def test_transformers_v5_config_style_parses_the_same(tiny_checkpoint, tmp_path)
     assert v5 == legacy
 
 
+def test_an_image_processor_that_does_not_fit_the_vision_tower_is_refused_before_converting(ckpt_copy, tmp_path):
+    path = ckpt_copy / "preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "merge_size": 4}))
+    with pytest.raises(CheckpointError, match="image processor has merge_size 4 but the vision tower has 2"):
+        export_model(ckpt_copy, tmp_path / "out")
+    _assert_nothing_written(tmp_path / "out")
+
+
 def test_unsupported_architecture_is_named():
     raw = json.loads((DATA / "config.json").read_text())
     raw["architectures"] = ["Qwen2_5_VLForConditionalGeneration"]
@@ -200,22 +208,23 @@ def test_an_existing_export_is_kept_unless_overwrite(ckpt_copy, tmp_path):
 
 def test_manifest_lists_every_file_with_size_and_sha256(tiny_int4):
     from engine.file_stamps import sha256_file
+    from engine.manifest import Manifest
 
-    manifest = json.loads((tiny_int4 / "manifest.json").read_text())
+    manifest = Manifest.load(tiny_int4)
     on_disk = {p.name for p in tiny_int4.iterdir()} - {"manifest.json", ".verified.json"}
     assert (
-        set(manifest["files"])
+        set(manifest.files)
         == on_disk
         == {"vision.onnx", "vision.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json"}
     )
-    for name, rec in manifest["files"].items():
-        assert rec["size"] == (tiny_int4 / name).stat().st_size
-        assert rec["sha256"] == sha256_file(tiny_int4 / name)
-    assert manifest["tokens"]["image"] == 151655 and manifest["tokens"]["eos"] == [151645, 151643]
-    assert manifest["tokens"]["im_start"] == 151644 and manifest["tokens"]["im_end"] == 151645
-    assert "<|vision_start|>" in manifest["chat_template"]
-    assert manifest["image_processor"]["patch_size"] == 16
-    assert manifest["weights"]["decoder"]["kind"] == "int4"
+    for name, rec in manifest.files.items():
+        assert rec.size == (tiny_int4 / name).stat().st_size
+        assert rec.sha256 == sha256_file(tiny_int4 / name)
+    assert manifest.tokens.image == 151655 and manifest.tokens.eos == (151645, 151643)
+    assert manifest.tokens.im_end == 151645
+    assert "<|vision_start|>" in manifest.chat_template
+    assert manifest.image_processor.patch_size == 16
+    assert manifest.precision == "int4" and manifest.weights.vision == "int8"
 
 
 def test_tied_embedding_is_stored_once(tiny_int4):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from engine.manifest import Manifest, SourceSection
 from tests.ui_wizard import (
     WAIT_MS,
     choose_download,
@@ -51,8 +51,7 @@ def test_a_checkpoint_folder_is_converted_and_checked(qtbot, tiny_checkpoint, tm
     assert all(bar.value() == bar.maximum() for bar in wizard.convert_page.stage_bars.values())
 
     assert finish(qtbot, wizard) == tmp_path / "model"
-    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
-    assert manifest["source"] == {"kind": "folder", "path": str(tiny_checkpoint[0])}
+    assert Manifest.load(tmp_path / "model").source == SourceSection("folder", path=str(tiny_checkpoint[0]))
 
 
 def test_cancelled_conversion_leaves_nothing_and_start_again_works(qtbot, tiny_checkpoint, tmp_path):
@@ -100,7 +99,7 @@ def test_a_rerun_replaces_the_model_in_the_target(qtbot, tiny_checkpoint, tiny_f
     assert f"The model now in {target} is replaced" in wizard.choose_page.summary_label.text()
     click(qtbot, next_button(wizard))  # int4, the default, replaces the fp32 model
     assert finish(qtbot, wizard) == target
-    assert json.loads((target / "manifest.json").read_text())["precision"] == "int4"
+    assert Manifest.load(target).precision == "int4"
 
 
 def test_an_iris_model_folder_is_checked_and_used_where_it_is(qtbot, tiny_int4, tmp_path):

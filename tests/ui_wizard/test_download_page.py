@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import threading
@@ -12,6 +11,7 @@ import time
 import pytest
 from PySide6.QtWidgets import QWizard
 
+from engine.manifest import Manifest, SourceSection
 from tests.ui_wizard import (
     WAIT_MS,
     WEIGHTS,
@@ -71,9 +71,9 @@ def test_download_then_conversion_writes_the_model(qtbot, hub, tiny_checkpoint, 
     snapshot = wizard.choice.source_dir
     for source in tiny_checkpoint[0].iterdir():
         assert sha256(snapshot / source.name) == sha256(source), source.name
-    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
-    assert manifest["source"] == {"kind": "hub", "repo_id": hub.repo_id, "revision": "main", "commit": hub.commit_sha}
-    assert manifest["precision"] == "int4"
+    manifest = Manifest.load(tmp_path / "model")
+    assert manifest.source == SourceSection("hub", repo_id=hub.repo_id, revision="main", commit=hub.commit_sha)
+    assert manifest.precision == "int4"
     assert all(bar.value() == bar.maximum() for bar in wizard.convert_page.stage_bars.values())
 
 

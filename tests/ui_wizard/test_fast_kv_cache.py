@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from engine.kv_probe import KvCacheAdvice
+from engine.manifest import Manifest
 from tests.ui_wizard import WAIT_MS, choose_folder, click, finish_button, make_wizard, next_button, wait_page
 from ui.wizard import choose_page, memory
 from ui.wizard.choice import PageId
@@ -25,8 +25,7 @@ def test_the_box_decides_the_cache_type_the_model_is_exported_with(qtbot, tiny_c
     wait_page(qtbot, wizard, PageId.VERIFY)
     qtbot.waitUntil(lambda: finish_button(wizard).isEnabled(), timeout=WAIT_MS)  # the engine loads it and runs
 
-    decoder = json.loads((tmp_path / "model" / "manifest.json").read_text())["decoder"]
-    assert decoder["kv_dtype"] == ("fp32" if tick else "fp16")
+    assert Manifest.load(tmp_path / "model").decoder.kv_dtype == ("fp32" if tick else "fp16")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.manifest import Manifest
 from exporter.config import load_config
 from exporter.export import ExportOptions, estimate_bytes, free_space_needed
 from tests.ui_wizard import WAIT_MS, choose_folder, click, finish_button, make_wizard, next_button, wait_page
@@ -42,9 +42,10 @@ def test_the_box_decides_whether_a_prefill_graph_is_written(qtbot, tiny_checkpoi
     qtbot.waitUntil(lambda: finish_button(wizard).isEnabled(), timeout=WAIT_MS)  # the engine loads it and runs
 
     model = tmp_path / "model"
-    decoder = json.loads((model / "manifest.json").read_text())["decoder"]
+    manifest = Manifest.load(model)
     assert (model / "decoder_prefill.onnx").is_file() == tick
-    assert decoder.get("prefill_weights") == ("int8" if tick else None)
+    assert manifest.weights.prefill == ("int8" if tick else None)
+    assert manifest.decoder.prefill_file == ("decoder_prefill.onnx" if tick else None)
 
 
 def test_ticking_grows_the_space_needed_and_only_the_ticked_variant_is_refused(
