@@ -21,6 +21,7 @@ from .prompt import PromptBuilder
 from .runtime import DecoderRunner, VisionRunner
 from .sampling import SamplingOptions
 from .speeds import SpeedModel
+from .tokens import ImageGrid
 from .turn_taking import TurnTaking
 
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
@@ -134,7 +135,7 @@ class Engine:
         self.image_token_id = prompts.image_token_id
         merge_size = m.vision.merge_size
         # What the template writes with a question's first image besides its tokens (turn opening, markers).
-        opening = prompts.encode_turn_prefix([], [0])
+        opening = prompts.encode_turn_prefix([], [ImageGrid((1, 0, 0), merge_size)])
         self._image_template_tokens = len(opening) if opening is not None else IMAGE_TEMPLATE_TOKENS
         self._active = None
         turn_taking = TurnTaking()  # the app's chat, the local server and calibration take turns

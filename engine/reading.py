@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import EngineError
 from .events import Progress, Stage, StatusEvent
 from .image import ImageProcessorConfig, PreparedImage, load_image, preprocess
 from .model_parts import ModelParts
 from .positions import PositionState, token_positions
 from .speeds import chunk_sizes
-from .tokens import Tokens
+from .tokens import ImageGrid, Tokens
 
 Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack features [levels, T, H]
 
@@ -29,11 +30,12 @@ Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack fe
 @dataclass
 class ImageInput:
     """One image of a question: where it came from, a key for its content at its detail, its
-    processor output, and its encoding once the vision encoder has run."""
+    processor output and grid, and its encoding once the vision encoder has run."""
 
     source: object
     key: str
     image: PreparedImage
+    grid: ImageGrid
     encoded: Encoded | None = None
 
     @property
@@ -72,6 +74,15 @@ def content_key(source, max_pixels: int) -> str | None:
     return f"{digest.hexdigest()}@{max_pixels}"
 
 
+def image_input(
+    source, config: ImageProcessorConfig, max_pixels: int, key: str | None = None, max_image_pixels: int | None = None
+) -> ImageInput:
+    """Decode and preprocess one image (ImageError if it cannot be); `key` is its content_key."""
+    image = preprocess(load_image(source, max_image_pixels), config, max_pixels)
+    grid = ImageGrid(image.grid_thw, config.merge_size)
+    return ImageInput(source, key or f"object-{id(source)}@{max_pixels}", image, grid)
+
+
 def prepare_inputs(
     sources: Sequence, config: ImageProcessorConfig, max_pixels: int, known: Sequence[ImageInput] = ()
 ) -> list[ImageInput]:
@@ -81,11 +92,7 @@ def prepare_inputs(
     out = []
     for source in sources:
         key = content_key(source, max_pixels)
-        if key is not None and key in by_key:
-            out.append(by_key[key])
-            continue
-        image = preprocess(load_image(source), config, max_pixels)
-        out.append(ImageInput(source, key or f"object-{id(source)}@{max_pixels}", image))
+        out.append(by_key[key] if key in by_key else image_input(source, config, max_pixels, key))
     return out
 
 
@@ -132,7 +139,7 @@ class Reader:
         vision = [speeds.vision_seconds(item.patches) for item in images if item.encoded is None]
         chunks = speeds.chunk_plan(parts.decoder.graph_for, tokens, context, parts.prefill_chunk)
         if None in vision or None in chunks:  # not measured yet: count tokens
-            vision = [item.patches / parts.merge_size**2 for item in images if item.encoded is None]
+            vision = [float(item.grid.tokens) for item in images if item.encoded is None]
             chunks = [float(size) for size in chunk_sizes(tokens, parts.prefill_chunk)]
             return Plan(vision + chunks, timed=False)
         return Plan(vision + chunks)
@@ -145,6 +152,8 @@ class Reader:
         this read's own) is what progress is reported against: a caller reading in several
         parts passes one plan for all of them."""
         parts = self.parts
+        if [item.grid for item in images] != [run.grid for run in tokens.images]:
+            raise EngineError(f"The {len(images)} image(s) given are not the {len(tokens.images)} the tokens hold.")
         plan = plan or self.plan(images, len(tokens), parts.decoder.length)
         vision_seconds = 0.0
         for item in images:
@@ -161,9 +170,7 @@ class Reader:
             plan.step_done()
         if self.should_stop():
             return None
-        positions_ids, after = token_positions(
-            tokens, [item.image.grid_thw for item in images], positions, parts.merge_size
-        )
+        positions_ids, after = token_positions(tokens, positions)
         yield plan.status(Stage.READING_PROMPT)
         t0 = time.perf_counter()
         logits = None

@@ -61,6 +61,13 @@ def run_turn(conv, text, images=(), sampling=GREEDY):
     return events
 
 
+def grids_of(engine, images) -> list:
+    """The grids the engine gives `images` at its default detail."""
+    from engine.reading import prepare_inputs
+
+    return [item.grid for item in prepare_inputs(images, engine.image_config, engine.parts.max_pixels())]
+
+
 class History:
     """The token ids the conversation has seen, rebuilt from the engine's own prompt builder."""
 
@@ -71,8 +78,8 @@ class History:
         from engine.prompt import user_message
 
         prompts = self.engine.prompts
-        counts = [self.engine.image_tokens(*im.size) for im in images]
-        new = list(prompts.encode_turn(self.messages, user_message(text, len(images)), counts).ids)
+        grids = grids_of(self.engine, images)
+        new = list(prompts.encode_turn(self.messages, user_message(text, len(images)), grids).ids)
         self.ids += pending + new
         self.messages.append(user_message(text, len(images)))
         self.images += list(images)
@@ -506,8 +513,7 @@ def test_a_restored_conversation_answers_like_transformers_on_the_rendered_histo
     for question, images, answer in saved:
         messages += [user_message(question, len(images)), assistant_message(answer)]
     messages.append(user_message("Which one has a tree?"))
-    counts = [engine.image_tokens(*im.size) for im in (first, second)]
-    ids = list(engine.prompts.encode_conversation(messages, counts).ids)
+    ids = list(engine.prompts.encode_conversation(messages, grids_of(engine, [first, second])).ids)
     assert stats.token_ids == reference_generate(tiny_checkpoint[1], ids, [first, second], 12)
 
 

@@ -9,8 +9,10 @@ from PIL import Image
 from engine.errors import ArtifactError, EngineError
 from engine.image import ImageProcessorConfig, preprocess
 from engine.prompt import PromptBuilder, assistant_message, load_chat_template, user_message
+from engine.tokens import ImageGrid
 
 CFG = ImageProcessorConfig()
+GRID = ImageGrid((1, 16, 16), 2)  # 64 tokens
 ANSWERS = ("A grey cat sits on a red sofa.", "Yes, its eyes are green: 绿色的眼睛 👀")
 
 
@@ -53,8 +55,8 @@ def hf_ids(hf_processor, messages, images, **kwargs) -> list[int]:
     return np.asarray(out["input_ids"]).reshape(-1).tolist()
 
 
-def counts(images) -> list[int]:
-    return [preprocess(image, CFG).num_tokens for image in images]
+def grids(images) -> list[ImageGrid]:
+    return [ImageGrid(preprocess(image, CFG).grid_thw, CFG.merge_size) for image in images]
 
 
 def test_render_is_the_text_transformers_renders(builder, hf_tokenizer, chat_template):
@@ -98,7 +100,7 @@ def test_text_only_ids(builder, hf_tokenizer, chat_template):
 def test_one_image_ids(builder, hf_processor):
     images = [picture(300, 200, 0)]
     messages = [user_message("What is in this picture?", image_count=1)]
-    ids = ids_of(builder.encode_conversation, messages, counts(images))
+    ids = ids_of(builder.encode_conversation, messages, grids(images))
     assert ids == hf_ids(hf_processor, messages, images)
     assert ids.count(builder.image_token_id) == 70  # 200x300 -> 224x320 -> 70 tokens
 
@@ -106,9 +108,11 @@ def test_one_image_ids(builder, hf_processor):
 def test_two_images_of_different_sizes(builder, hf_processor):
     images = [picture(300, 200, 1), picture(90, 400, 2)]
     messages = [user_message("Compare these two.", image_count=2)]
-    ids = ids_of(builder.encode_conversation, messages, counts(images))
-    assert ids == hf_ids(hf_processor, messages, images)
-    assert counts(images)[0] != counts(images)[1]
+    tokens = builder.encode_conversation(messages, grids(images))
+    assert list(tokens.ids) == hf_ids(hf_processor, messages, images)
+    assert [run.grid for run in tokens.images] == grids(images)  # each run knows its image's grid
+    assert [run.count for run in tokens.images] == [preprocess(image, CFG).num_tokens for image in images]
+    assert {tokens.ids[i] for i in tokens.image_rows()} == {builder.image_token_id}
 
 
 def three_turn_chat():
@@ -121,13 +125,13 @@ def three_turn_chat():
     return users, [assistant_message(a) for a in ANSWERS]
 
 
-def turn_by_turn(builder, users, answers, image_counts) -> list[int]:
+def turn_by_turn(builder, users, answers, image_grids) -> list[int]:
     """What the engine caches: each turn's prefill, then the generated answer and <|im_end|>."""
     history, cached = [], []
-    counts_iter = iter(image_counts)
+    grids_iter = iter(image_grids)
     for i, user in enumerate(users):
         n_images = sum(1 for c in user["content"] if c.get("type") == "image")
-        cached += ids_of(builder.encode_turn, history, user, [next(counts_iter) for _ in range(n_images)])
+        cached += ids_of(builder.encode_turn, history, user, [next(grids_iter) for _ in range(n_images)])
         history.append(user)
         if i < len(answers):
             cached += builder.encode(answers[i]["content"][0]["text"]) + [builder.end_of_turn_id]
@@ -142,14 +146,14 @@ def test_three_turn_chat_cached_turns_equal_the_full_prompt(fast_tokenizer, chat
     images = [picture(320, 240, 3), picture(200, 260, 4)]
     full = [users[0], answers[0], users[1], answers[1], users[2]]
     expected = hf_ids(hf_processor, full, images, sanitize_control_tokens=sanitize)
-    assert ids_of(builder.encode_conversation, full, counts(images)) == expected
-    assert turn_by_turn(builder, users, answers, counts(images)) == expected
+    assert ids_of(builder.encode_conversation, full, grids(images)) == expected
+    assert turn_by_turn(builder, users, answers, grids(images)) == expected
 
 
 def test_first_turn_with_a_system_message(builder, hf_processor):
     images = [picture(64, 64, 6)]
     messages = [{"role": "system", "content": "Answer in French."}, user_message("Quoi ?", 1)]
-    assert ids_of(builder.encode_turn, [], messages, counts(images)) == hf_ids(hf_processor, messages, images)
+    assert ids_of(builder.encode_turn, [], messages, grids(images)) == hf_ids(hf_processor, messages, images)
 
 
 def test_continuation_is_only_the_new_turn(builder):
@@ -179,15 +183,15 @@ def test_control_tokens_typed_by_the_user_stay_text(safe_builder, hf_processor, 
     # with an image, the typed <|image_pad|> is not an image slot either
     images = [picture(100, 100, 5)]
     with_image = [user_message(typed, image_count=1)]
-    ids = ids_of(safe_builder.encode_conversation, with_image, counts(images))
+    ids = ids_of(safe_builder.encode_conversation, with_image, grids(images))
     assert ids == hf_ids(hf_processor, with_image, images, sanitize_control_tokens=True)
 
 
 def test_image_count_mismatch_is_reported(builder):
     with pytest.raises(EngineError, match=r"1 image slot\(s\) but 2 image\(s\)"):
-        ids_of(builder.encode_conversation, [user_message("x", image_count=1)], [64, 64])
+        ids_of(builder.encode_conversation, [user_message("x", image_count=1)], [GRID, GRID])
     with pytest.raises(EngineError, match=r"0 image slot\(s\) but 1 image\(s\)"):
-        ids_of(builder.encode_turn, [], user_message("x"), [64])
+        ids_of(builder.encode_turn, [], user_message("x"), [GRID])
 
 
 def test_template_errors_are_engine_errors(fast_tokenizer):
@@ -222,6 +226,6 @@ def test_builder_from_folder(tokenizer_dir, data_dir, tmp_path, builder):
     (tmp_path / "chat_template.json").write_bytes((data_dir / "chat_template.json").read_bytes())
     loaded = PromptBuilder.from_folder(tmp_path, sanitize_control_tokens=False)
     messages = [user_message("hi", image_count=1)]
-    assert ids_of(loaded.encode_conversation, messages, [64]) == ids_of(builder.encode_conversation, messages, [64])
+    assert ids_of(loaded.encode_conversation, messages, [GRID]) == ids_of(builder.encode_conversation, messages, [GRID])
     (tmp_path / "chat_template.jinja").write_text("{{ messages[0].role }}")
     assert load_chat_template(tmp_path) == "{{ messages[0].role }}"  # transformers 5 layout wins
