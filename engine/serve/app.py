@@ -78,7 +78,7 @@ def create_app(service: Service, policy: HostPolicy, api_key: str | None = None)
         ticket = service.scheduler.reserve()
         try:
             prompt = await run_in_threadpool(build_prompt, service.engine, chat, service.limits)
-            sampling = sampling_for(service.engine, chat, answer_room(service.engine, chat, len(prompt.ids)))
+            sampling = sampling_for(service.engine, chat, answer_room(service.engine, chat, len(prompt.tokens)))
         except BaseException:
             ticket.release()
             raise

@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from engine.decoding import Decoding
-from engine.positions import PositionState, token_positions
+from engine.positions import token_positions
+from engine.reading import Reader
 from engine.sampling import Sampler, SamplingOptions
 from engine.text_stream import TextStream
 
@@ -56,7 +55,7 @@ def complete(
 
 
 def _nothing(prompt: Prompt) -> Completion:
-    return Completion("", "cancelled", len(prompt.ids), 0, 0, [], 0.0)
+    return Completion("", "cancelled", len(prompt.tokens), 0, 0, [], 0.0)
 
 
 def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Completion:
@@ -76,7 +75,7 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
         return _nothing(prompt)
     logits, state = read
     slot.keys[keep:] = prompt.keys[keep:]
-    slot.prompt_length = len(prompt.ids)
+    slot.prompt_length = len(prompt.tokens)
     stream, stop_text = TextStream(engine.tokenizer), StopText(stops)
     decoding = Decoding(
         decoder,
@@ -113,7 +112,7 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
     return Completion(
         "".join(pieces),
         finish,
-        len(prompt.ids),
+        len(prompt.tokens),
         keep,
         len(answer_ids),
         generated,
@@ -124,23 +123,11 @@ def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Complet
 def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
     """Encode the images after `keep`, prefill the tokens after `keep`: (last logits, positions
     after the prompt), or None if cancelled (the cache then holds `keep` tokens)."""
-    spans = prompt.spans_from(keep)
-    embeds, deepstack = [], []
-    for span in spans:
-        if cancel.is_set():
-            return None
-        e, d = engine.vision.encode(span.image.pixel_values, span.image.grid_thw)
-        embeds.append(e)
-        deepstack.append(d)
-    tokens = prompt.tokens
-    positions, after = token_positions(
-        tokens, [s.image.grid_thw for s in prompt.spans], PositionState(), engine.merge_size
-    )
-    ids, rest = np.asarray(prompt.ids[keep:]), tokens.after(keep)
-    visual = ()
-    if spans:
-        visual = (np.concatenate(embeds, 0), np.asarray(rest.image_rows(), np.int64), np.concatenate(deepstack, 1))
-    logits = engine.decoder.prefill(
-        ids, positions[:, keep:], *visual, chunk=engine.options.prefill_chunk, should_stop=cancel.is_set
-    )
-    return None if logits is None else (logits[-1], after)
+    _, at_keep = token_positions(prompt.tokens.before(keep))
+    reading = Reader(engine.parts, cancel.is_set).read(prompt.tokens.after(keep), prompt.images_from(keep), at_keep)
+    while True:  # nobody is shown the reading's progress
+        try:
+            next(reading)
+        except StopIteration as finished:
+            read = finished.value
+            return None if read is None else (read.logits[-1], read.positions)

@@ -149,8 +149,13 @@ def test_a_follow_up_reads_only_its_new_tokens_and_answers_as_a_cold_read(serve,
     ]
 
     read = []
-    original = engine.decoder.prefill
-    monkeypatch.setattr(engine.decoder, "prefill", lambda ids, *a, **k: read.append(len(ids)) or original(ids, *a, **k))
+    original = engine.decoder.prefill_steps
+
+    def counting(ids, *args, **kwargs):
+        read.append(len(ids))
+        return original(ids, *args, **kwargs)
+
+    monkeypatch.setattr(engine.decoder, "prefill_steps", counting)
     warm = client.chat.completions.create(model="iris", messages=follow_up, temperature=0, max_tokens=8)
     cached = warm.usage.prompt_tokens_details.cached_tokens
     prompt = server.service.last
