@@ -23,8 +23,8 @@ from .events import Event, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
 from .model_parts import ModelParts
 from .positions import PositionState
 from .prompt import assistant_message, user_message
-from .read_ahead import Ahead, Before, segment_marks
-from .reading import ImageInput, Plan, Reader, prepare_inputs
+from .read_ahead import Ahead, Before, Segment, segment_marks
+from .reading import ImageInput, Reader, prepare_inputs
 from .sampling import Sampler, SamplingOptions
 from .text_stream import TextStream
 from .tokens import Tokens
@@ -71,7 +71,7 @@ def _taking_turn(method):
         if not turns.try_take():
             yield StatusEvent(Stage.WAITING)
             if not turns.hold(self._cancel.is_set):
-                yield self._nothing_answered(0)
+                yield self._unanswered("cancelled", 0)
                 return
         try:
             self.parts.decoder.bind(self._kv)
@@ -193,7 +193,7 @@ class Conversation:
             raise self._full("the question", len(tokens), base.cache_length, "ask with a smaller image")
         rewind = yield from self._read_question(base, max_pixels, inputs, tokens)
         if rewind is None:  # cancelled while encoding or reading: what was read ahead stays
-            yield self._nothing_answered(len(tokens))
+            yield self._unanswered("cancelled", len(tokens))
             return
         self._start_turn(Turn(text, list(images)), message, rewind)
         yield from self._answer_or_undo(start, sampling)
@@ -226,22 +226,12 @@ class Conversation:
             )
         read = yield from self._reader.read(ids, inputs, self._positions)
         if read is None:
-            yield self._nothing_answered(len(ids))
+            yield self._unanswered("cancelled", len(ids))
             return
         self._positions, self._pending, self._messages = read.positions, pending, messages
         self.turns = [Turn(q, list(images), answer) for q, images, answer in turns]
-        yield TurnStats(
-            image_tokens=sum(i.grid.tokens for i in inputs),
-            prompt_tokens=len(ids),
-            new_tokens=0,
-            vision_seconds=read.vision_seconds,
-            prefill_seconds=read.prefill_seconds,
-            time_to_first_token=0.0,
-            decode_tokens_per_second=0.0,
-            stop_reason="restored",
-            context_used=self.context_used,
-            context_limit=parts.context_limit,
-        )
+        image_tokens = sum(i.grid.tokens for i in inputs)
+        yield self._unanswered("restored", len(ids), image_tokens, read.vision_seconds, read.prefill_seconds)
 
     @_taking_turn
     def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
@@ -329,20 +319,21 @@ class Conversation:
             self._rewind, self._ahead, self._next_images = None, None, []
             raise
 
-    def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
-        """Stats of a question cancelled before its answer began; the conversation is unchanged."""
+    def _unanswered(self, stop_reason: str, prompt_tokens: int, image_tokens=0, vision=0.0, prefill=0.0) -> TurnStats:
+        """Stats of a call that generated nothing: a restored history, or a question cancelled
+        before its answer began (not asked: the conversation is as it was)."""
         return TurnStats(
-            image_tokens=0,
+            image_tokens=image_tokens,
             prompt_tokens=prompt_tokens,
             new_tokens=0,
-            vision_seconds=0.0,
-            prefill_seconds=0.0,
+            vision_seconds=vision,
+            prefill_seconds=prefill,
             time_to_first_token=0.0,
             decode_tokens_per_second=0.0,
-            stop_reason="cancelled",
+            stop_reason=stop_reason,
             context_used=self.context_used,
             context_limit=self.parts.context_limit,
-            asked=False,
+            asked=stop_reason != "cancelled",
         )
 
     def _check_open(self) -> None:
@@ -351,13 +342,13 @@ class Conversation:
 
     # -- reading ahead -------------------------------------------------------------------------
     def _read_segments(
-        self, ahead: Ahead, inputs: list[ImageInput], segments: list[tuple[int, Tokens]]
+        self, ahead: Ahead, inputs: list[ImageInput], segments: list[Segment]
     ) -> Generator[Event, None, tuple[float, float] | None]:
         """Read each (images, tokens from the base) segment after what `ahead` holds: all of them,
         giving (vision, prefill) seconds, or none (a cancel: None, or no room: ContextFullError),
         the read-ahead and the cache left as they were."""
         decoder, snapshot = self.parts.decoder, len(ahead.marks)
-        plan = self._plan_segments(ahead, inputs, segments)
+        plan = ahead.plan(self._reader, inputs, segments, decoder.length)
         vision = prefill = 0.0
         for count, tokens in segments:
             new_tokens, new_inputs = tokens.after(len(ahead.tokens)), inputs[len(ahead.images) : count]
@@ -372,14 +363,6 @@ class Conversation:
             ahead.add(new_inputs, new_tokens, read.positions)
             vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
         return vision, prefill
-
-    def _plan_segments(self, ahead: Ahead, inputs: list[ImageInput], segments) -> Plan:
-        """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
-        plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.tokens), self.parts.decoder.length
-        for count, ids in segments:
-            plan = plan.then(self._reader.plan(inputs[images:count], len(ids) - tokens, length))
-            images, length, tokens = count, length + len(ids) - tokens, len(ids)
-        return plan
 
     def _ahead_or_new(self, max_pixels: int) -> Ahead:
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:

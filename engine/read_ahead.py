@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from .positions import PositionState
 from .prompt import Message, PromptBuilder
-from .reading import ImageInput
+from .reading import ImageInput, Plan, Reader
 from .tokens import ImageGrid, Tokens
+
+Segment = tuple[int, Tokens]  # (n, tokens): the next question's first n images, its tokens from the base through them
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,15 @@ class Ahead:
         self.tokens = self.tokens.before(tokens)
         return self.base.cache_length + tokens
 
+    def plan(self, reader: Reader, inputs: Sequence[ImageInput], segments: list[Segment], length: int) -> Plan:
+        """One plan for reading `segments` after what is read, on a cache of `length`, so that
+        progress runs once from 0 to 100 %."""
+        plan, images, tokens = Plan([]), len(self.images), len(self.tokens)
+        for count, segment in segments:
+            plan = plan.then(reader.plan(inputs[images:count], len(segment) - tokens, length))
+            images, length, tokens = count, length + len(segment) - tokens, len(segment)
+        return plan
+
     def keep(self, keys: Sequence[str], target: Sequence[int]) -> tuple[int, int]:
         """Keep the longest run of segments whose pictures are `keys`' first ones and whose tokens
         `target` starts with; returns (cache length to cut back to, images kept)."""
@@ -78,11 +89,11 @@ class Ahead:
 
 def segment_marks(
     prompts: PromptBuilder, history: Sequence[Message], pending: Sequence[int], image_grids: Sequence[ImageGrid]
-) -> list[tuple[int, Tokens]] | None:
+) -> list[Segment] | None:
     """(images, tokens to read from the base) for each segment of a read-ahead: one per image
     where the template's prefixes nest (each image's run just adds to the last), else one for
     all; None if the template does not show where the question's text goes."""
-    marks: list[tuple[int, Tokens]] = []
+    marks: list[Segment] = []
     for n in range(1, len(image_grids) + 1):
         prefix = prompts.encode_turn_prefix(history, image_grids[:n])
         if prefix is None:

@@ -147,15 +147,30 @@ class Reader:
     def read(
         self, tokens: Tokens, images: Sequence[ImageInput], positions: PositionState, plan: Plan | None = None
     ) -> Generator[StatusEvent, None, ReadResult | None]:
-        """Encode the images that are not yet, then prefill `tokens` (which hold each image's run,
+        """Encode the images that are not yet, then prefill `tokens` (which hold the images' runs,
         in order) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
         this read's own) is what progress is reported against: a caller reading in several
         parts passes one plan for all of them."""
-        parts = self.parts
         if [item.grid for item in images] != [run.grid for run in tokens.images]:
             raise EngineError(f"The {len(images)} image(s) given are not the {len(tokens.images)} the tokens hold.")
-        plan = plan or self.plan(images, len(tokens), parts.decoder.length)
-        vision_seconds = 0.0
+        plan = plan or self.plan(images, len(tokens), self.parts.decoder.length)
+        vision_seconds = yield from self._encode(images, plan)
+        if vision_seconds is None or self.should_stop():
+            return None
+        positions_ids, after = token_positions(tokens, positions)
+        yield plan.status(Stage.READING_PROMPT)
+        t0 = time.perf_counter()
+        logits = None
+        if len(tokens):
+            logits = yield from self._prefill(tokens, positions_ids, images, plan)
+            if logits is None:
+                return None
+        self.parts.speeds.save()
+        return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
+
+    def _encode(self, images: Sequence[ImageInput], plan: Plan) -> Generator[StatusEvent, None, float | None]:
+        """Encode the images that are not yet; the seconds it took, or None if stopped."""
+        seconds = 0.0
         for item in images:
             if item.encoded is not None:
                 continue
@@ -163,39 +178,34 @@ class Reader:
                 return None
             yield plan.status(Stage.ENCODING_IMAGE)
             t0 = time.perf_counter()
-            item.encoded = parts.vision.encode(item.image.pixel_values, item.image.grid_thw)
-            seconds = time.perf_counter() - t0
-            vision_seconds += seconds
-            parts.speeds.add_vision(item.patches, seconds)
+            item.encoded = self.parts.vision.encode(item.image.pixel_values, item.image.grid_thw)
+            took = time.perf_counter() - t0
+            seconds += took
+            self.parts.speeds.add_vision(item.patches, took)
             plan.step_done()
-        if self.should_stop():
-            return None
-        positions_ids, after = token_positions(tokens, positions)
-        yield plan.status(Stage.READING_PROMPT)
-        t0 = time.perf_counter()
-        logits = None
-        if len(tokens):
-            reading = parts.decoder.prefill_steps(
-                np.asarray(tokens.ids),
-                positions_ids,
-                *self._visual(tokens, images),
-                chunk=parts.prefill_chunk,
-                should_stop=self.should_stop,
-            )
-            while True:
-                try:
-                    chunk = next(reading)
-                except StopIteration as finished:
-                    logits = finished.value
-                    break
-                parts.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
-                plan.step_done()
-                if chunk.done < chunk.total:
-                    yield plan.status(Stage.READING_PROMPT)
-            if logits is None:
-                return None
-        parts.speeds.save()
-        return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
+        return seconds
+
+    def _prefill(
+        self, tokens: Tokens, positions_ids: np.ndarray, images: Sequence[ImageInput], plan: Plan
+    ) -> Generator[StatusEvent, None, np.ndarray | None]:
+        """Read `tokens` into the cache chunk by chunk; the logits, or None if stopped."""
+        parts = self.parts
+        reading = parts.decoder.prefill_steps(
+            np.asarray(tokens.ids),
+            positions_ids,
+            *self._visual(tokens, images),
+            chunk=parts.prefill_chunk,
+            should_stop=self.should_stop,
+        )
+        while True:
+            try:
+                chunk = next(reading)
+            except StopIteration as finished:
+                return finished.value
+            parts.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
+            plan.step_done()
+            if chunk.done < chunk.total:
+                yield plan.status(Stage.READING_PROMPT)
 
     @staticmethod
     def _visual(tokens: Tokens, images: Sequence[ImageInput]):
