@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,11 +23,15 @@ from .events import Event, ReadAhead, Stage, StatusEvent, TextEvent, TurnStats
 from .model_parts import ModelParts
 from .positions import PositionState
 from .prompt import assistant_message, user_message
-from .read_ahead import Ahead, Before, segment_marks
-from .reading import ImageInput, Plan, Reader, prepare_inputs
+from .read_ahead import Ahead, Before, Segment, segment_marks
+from .reading import ImageInput, Reader, prepare_inputs
 from .sampling import Sampler, SamplingOptions
 from .text_stream import TextStream
 from .tokens import Tokens
+
+# Cache slots every read and every answer step leaves free: one for the answer's last token, fed
+# only with the next turn, and one for the end-of-turn token that closes the answer.
+TURN_END_RESERVE = 2
 
 
 @dataclass
@@ -67,7 +71,7 @@ def _taking_turn(method):
         if not turns.try_take():
             yield StatusEvent(Stage.WAITING)
             if not turns.hold(self._cancel.is_set):
-                yield self._nothing_answered(0)
+                yield self._unanswered("cancelled", 0)
                 return
         try:
             self.parts.decoder.bind(self._kv)
@@ -134,14 +138,9 @@ class Conversation:
         self._check_open()
         parts = self.parts
         max_pixels = parts.max_pixels(detail)
-        known = self._ahead.images if self._ahead else []
-        inputs = prepare_inputs(images, parts.image_config, max_pixels, known)
-        marks = segment_marks(
-            parts.prompts,
-            self._messages,
-            self._ahead.base.pending if self._ahead else self._pending,
-            [item.image.num_tokens for item in inputs],
-        )
+        inputs = prepare_inputs(images, parts.image_config, max_pixels, self._ahead.images if self._ahead else [])
+        pending = self._ahead.base.pending if self._ahead else self._pending
+        marks = segment_marks(parts.prompts, self._messages, pending, [item.grid for item in inputs])
         if marks is None:  # the template does not show where the text goes: read at send time
             self._drop_ahead()
             self._next_images = list(images)
@@ -149,32 +148,16 @@ class Conversation:
             return
         ahead = self._ahead_or_new(max_pixels)
         kept = self._keep(ahead, inputs, marks[-1][1].ids if marks else ())
-        snapshot, before_length = len(ahead.marks), parts.decoder.length
-        segments = [(count, tokens) for count, tokens in marks if count > kept]
-        plan = self._plan_segments(ahead, inputs, segments)
-        vision = prefill = 0.0
-        for count, tokens in segments:
-            new_tokens = tokens.after(len(ahead.ids))
-            if parts.decoder.length + len(new_tokens) + 2 > parts.context_limit:
-                parts.decoder.reset(ahead.cut(snapshot))
-                raise ContextFullError(
-                    f"This conversation is full: the image needs {len(new_tokens)} more tokens but only "
-                    f"{max(parts.context_limit - parts.decoder.length - 2, 0)} of {parts.context_limit} are left. "
-                    f"Start a new chat to go on (or use a smaller image)."
-                )
-            read = yield from self._reader.read(new_tokens, inputs[len(ahead.images) : count], ahead.positions, plan)
-            if read is None:
-                parts.decoder.reset(ahead.cut(snapshot))
-                yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
-                return
-            ahead.add(inputs[len(ahead.images) : count], list(new_tokens.ids), read.positions)
-            vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
+        before_length = parts.decoder.length
+        seconds = yield from self._read_segments(ahead, inputs, [(n, tokens) for n, tokens in marks if n > kept])
+        if seconds is None:
+            yield ReadAhead(self._images_read(), 0, self._ahead_tokens(), 0.0, 0.0, cancelled=True)
+            return
         if not ahead.images:
             self._drop_ahead()
         self._next_images = list(images)
-        yield ReadAhead(
-            self._images_read(), max(parts.decoder.length - before_length, 0), self._ahead_tokens(), vision, prefill
-        )
+        read_now = max(parts.decoder.length - before_length, 0)
+        yield ReadAhead(self._images_read(), read_now, self._ahead_tokens(), *seconds)
 
     def attach(self, images: Sequence, detail: str | None = None) -> Iterator[Event]:
         """Add `images` to the next question's and read them now: prepare(attached + images)."""
@@ -197,52 +180,22 @@ class Conversation:
         start = time.perf_counter()  # the wait the user sees includes decoding the images
         parts = self.parts
         max_pixels = parts.max_pixels(detail)
-        if images is None:
-            images = self.attached
+        images = self.attached if images is None else images
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:
             self._drop_ahead()  # read at another detail: those tokens are not this question's
         inputs = prepare_inputs(images, parts.image_config, max_pixels, self._ahead.images if self._ahead else [])
         message = user_message(text, len(inputs))
         base = self._ahead.base if self._ahead else self._as_after_last_answer()
-        all_tokens = Tokens.text(base.pending) + parts.prompts.encode_turn(
-            self._messages, message, [i.image.num_tokens for i in inputs]
+        tokens = Tokens.text(base.pending) + parts.prompts.encode_turn(
+            self._messages, message, [item.grid for item in inputs]
         )
-        if base.cache_length + len(all_tokens) + 2 > parts.context_limit:  # + an answer token + end of turn
-            raise ContextFullError(
-                f"This conversation is full: the question needs {len(all_tokens)} more tokens but only "
-                f"{max(parts.context_limit - base.cache_length - 2, 0)} of {parts.context_limit} are left. "
-                f"Start a new chat to go on (or ask with a smaller image)."
-            )
-        ahead = self._ahead_or_new(max_pixels)
-        kept = self._keep(ahead, inputs, all_tokens.ids)
-        ahead_tokens = len(ahead.ids)
-        new_tokens, new_inputs = all_tokens.after(ahead_tokens), inputs[kept:]
-        plan = self._reader.plan(new_inputs, len(new_tokens), parts.decoder.length)
-        try:
-            read = yield from self._reader.read(new_tokens, new_inputs, ahead.positions, plan)
-        finally:
-            if not ahead.marks:  # nothing read ahead (any more): the conversation is as after its last answer
-                self._ahead = None
-        if read is None:  # cancelled while encoding or reading: what was read ahead stays
-            yield self._nothing_answered(len(all_tokens))
+        if len(tokens) > self._left(base.cache_length):
+            raise self._full("the question", len(tokens), base.cache_length, "ask with a smaller image")
+        rewind = yield from self._read_question(base, max_pixels, inputs, tokens)
+        if rewind is None:  # cancelled while encoding or reading: what was read ahead stays
+            yield self._unanswered("cancelled", len(tokens))
             return
-        self._ahead, self._next_images = None, []
-        after, logits = read.positions, read.logits[-1]
-        self._positions, self._pending = after, []
-        self._messages.append(message)
-        self.turns.append(Turn(text, list(images)))
-        self._rewind = _Rewind(
-            base,
-            parts.decoder.length,
-            after,
-            logits,
-            len(all_tokens),
-            sum(i.image.num_tokens for i in inputs),
-            read.vision_seconds,
-            read.prefill_seconds,
-            ahead_tokens,
-            plan.seconds if plan.timed else None,
-        )
+        self._start_turn(Turn(text, list(images)), message, rewind)
         yield from self._answer_or_undo(start, sampling)
 
     @_taking_turn
@@ -263,34 +216,22 @@ class Conversation:
             these = prepare_inputs(images, parts.image_config, max_pixels)
             inputs += these
             messages += [user_message(question, len(these)), assistant_message(answer)]
-        ids = parts.prompts.encode_conversation(
-            messages, [i.image.num_tokens for i in inputs], add_generation_prompt=False
-        )
+        ids = parts.prompts.encode_conversation(messages, [i.grid for i in inputs], add_generation_prompt=False)
         cut = len(ids) - ids.ids[::-1].index(parts.prompts.end_of_turn_id) if messages else 0
         ids, pending = ids.before(max(cut - 1, 0)), [parts.prompts.end_of_turn_id]  # the cache ends before <|im_end|>
-        if len(ids) + len(pending) + 2 > parts.context_limit:
+        if len(ids) + len(pending) > self._left(0):
             raise ContextFullError(
                 f"This saved conversation needs {len(ids)} tokens, more than the "
                 f"{parts.context_limit} the model is set up for. Start a new chat."
             )
         read = yield from self._reader.read(ids, inputs, self._positions)
         if read is None:
-            yield self._nothing_answered(len(ids))
+            yield self._unanswered("cancelled", len(ids))
             return
         self._positions, self._pending, self._messages = read.positions, pending, messages
         self.turns = [Turn(q, list(images), answer) for q, images, answer in turns]
-        yield TurnStats(
-            image_tokens=sum(i.image.num_tokens for i in inputs),
-            prompt_tokens=len(ids),
-            new_tokens=0,
-            vision_seconds=read.vision_seconds,
-            prefill_seconds=read.prefill_seconds,
-            time_to_first_token=0.0,
-            decode_tokens_per_second=0.0,
-            stop_reason="restored",
-            context_used=self.context_used,
-            context_limit=parts.context_limit,
-        )
+        image_tokens = sum(i.grid.tokens for i in inputs)
+        yield self._unanswered("restored", len(ids), image_tokens, read.vision_seconds, read.prefill_seconds)
 
     @_taking_turn
     def regenerate(self, sampling: SamplingOptions | None = None) -> Iterator[Event]:
@@ -308,6 +249,54 @@ class Conversation:
         yield from self._answer_or_undo(time.perf_counter(), sampling, regenerated=True)
 
     # -- steps ---------------------------------------------------------------------------------
+    def _left(self, cached: int) -> int:
+        """Tokens a read may still add after `cached` ones and leave the answer its reserve."""
+        return self.parts.context_limit - cached - TURN_END_RESERVE
+
+    def _full(self, what: str, needed: int, cached: int, advice: str) -> ContextFullError:
+        limit = self.parts.context_limit
+        return ContextFullError(
+            f"This conversation is full: {what} needs {needed} more tokens but only "
+            f"{max(self._left(cached), 0)} of {limit} are left. Start a new chat to go on (or {advice})."
+        )
+
+    def _read_question(
+        self, base: Before, max_pixels: int, inputs: list[ImageInput], tokens: Tokens
+    ) -> Generator[Event, None, _Rewind | None]:
+        """Read what the read-ahead lacks of the question's `tokens`; what answering (and answering
+        again) needs of the read, or None if cancelled (what was read ahead stays)."""
+        ahead = self._ahead_or_new(max_pixels)
+        kept = self._keep(ahead, inputs, tokens.ids)
+        ahead_tokens = len(ahead.tokens)
+        new_tokens, new_inputs = tokens.after(ahead_tokens), inputs[kept:]
+        plan = self._reader.plan(new_inputs, len(new_tokens), self.parts.decoder.length)
+        try:
+            read = yield from self._reader.read(new_tokens, new_inputs, ahead.positions, plan)
+        finally:
+            if not ahead.marks:  # nothing read ahead (any more): the conversation is as after its last answer
+                self._ahead = None
+        if read is None:
+            return None
+        return _Rewind(
+            base,
+            self.parts.decoder.length,
+            read.positions,
+            read.logits[-1],
+            len(tokens),
+            sum(item.grid.tokens for item in inputs),
+            read.vision_seconds,
+            read.prefill_seconds,
+            ahead_tokens,
+            plan.seconds if plan.timed else None,
+        )
+
+    def _start_turn(self, turn: Turn, message: dict, rewind: _Rewind) -> None:
+        """The question is in the cache: it joins the history and nothing is read ahead any more."""
+        self._ahead, self._next_images, self._rewind = None, [], rewind
+        self._positions, self._pending = rewind.positions, []
+        self._messages.append(message)
+        self.turns.append(turn)
+
     def _answer_or_undo(
         self, start: float, sampling: SamplingOptions | None, regenerated: bool = False
     ) -> Iterator[Event]:
@@ -330,20 +319,21 @@ class Conversation:
             self._rewind, self._ahead, self._next_images = None, None, []
             raise
 
-    def _nothing_answered(self, prompt_tokens: int) -> TurnStats:
-        """Stats of a question cancelled before its answer began; the conversation is unchanged."""
+    def _unanswered(self, stop_reason: str, prompt_tokens: int, image_tokens=0, vision=0.0, prefill=0.0) -> TurnStats:
+        """Stats of a call that generated nothing: a restored history, or a question cancelled
+        before its answer began (not asked: the conversation is as it was)."""
         return TurnStats(
-            image_tokens=0,
+            image_tokens=image_tokens,
             prompt_tokens=prompt_tokens,
             new_tokens=0,
-            vision_seconds=0.0,
-            prefill_seconds=0.0,
+            vision_seconds=vision,
+            prefill_seconds=prefill,
             time_to_first_token=0.0,
             decode_tokens_per_second=0.0,
-            stop_reason="cancelled",
+            stop_reason=stop_reason,
             context_used=self.context_used,
             context_limit=self.parts.context_limit,
-            asked=False,
+            asked=stop_reason != "cancelled",
         )
 
     def _check_open(self) -> None:
@@ -351,13 +341,28 @@ class Conversation:
             raise EngineError("This conversation was replaced by a newer one.")
 
     # -- reading ahead -------------------------------------------------------------------------
-    def _plan_segments(self, ahead: Ahead, inputs: list[ImageInput], segments) -> Plan:
-        """One plan for reading the segments in turn (so progress runs once from 0 to 100 %)."""
-        plan, images, tokens, length = Plan([]), len(ahead.images), len(ahead.ids), self.parts.decoder.length
-        for count, ids in segments:
-            plan = plan.then(self._reader.plan(inputs[images:count], len(ids) - tokens, length))
-            images, length, tokens = count, length + len(ids) - tokens, len(ids)
-        return plan
+    def _read_segments(
+        self, ahead: Ahead, inputs: list[ImageInput], segments: list[Segment]
+    ) -> Generator[Event, None, tuple[float, float] | None]:
+        """Read each (images, tokens from the base) segment after what `ahead` holds: all of them,
+        giving (vision, prefill) seconds, or none (a cancel: None, or no room: ContextFullError),
+        the read-ahead and the cache left as they were."""
+        decoder, snapshot = self.parts.decoder, len(ahead.marks)
+        plan = ahead.plan(self._reader, inputs, segments, decoder.length)
+        vision = prefill = 0.0
+        for count, tokens in segments:
+            new_tokens, new_inputs = tokens.after(len(ahead.tokens)), inputs[len(ahead.images) : count]
+            if len(new_tokens) > self._left(decoder.length):
+                full = self._full("the image", len(new_tokens), decoder.length, "use a smaller image")
+                decoder.reset(ahead.cut(snapshot))
+                raise full
+            read = yield from self._reader.read(new_tokens, new_inputs, ahead.positions, plan)
+            if read is None:
+                decoder.reset(ahead.cut(snapshot))
+                return None
+            ahead.add(new_inputs, new_tokens, read.positions)
+            vision, prefill = vision + read.vision_seconds, prefill + read.prefill_seconds
+        return vision, prefill
 
     def _ahead_or_new(self, max_pixels: int) -> Ahead:
         if self._ahead is not None and self._ahead.max_pixels != max_pixels:
@@ -386,7 +391,7 @@ class Conversation:
             self._ahead = None
 
     def _ahead_tokens(self) -> int:
-        return len(self._ahead.ids) if self._ahead else 0
+        return len(self._ahead.tokens) if self._ahead else 0
 
     def _answer(self, start: float, sampling: SamplingOptions | None, regenerated: bool = False) -> Iterator[Event]:
         parts = self.parts
@@ -400,7 +405,7 @@ class Conversation:
             parts.eos_ids,
             options.max_new_tokens,
             parts.context_limit,
-            reserve=2,  # the next token, the end of turn
+            reserve=TURN_END_RESERVE,
             should_stop=self._cancel.is_set,
         )
         stream = TextStream(parts.prompts.tokenizer)

@@ -22,6 +22,7 @@ from .prompt import PromptBuilder, user_message
 from .runtime import DecoderRunner, VisionRunner
 from .sampling import SamplingOptions
 from .speeds import SpeedModel
+from .tokens import ImageGrid
 from .turn_taking import TurnTaking
 
 MIN_CONTEXT = 64  # room for the chat template, a short question and a short answer
@@ -81,14 +82,15 @@ def saturating_int8_warning(manifest: Manifest, cpu: CpuInfo) -> str | None:
     )
 
 
-def image_template_tokens(prompts: PromptBuilder) -> int:
+def image_template_tokens(prompts: PromptBuilder, merge_size: int) -> int:
     """What the template writes with a question's first image besides its tokens: the turn's
     opening and the markers where the images come first, else the markers around one image."""
-    opening = prompts.encode_turn_prefix([], [0])
+    empty_image = ImageGrid((1, 0, 0), merge_size)
+    opening = prompts.encode_turn_prefix([], [empty_image])
     if opening is not None:
         return len(opening)
     try:
-        with_image = prompts.encode_turn([], user_message("", 1), [0])
+        with_image = prompts.encode_turn([], user_message("", 1), [empty_image])
         return len(with_image) - len(prompts.encode_turn([], user_message("", 0)))
     except EngineError as exc:
         raise ArtifactError(
@@ -112,7 +114,7 @@ class Engine:
         self.cpu = cpu_info()
         # Things the user should know about this model on this machine (shown, never silent).
         self.warnings = [w for w in (saturating_int8_warning(self.manifest, self.cpu),) if w]
-        self._image_template_tokens = image_template_tokens(prompts)
+        self._image_template_tokens = image_template_tokens(prompts, self.manifest.vision.merge_size)
         self._active = None
         # All a conversation sees of the engine (built once: the parts never change; the engine's
         # own names for them below read these, so the two cannot drift apart).

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from engine.errors import ArtifactError, EngineError
 from engine.manifest import TokenIds
-from engine.tokens import ImageRun, Tokens
+from engine.tokens import ImageGrid, ImageRun, Tokens
 
 # {"role": "user", "content": str | [{"type": "image"}, {"type": "text", "text": ...}]}
 Message = dict[str, Any]
@@ -162,50 +162,50 @@ class PromptBuilder:
     def encode_conversation(
         self,
         messages: Sequence[Message],
-        image_tokens: Sequence[int] = (),
+        image_grids: Sequence[ImageGrid] = (),
         add_generation_prompt: bool = True,
     ) -> Tokens:
-        """All tokens of a conversation; `image_tokens[k]` is the k-th image's token count."""
+        """All tokens of a conversation; `image_grids[k]` is the k-th image's grid."""
         text = self.render(messages, add_generation_prompt=add_generation_prompt)
-        return self._expand_image_pads(self._encode_rendered(text), image_tokens)
+        return self._expand_image_pads(self._encode_rendered(text), image_grids)
 
     def encode_turn(
         self,
         history: Sequence[Message],
         message: Message | Sequence[Message],
-        image_tokens: Sequence[int] = (),
+        image_grids: Sequence[ImageGrid] = (),
     ) -> Tokens:
         """Tokens to prefill for a new message (or messages, e.g. system + user) after `history`.
 
         With no history this is the whole prompt. Otherwise the cache must already hold the
         history up to and including the last answer's `<|im_end|>` (if an answer stopped early,
         the engine feeds `end_of_turn_id` itself), and only the rest is returned:
-        "\\n<|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n". `image_tokens` are
-        the counts of the new images only.
+        "\\n<|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n". `image_grids` are
+        the grids of the new images only.
         """
         new_messages = [message] if isinstance(message, dict) else list(message)
         text = self.continuation_text(history, new_messages)
-        return self._expand_image_pads(self._encode_rendered(text), image_tokens)
+        return self._expand_image_pads(self._encode_rendered(text), image_grids)
 
     def encode_turn_prefix(
         self,
         history: Sequence[Message],
-        image_tokens: Sequence[int],
+        image_grids: Sequence[ImageGrid],
     ) -> Tokens | None:
         """The start of encode_turn() for a user message whose images come before its text: what
         the template writes up to where the text begins, so the images can be read before the
         question is typed. Rendered from the template itself; None if it would not show where
         the text goes. The caller must still check that the whole turn starts with these ids
         (a tokenizer may merge across the cut), and read at send time where it does not."""
-        message = user_message(_QUESTION_SLOT, len(image_tokens))
+        message = user_message(_QUESTION_SLOT, len(image_grids))
         text = self.continuation_text(history, [message])
         cut = text.find(_QUESTION_SLOT)
         if cut < 0 or text.find(_QUESTION_SLOT, cut + 1) >= 0:
             return None
         ids = self._encode_rendered(text[:cut])
-        if ids.count(self.image_token_id) != len(image_tokens):  # the template puts images after the text
+        if ids.count(self.image_token_id) != len(image_grids):  # the template puts images after the text
             return None
-        return self._expand_image_pads(ids, image_tokens)
+        return self._expand_image_pads(ids, image_grids)
 
     def encode(self, text: str) -> list[int]:
         """Plain tokenization, control tokens in `text` recognised, nothing added."""
@@ -214,19 +214,19 @@ class PromptBuilder:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def _expand_image_pads(self, ids: list[int], image_tokens: Sequence[int]) -> Tokens:
-        """Each image slot becomes its image's run of tokens; where each run lies is kept."""
+    def _expand_image_pads(self, ids: list[int], image_grids: Sequence[ImageGrid]) -> Tokens:
+        """Each image slot becomes its image's run of tokens; where each run lies, and its grid, is kept."""
         slots = ids.count(self.image_token_id)
-        if slots != len(image_tokens):
-            raise EngineError(f"The prompt has {slots} image slot(s) but {len(image_tokens)} image(s) were given.")
-        counts = iter(image_tokens)
+        if slots != len(image_grids):
+            raise EngineError(f"The prompt has {slots} image slot(s) but {len(image_grids)} image(s) were given.")
+        grids = iter(image_grids)
         out: list[int] = []
         runs: list[ImageRun] = []
         for token_id in ids:
             if token_id == self.image_token_id:
-                count = int(next(counts))
-                runs.append(ImageRun(len(out), count))
-                out.extend([token_id] * count)
+                run = ImageRun(len(out), next(grids))
+                runs.append(run)
+                out.extend([token_id] * run.count)
             else:
                 out.append(token_id)
         return Tokens(tuple(out), tuple(runs))

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import EngineError
 from .events import Progress, Stage, StatusEvent
 from .image import ImageProcessorConfig, PreparedImage, load_image, preprocess
 from .model_parts import ModelParts
 from .positions import PositionState, token_positions
 from .speeds import chunk_sizes
-from .tokens import Tokens
+from .tokens import ImageGrid, Tokens
 
 Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack features [levels, T, H]
 
@@ -29,11 +30,12 @@ Encoded = tuple[np.ndarray, np.ndarray]  # image embeddings [T, H], DeepStack fe
 @dataclass
 class ImageInput:
     """One image of a question: where it came from, a key for its content at its detail, its
-    processor output, and its encoding once the vision encoder has run."""
+    processor output and grid, and its encoding once the vision encoder has run."""
 
     source: object
     key: str
     image: PreparedImage
+    grid: ImageGrid
     encoded: Encoded | None = None
 
     @property
@@ -72,6 +74,15 @@ def content_key(source, max_pixels: int) -> str | None:
     return f"{digest.hexdigest()}@{max_pixels}"
 
 
+def image_input(
+    source, config: ImageProcessorConfig, max_pixels: int, key: str | None = None, max_image_pixels: int | None = None
+) -> ImageInput:
+    """Decode and preprocess one image (ImageError if it cannot be); `key` is its content_key."""
+    image = preprocess(load_image(source, max_image_pixels), config, max_pixels)
+    grid = ImageGrid(image.grid_thw, config.merge_size)
+    return ImageInput(source, key or f"object-{id(source)}@{max_pixels}", image, grid)
+
+
 def prepare_inputs(
     sources: Sequence, config: ImageProcessorConfig, max_pixels: int, known: Sequence[ImageInput] = ()
 ) -> list[ImageInput]:
@@ -81,11 +92,7 @@ def prepare_inputs(
     out = []
     for source in sources:
         key = content_key(source, max_pixels)
-        if key is not None and key in by_key:
-            out.append(by_key[key])
-            continue
-        image = preprocess(load_image(source), config, max_pixels)
-        out.append(ImageInput(source, key or f"object-{id(source)}@{max_pixels}", image))
+        out.append(by_key[key] if key in by_key else image_input(source, config, max_pixels, key))
     return out
 
 
@@ -132,7 +139,7 @@ class Reader:
         vision = [speeds.vision_seconds(item.patches) for item in images if item.encoded is None]
         chunks = speeds.chunk_plan(parts.decoder.graph_for, tokens, context, parts.prefill_chunk)
         if None in vision or None in chunks:  # not measured yet: count tokens
-            vision = [item.patches / parts.merge_size**2 for item in images if item.encoded is None]
+            vision = [float(item.grid.tokens) for item in images if item.encoded is None]
             chunks = [float(size) for size in chunk_sizes(tokens, parts.prefill_chunk)]
             return Plan(vision + chunks, timed=False)
         return Plan(vision + chunks)
@@ -140,13 +147,30 @@ class Reader:
     def read(
         self, tokens: Tokens, images: Sequence[ImageInput], positions: PositionState, plan: Plan | None = None
     ) -> Generator[StatusEvent, None, ReadResult | None]:
-        """Encode the images that are not yet, then prefill `tokens` (which hold each image's run,
+        """Encode the images that are not yet, then prefill `tokens` (which hold the images' runs,
         in order) from `positions`; None if stopped first (the cache is as it was). `plan` (default:
         this read's own) is what progress is reported against: a caller reading in several
         parts passes one plan for all of them."""
-        parts = self.parts
-        plan = plan or self.plan(images, len(tokens), parts.decoder.length)
-        vision_seconds = 0.0
+        if [item.grid for item in images] != [run.grid for run in tokens.images]:
+            raise EngineError(f"The {len(images)} image(s) given are not the {len(tokens.images)} the tokens hold.")
+        plan = plan or self.plan(images, len(tokens), self.parts.decoder.length)
+        vision_seconds = yield from self._encode(images, plan)
+        if vision_seconds is None or self.should_stop():
+            return None
+        positions_ids, after = token_positions(tokens, positions)
+        yield plan.status(Stage.READING_PROMPT)
+        t0 = time.perf_counter()
+        logits = None
+        if len(tokens):
+            logits = yield from self._prefill(tokens, positions_ids, images, plan)
+            if logits is None:
+                return None
+        self.parts.speeds.save()
+        return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
+
+    def _encode(self, images: Sequence[ImageInput], plan: Plan) -> Generator[StatusEvent, None, float | None]:
+        """Encode the images that are not yet; the seconds it took, or None if stopped."""
+        seconds = 0.0
         for item in images:
             if item.encoded is not None:
                 continue
@@ -154,41 +178,34 @@ class Reader:
                 return None
             yield plan.status(Stage.ENCODING_IMAGE)
             t0 = time.perf_counter()
-            item.encoded = parts.vision.encode(item.image.pixel_values, item.image.grid_thw)
-            seconds = time.perf_counter() - t0
-            vision_seconds += seconds
-            parts.speeds.add_vision(item.patches, seconds)
+            item.encoded = self.parts.vision.encode(item.image.pixel_values, item.image.grid_thw)
+            took = time.perf_counter() - t0
+            seconds += took
+            self.parts.speeds.add_vision(item.patches, took)
             plan.step_done()
-        if self.should_stop():
-            return None
-        positions_ids, after = token_positions(
-            tokens, [item.image.grid_thw for item in images], positions, parts.merge_size
+        return seconds
+
+    def _prefill(
+        self, tokens: Tokens, positions_ids: np.ndarray, images: Sequence[ImageInput], plan: Plan
+    ) -> Generator[StatusEvent, None, np.ndarray | None]:
+        """Read `tokens` into the cache chunk by chunk; the logits, or None if stopped."""
+        parts = self.parts
+        reading = parts.decoder.prefill_steps(
+            np.asarray(tokens.ids),
+            positions_ids,
+            *self._visual(tokens, images),
+            chunk=parts.prefill_chunk,
+            should_stop=self.should_stop,
         )
-        yield plan.status(Stage.READING_PROMPT)
-        t0 = time.perf_counter()
-        logits = None
-        if len(tokens):
-            reading = parts.decoder.prefill_steps(
-                np.asarray(tokens.ids),
-                positions_ids,
-                *self._visual(tokens, images),
-                chunk=parts.prefill_chunk,
-                should_stop=self.should_stop,
-            )
-            while True:
-                try:
-                    chunk = next(reading)
-                except StopIteration as finished:
-                    logits = finished.value
-                    break
-                parts.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
-                plan.step_done()
-                if chunk.done < chunk.total:
-                    yield plan.status(Stage.READING_PROMPT)
-            if logits is None:
-                return None
-        parts.speeds.save()
-        return ReadResult(after, logits, vision_seconds, time.perf_counter() - t0)
+        while True:
+            try:
+                chunk = next(reading)
+            except StopIteration as finished:
+                return finished.value
+            parts.speeds.add_chunk(chunk.graph, chunk.tokens, chunk.context, chunk.seconds)
+            plan.step_done()
+            if chunk.done < chunk.total:
+                yield plan.status(Stage.READING_PROMPT)
 
     @staticmethod
     def _visual(tokens: Tokens, images: Sequence[ImageInput]):

@@ -6,6 +6,7 @@ GroupQueryAttention appends the new keys/values into the buffer and nothing is c
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Generator
@@ -19,6 +20,8 @@ from .cpu import cpu_info
 from .errors import ArtifactError
 from .manifest import DecoderSection
 from .memory import cache_buffer, releasing_run_options
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,6 @@ class DecoderRunner:
         # ended by CPython as it takes the GIL back, and that forced unwind through onnxruntime's
         # C++ frames aborts the process (SIGABRT) instead of exiting.
         self.prefill_session = None
-        self.prefill_error: Exception | None = None
         self._prefill_loader = None
         if prefill_path is not None:
             self._prefill_loader = threading.Thread(
@@ -163,8 +165,8 @@ class DecoderRunner:
                     f"{self.kv_type}; they cannot share it"
                 )
             self.prefill_session = session
-        except Exception as exc:  # a damaged optional graph must not take the engine down
-            self.prefill_error = exc
+        except Exception as exc:  # a damaged optional graph must not take the engine down, nor go unseen
+            log.warning("The prompt graph %s cannot be used, so prompts are read with the decoder: %s", path.name, exc)
 
     def _profiled(self, name: str) -> str | None:
         return self._profile_prefix + name if self._profile_prefix else None

@@ -18,7 +18,7 @@ from .limits import Limits
 from .server import DEFAULT_HOST, DEFAULT_PORT, LocalServer
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m engine.serve", description="Serve an exported Qwen3-VL model through an OpenAI-compatible API."
     )
@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         default=Limits.max_waiting,
         help="requests that may wait behind the one being answered (then 429)",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.slots < 1 or args.max_waiting < 0:
         print("error: --slots must be at least 1 and --max-waiting at least 0", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ flag, and the engine stops within one step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,46 +79,15 @@ def create_app(service: Service, policy: HostPolicy, api_key: str | None = None)
         ticket = service.scheduler.reserve()
         try:
             prompt = await run_in_threadpool(build_prompt, service.engine, chat, service.limits)
-            sampling = sampling_for(service.engine, chat, answer_room(service.engine, chat, len(prompt.ids)))
+            sampling = sampling_for(service.engine, chat, answer_room(service.engine, chat, len(prompt.tokens)))
         except BaseException:
             ticket.release()
             raise
         reply, cancel = Reply(service.model_id, chat.include_usage), threading.Event()
+        answer = functools.partial(service.run, prompt, sampling, chat.stop, cancel)
         if chat.stream:
-            loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-
-            def post(item) -> None:
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-                except RuntimeError:  # the event loop is gone (server stopped)
-                    cancel.set()
-
-            def job() -> None:
-                try:
-                    post(("done", service.run(prompt, sampling, chat.stop, cancel, lambda t: post(("text", t)))))
-                except Exception as exc:  # reported in the stream: the status line is already sent
-                    post(("error", exc))
-
-            service.scheduler.submit(ticket, job)
-            return StreamingResponse(
-                _events(reply, queue, cancel),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        future = service.scheduler.submit(ticket, lambda: service.run(prompt, sampling, chat.stop, cancel))
-        answer = asyncio.wrap_future(future)
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not answer.done():
-                cancel.set()  # the client left (or the server is stopping): stop generating for nobody
-            gone.cancel()
-        if not answer.done():
-            return Response(status_code=499)  # nobody reads it
-        if answer.result().finish_reason == "cancelled":
-            raise _stopped()
-        return JSONResponse(reply.whole(answer.result()))
+            return _streamed(service, ticket, answer, reply, cancel)
+        return await _whole(service, ticket, answer, reply, cancel, request)
 
     routes = [
         Route("/v1/models", models, methods=["GET"]),
@@ -125,6 +95,47 @@ def create_app(service: Service, policy: HostPolicy, api_key: str | None = None)
     ]
     handlers = {ApiError: _api_error, Busy: _busy, HTTPException: _http_error, Exception: _server_error}
     return Guard(Starlette(routes=routes, exception_handlers=handlers), policy, api_key)
+
+
+def _streamed(service: Service, ticket, answer, reply: Reply, cancel: threading.Event) -> Response:
+    """Run `answer` in its turn, sending its text as server-sent events as it comes."""
+    loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+
+    def post(item) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (server stopped)
+            cancel.set()
+
+    def job() -> None:
+        try:
+            post(("done", answer(lambda text: post(("text", text)))))
+        except Exception as exc:  # reported in the stream: the status line is already sent
+            post(("error", exc))
+
+    service.scheduler.submit(ticket, job)
+    return StreamingResponse(
+        _events(reply, queue, cancel),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _whole(service: Service, ticket, answer, reply: Reply, cancel: threading.Event, request: Request) -> Response:
+    """Run `answer` in its turn and send it whole, unless the client leaves first (then stop it)."""
+    done = asyncio.wrap_future(service.scheduler.submit(ticket, answer))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not done.done():
+            cancel.set()  # the client left (or the server is stopping): stop generating for nobody
+        gone.cancel()
+    if not done.done():
+        return Response(status_code=499)  # nobody reads it
+    if done.result().finish_reason == "cancelled":
+        raise _stopped()
+    return JSONResponse(reply.whole(done.result()))
 
 
 async def _events(reply: Reply, queue: asyncio.Queue, cancel: threading.Event):

@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from engine.decoding import Decoding
-from engine.positions import PositionState, token_positions
+from engine.positions import token_positions
+from engine.reading import Reader, ReadResult
 from engine.sampling import Sampler, SamplingOptions
 from engine.text_stream import TextStream
 
-from .prefix import SlotPool
+from .prefix import Slot, SlotPool
 from .prompt import Prompt
 from .stops import StopText
 
@@ -56,91 +55,81 @@ def complete(
 
 
 def _nothing(prompt: Prompt) -> Completion:
-    return Completion("", "cancelled", len(prompt.ids), 0, 0, [], 0.0)
+    return Completion("", "cancelled", len(prompt.tokens), 0, 0, [], 0.0)
 
 
 def _complete(engine, pool, prompt, sampling, stops, cancel, on_text) -> Completion:
     start = time.perf_counter()
-    decoder = engine.decoder
     if cancel.is_set():  # gone while waiting in line: evict no cached conversation for nobody
         return _nothing(prompt)
     slot, keep = pool.choose(prompt)
-    slot.truncate(keep)
-    decoder.bind(slot.cache)
-    try:
-        read = _read(engine, prompt, keep, cancel)
-    except BaseException:
-        slot.truncate(min(keep, slot.cache.length))
-        raise
+    read = _read_into(slot, keep, engine, prompt, cancel)
     if read is None:
         return _nothing(prompt)
-    logits, state = read
-    slot.keys[keep:] = prompt.keys[keep:]
-    slot.prompt_length = len(prompt.ids)
-    stream, stop_text = TextStream(engine.tokenizer), StopText(stops)
     decoding = Decoding(
-        decoder,
+        engine.decoder,
         Sampler(sampling),
-        logits,
-        state,
+        read.logits[-1],
+        read.positions,
         engine.eos_ids,
         sampling.max_new_tokens,
         engine.context_limit,
         reserve=0,
         should_stop=cancel.is_set,
     )
-    pieces: list[str] = []
-    stopped = False
     try:
-        for token in decoding:
-            text, stopped = stop_text.push(stream.push(token))  # stopped: a stop sequence was reached
-            if text:
-                pieces.append(text)
-                on_text(text)
-            if stopped:
-                break
+        text = _answer_text(decoding, TextStream(engine.tokenizer), StopText(stops), on_text)
     finally:
         slot.keys += decoding.generated[: decoding.fed]  # what the slot's cache now holds
-    generated = decoding.generated
     finish = {"eos": "stop", "stopped": "stop", "cancelled": "cancelled"}.get(decoding.stop, "length")
+    answer_ids = [t for t in decoding.generated if t not in engine.eos_ids]
+    return Completion(
+        text,
+        finish,
+        len(prompt.tokens),
+        keep,
+        len(answer_ids),
+        decoding.generated,
+        (decoding.first_token_at or time.perf_counter()) - start,
+    )
+
+
+def _read_into(slot: Slot, keep: int, engine, prompt: Prompt, cancel: threading.Event) -> ReadResult | None:
+    """Keep the first `keep` tokens of the slot's cache and read the rest of `prompt` after them
+    (images, then tokens); None if cancelled (the cache then holds `keep` tokens)."""
+    slot.truncate(keep)
+    engine.decoder.bind(slot.cache)
+    _, at_keep = token_positions(prompt.tokens.before(keep))
+    reading = Reader(engine.parts, cancel.is_set).read(prompt.tokens.after(keep), prompt.images_from(keep), at_keep)
+    try:
+        while True:  # nobody is shown the reading's progress
+            next(reading)
+    except StopIteration as finished:
+        read = finished.value
+    except BaseException:
+        slot.truncate(min(keep, slot.cache.length))
+        raise
+    if read is not None:
+        slot.keys[keep:] = prompt.keys[keep:]
+        slot.prompt_length = len(prompt.tokens)
+    return read
+
+
+def _answer_text(decoding: Decoding, stream: TextStream, stop_text: StopText, on_text: Callable[[str], None]) -> str:
+    """Sample to the end, a stop sequence or a cancel, passing each piece of text on as it comes."""
+    pieces: list[str] = []
+    stopped = False  # a stop sequence was reached
+    for token in decoding:
+        text, stopped = stop_text.push(stream.push(token))
+        if text:
+            pieces.append(text)
+            on_text(text)
+        if stopped:
+            break
     if not stopped:  # what an unfinished character or a possible stop sequence held back
         tail, _ = stop_text.push(stream.flush())
         tail += stop_text.flush()
         if tail:
             pieces.append(tail)
             on_text(tail)
-    answer_ids = [t for t in generated if t not in engine.eos_ids]
-    return Completion(
-        "".join(pieces),
-        finish,
-        len(prompt.ids),
-        keep,
-        len(answer_ids),
-        generated,
-        (decoding.first_token_at or time.perf_counter()) - start,
-    )
-
-
-def _read(engine, prompt: Prompt, keep: int, cancel: threading.Event):
-    """Encode the images after `keep`, prefill the tokens after `keep`: (last logits, positions
-    after the prompt), or None if cancelled (the cache then holds `keep` tokens)."""
-    spans = prompt.spans_from(keep)
-    embeds, deepstack = [], []
-    for span in spans:
-        if cancel.is_set():
-            return None
-        e, d = engine.vision.encode(span.image.pixel_values, span.image.grid_thw)
-        embeds.append(e)
-        deepstack.append(d)
-    tokens = prompt.tokens
-    positions, after = token_positions(
-        tokens, [s.image.grid_thw for s in prompt.spans], PositionState(), engine.merge_size
-    )
-    ids, rest = np.asarray(prompt.ids[keep:]), tokens.after(keep)
-    visual = ()
-    if spans:
-        visual = (np.concatenate(embeds, 0), np.asarray(rest.image_rows(), np.int64), np.concatenate(deepstack, 1))
-    logits = engine.decoder.prefill(
-        ids, positions[:, keep:], *visual, chunk=engine.options.prefill_chunk, should_stop=cancel.is_set
-    )
-    return None if logits is None else (logits[-1], after)
+    return "".join(pieces)

@@ -43,9 +43,9 @@ def reusable(cached: Sequence[Key], prompt: Prompt) -> int:
     """Tokens of `prompt` the cache can keep: the common prefix, leaving at least the prompt's last
     token to read (its logits start the answer), and never ending inside an image."""
     keep = min(common_prefix(cached, prompt.keys), len(prompt.keys) - 1)
-    for span in prompt.spans:
-        if span.start < keep < span.end:
-            return span.start
+    for run in prompt.tokens.images:
+        if run.start < keep < run.end:
+            return run.start
     return max(keep, 0)
 
 

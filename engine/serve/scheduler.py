@@ -41,13 +41,6 @@ class Scheduler:
         self._lock = threading.Lock()
         self._admitted = 0  # the job running plus those waiting
         self._recent = deque([10.0], maxlen=8)  # seconds per job, for Retry-After
-        self._idle = threading.Event()
-        self._idle.set()
-
-    @property
-    def admitted(self) -> int:
-        with self._lock:
-            return self._admitted
 
     def reserve(self) -> Ticket:
         """A place in the line, or Busy when the line is full."""
@@ -56,7 +49,6 @@ class Scheduler:
                 per_job = sum(self._recent) / len(self._recent)
                 raise Busy(max(1, math.ceil(per_job * self._admitted)))
             self._admitted += 1
-            self._idle.clear()
         return Ticket(self)
 
     def submit(self, ticket: Ticket, job: Callable) -> Future:
@@ -76,15 +68,9 @@ class Scheduler:
             ticket.release()
             raise
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """True once no job is running or waiting (for shutdown and tests)."""
-        return self._idle.wait(timeout)
-
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _leave(self) -> None:
         with self._lock:
             self._admitted -= 1
-            if self._admitted == 0:
-                self._idle.set()

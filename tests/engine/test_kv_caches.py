@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.engine import Engine
-from engine.positions import PositionState, chunk_positions, decode_positions
+from engine.positions import decode_positions, token_positions
+from engine.tokens import Tokens
 
 
 def test_a_conversation_continues_exactly_after_another_cache_was_written(tiny_fp32):
@@ -15,7 +16,7 @@ def test_a_conversation_continues_exactly_after_another_cache_was_written(tiny_f
     second = engine.prompts.encode("A second one is about mountains, snow, ice and the long way up")
 
     def prefill(ids):
-        positions, state = chunk_positions(ids, [], engine.prompts.image_token_id, PositionState())
+        positions, state = token_positions(Tokens.text(ids))
         return decoder.prefill(np.asarray(ids), positions)[-1], state
 
     def step(state, token):

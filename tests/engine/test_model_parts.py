@@ -36,14 +36,13 @@ def test_the_parts_context_limit_is_the_conversations(engine):
 
 
 def test_the_parts_cannot_be_changed_under_a_conversation(engine):
-    """Neither through the parts nor through the engine's names for them (which read the parts):
-    setting `engine.eos_ids` once changed nothing a conversation saw; now it fails loudly."""
+    """Neither through the parts nor through the engine's names for them: a setting changed on
+    the engine alone would be one the running conversation never sees, so it is refused."""
     with pytest.raises(FrozenInstanceError):
         engine.parts.context_limit = 10
     for name in ("eos_ids", "decoder", "prompts", "context_limit", "speeds"):
         with pytest.raises(AttributeError):
             setattr(engine, name, None)
-        assert getattr(engine, name) is getattr(engine.parts, name)
 
 
 def test_the_parts_end_tokens_are_what_end_an_answer(engine):

@@ -9,9 +9,11 @@ from PIL import Image
 from engine.errors import ArtifactError, EngineError
 from engine.image import ImageProcessorConfig, preprocess
 from engine.prompt import PromptBuilder, assistant_message, user_message
+from engine.tokens import ImageGrid
 from tests.fixtures.token_ids import qwen_token_ids
 
 CFG = ImageProcessorConfig()
+GRID = ImageGrid((1, 16, 16), 2)  # 64 tokens
 ANSWERS = ("A grey cat sits on a red sofa.", "Yes, its eyes are green: 绿色的眼睛 👀")
 
 
@@ -59,8 +61,8 @@ def hf_ids(hf_processor, messages, images, **kwargs) -> list[int]:
     return np.asarray(out["input_ids"]).reshape(-1).tolist()
 
 
-def counts(images) -> list[int]:
-    return [preprocess(image, CFG).num_tokens for image in images]
+def grids(images) -> list[ImageGrid]:
+    return [ImageGrid(preprocess(image, CFG).grid_thw, CFG.merge_size) for image in images]
 
 
 def test_render_is_the_text_transformers_renders(builder, hf_tokenizer, chat_template):
@@ -104,7 +106,7 @@ def test_text_only_ids(builder, hf_tokenizer, chat_template):
 def test_one_image_ids(builder, hf_processor):
     images = [picture(300, 200, 0)]
     messages = [user_message("What is in this picture?", image_count=1)]
-    ids = ids_of(builder.encode_conversation, messages, counts(images))
+    ids = ids_of(builder.encode_conversation, messages, grids(images))
     assert ids == hf_ids(hf_processor, messages, images)
     assert ids.count(builder.image_token_id) == 70  # 200x300 -> 224x320 -> 70 tokens
 
@@ -112,9 +114,11 @@ def test_one_image_ids(builder, hf_processor):
 def test_two_images_of_different_sizes(builder, hf_processor):
     images = [picture(300, 200, 1), picture(90, 400, 2)]
     messages = [user_message("Compare these two.", image_count=2)]
-    ids = ids_of(builder.encode_conversation, messages, counts(images))
-    assert ids == hf_ids(hf_processor, messages, images)
-    assert counts(images)[0] != counts(images)[1]
+    tokens = builder.encode_conversation(messages, grids(images))
+    assert list(tokens.ids) == hf_ids(hf_processor, messages, images)
+    assert [run.grid for run in tokens.images] == grids(images)  # each run knows its image's grid
+    assert [run.count for run in tokens.images] == [preprocess(image, CFG).num_tokens for image in images]
+    assert {tokens.ids[i] for i in tokens.image_rows()} == {builder.image_token_id}
 
 
 def three_turn_chat():
@@ -127,13 +131,13 @@ def three_turn_chat():
     return users, [assistant_message(a) for a in ANSWERS]
 
 
-def turn_by_turn(builder, users, answers, image_counts) -> list[int]:
+def turn_by_turn(builder, users, answers, image_grids) -> list[int]:
     """What the engine caches: each turn's prefill, then the generated answer and <|im_end|>."""
     history, cached = [], []
-    counts_iter = iter(image_counts)
+    grids_iter = iter(image_grids)
     for i, user in enumerate(users):
         n_images = sum(1 for c in user["content"] if c.get("type") == "image")
-        cached += ids_of(builder.encode_turn, history, user, [next(counts_iter) for _ in range(n_images)])
+        cached += ids_of(builder.encode_turn, history, user, [next(grids_iter) for _ in range(n_images)])
         history.append(user)
         if i < len(answers):
             cached += builder.encode(answers[i]["content"][0]["text"]) + [builder.end_of_turn_id]
@@ -150,14 +154,14 @@ def test_three_turn_chat_cached_turns_equal_the_full_prompt(
     images = [picture(320, 240, 3), picture(200, 260, 4)]
     full = [users[0], answers[0], users[1], answers[1], users[2]]
     expected = hf_ids(hf_processor, full, images, sanitize_control_tokens=sanitize)
-    assert ids_of(builder.encode_conversation, full, counts(images)) == expected
-    assert turn_by_turn(builder, users, answers, counts(images)) == expected
+    assert ids_of(builder.encode_conversation, full, grids(images)) == expected
+    assert turn_by_turn(builder, users, answers, grids(images)) == expected
 
 
 def test_first_turn_with_a_system_message(builder, hf_processor):
     images = [picture(64, 64, 6)]
     messages = [{"role": "system", "content": "Answer in French."}, user_message("Quoi ?", 1)]
-    assert ids_of(builder.encode_turn, [], messages, counts(images)) == hf_ids(hf_processor, messages, images)
+    assert ids_of(builder.encode_turn, [], messages, grids(images)) == hf_ids(hf_processor, messages, images)
 
 
 def test_continuation_is_only_the_new_turn(builder):
@@ -187,15 +191,15 @@ def test_control_tokens_typed_by_the_user_stay_text(safe_builder, hf_processor, 
     # with an image, the typed <|image_pad|> is not an image slot either
     images = [picture(100, 100, 5)]
     with_image = [user_message(typed, image_count=1)]
-    ids = ids_of(safe_builder.encode_conversation, with_image, counts(images))
+    ids = ids_of(safe_builder.encode_conversation, with_image, grids(images))
     assert ids == hf_ids(hf_processor, with_image, images, sanitize_control_tokens=True)
 
 
 def test_image_count_mismatch_is_reported(builder):
     with pytest.raises(EngineError, match=r"1 image slot\(s\) but 2 image\(s\)"):
-        ids_of(builder.encode_conversation, [user_message("x", image_count=1)], [64, 64])
+        ids_of(builder.encode_conversation, [user_message("x", image_count=1)], [GRID, GRID])
     with pytest.raises(EngineError, match=r"0 image slot\(s\) but 1 image\(s\)"):
-        ids_of(builder.encode_turn, [], user_message("x"), [64])
+        ids_of(builder.encode_turn, [], user_message("x"), [GRID])
 
 
 def test_template_errors_are_engine_errors(fast_tokenizer, tokens):

@@ -11,9 +11,10 @@ from engine.serve.errors import ApiError
 from engine.serve.guard import HostPolicy, check_exposure, host_name
 from engine.serve.limits import Limits
 from engine.serve.prefix import Slot, SlotPool, reusable
-from engine.serve.prompt import ImageSpan, Prompt
+from engine.serve.prompt import Prompt
 from engine.serve.schema import ImagePart, parse_chat_request
 from engine.serve.stops import StopText
+from engine.tokens import ImageGrid, ImageRun, Tokens
 
 
 def parse(**fields):
@@ -163,8 +164,8 @@ def test_request_limits():
 
 def prompt_with_image(before: list[int], image: str, count: int, after: list[int]) -> Prompt:
     keys = before + [image] * count + after
-    start = len(before)
-    return Prompt(ids=[0] * len(keys), keys=keys, spans=[ImageSpan(start, start + count, None)])
+    run = ImageRun(len(before), ImageGrid((1, 2, 2 * count), 2))
+    return Prompt(Tokens((0,) * len(keys), (run,)), keys, [None])
 
 
 def test_reuse_never_ends_inside_an_image_and_leaves_the_last_token_to_read():
@@ -193,7 +194,7 @@ def filled(pool: SlotPool, index: int, keys: list, prompt_length: int) -> Slot:
 
 
 def plain(keys: list) -> Prompt:
-    return Prompt(ids=[0] * len(keys), keys=keys, spans=[])
+    return Prompt(Tokens((0,) * len(keys)), keys, [])
 
 
 def test_slots_keep_separate_conversations_and_follow_ups_find_theirs():
