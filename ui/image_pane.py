@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
 
 from engine.errors import ImageError
 from engine.image_formats import file_patterns
-from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
+from ui.grounding import fitted_image_rect, paint_boxes
+from ui.grounding_parser import GroundingBox
 from ui.image_opener import THUMB, ImageOpener, OpenedImage, open_image, save_and_open
 from ui.waits import about, image_cost
 

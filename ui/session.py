@@ -26,7 +26,7 @@ from ui.chat_view import ChatView, MessageWidget
 from ui.chats_panel import ChatsPanel
 from ui.composer import Composer
 from ui.controller import EngineController
-from ui.grounding import parse_boxes
+from ui.grounding_parser import parse_boxes
 from ui.image_pane import ImagePane
 from ui.read_ahead import ImageReadAhead
 from ui.worker import LOADING, RESTORING, History

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
 from tests.ui.conftest import add_images, ask, ask_and_wait, drop_files, engine_turns
+from ui.grounding import box_rect
 
 LONG = 3000  # tokens: far more than the time a test waits, so only Stop can end the answer
 
@@ -113,7 +114,7 @@ def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, 
     assert [b.label for b in shown.boxes] == ["left half, bottom"]
     drawn = window.image_pane.canvas.image_rect()
     assert abs(drawn.width() / drawn.height() - 3.0) < 0.05
-    on_screen = shown.boxes[0].rect_in(drawn)
+    on_screen = box_rect(shown.boxes[0], drawn)
     assert (on_screen.width(), on_screen.height()) == (drawn.width() / 2, drawn.height() / 2)
 
 
