@@ -11,14 +11,12 @@ and takes its place when it is done, so a big photo never freezes the window.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QRectF, QSize, QSizeF, Qt, Signal
+from PySide6.QtCore import QEvent, QMimeData, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -40,6 +38,7 @@ from ui.image_opener import THUMB, ImageOpener, OpenedImage, open_image, save_an
 from ui.waits import about, image_cost
 
 IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
+PASTED = "pasted.png"  # how a pasted bitmap is listed while it is being saved
 CELL = QSize(THUMB * 2, THUMB + 40)  # a thumbnail and two lines of text under it
 
 
@@ -255,29 +254,37 @@ class ImagePane(QWidget):
         """List the files at once and open them on the opener's thread; each readable one is
         accepted in its place (imagesChanged), the others are dropped and their messages told
         together (errorOccurred) once the last file of this call is done."""
-        batch = next(self._batches)
-        added = False
+        new: list[Path] = []
         for path in map(Path, paths):
-            if any(row.path == path and row.sent == sent for row in self._rows):
-                continue
+            if path not in new and not self._listed(path, sent):
+                new.append(path)
+        self._start_opening(new, sent, open_file)
+
+    def _listed(self, path: Path, sent: bool) -> bool:
+        return any(row.path == path and row.sent == sent for row in self._rows)
+
+    def _start_opening(self, paths: list[Path], sent: bool, open_file: Callable[[Path], object]) -> None:
+        """List `paths` (one batch) and have the opener open each with `open_file`."""
+        if not paths:
+            return
+        batch = next(self._batches)
+        for path in paths:
             self._rows.append(OpeningImage(path, sent, self._opener.open(path, open_file), batch))
-            added = True
-        if added:
-            self._refusals[batch] = []
-            self._refresh()
-            if not sent:  # the user's newest file is shown (a reopened chat's never take the selection)
-                self.thumbnails.setCurrentRow(len(self._rows) - 1)
+        self._refusals[batch] = []
+        self._refresh()
+        if not sent:  # the user's newest file is shown (a reopened chat's never take the selection)
+            self.thumbnails.setCurrentRow(len(self._rows) - 1)
 
     def add_qimage(self, image: QImage) -> None:
         """Save a pasted/dropped bitmap into the data folder so it is a file like any other. It is
-        named after its pixels here and written as PNG on the opener's thread."""
+        named after its pixels and written as PNG on the opener's thread; listed as "pasted.png"
+        until then. The same pixels pasted again are the same file: the second is dropped."""
         if image.isNull():
             self.errorOccurred.emit("The clipboard image is empty.")
             return
-        pixels = image.convertToFormat(QImage.Format.Format_RGBA8888)  # one layout, whatever the source's
-        digest = hashlib.sha256(f"{pixels.width()}x{pixels.height()}".encode() + bytes(pixels.constBits()))
-        target = self._attachments_dir() / f"pasted-{digest.hexdigest()[:16]}.png"
-        self.add_files([target], open_file=partial(save_and_open, pixels))
+        folder = self._attachments_dir()
+        # Listed under a stand-in name (two pastes being saved are two rows) until it is saved.
+        self._start_opening([folder / PASTED], False, lambda _listed: save_and_open(image, folder))
 
     def add_mime(self, mime: QMimeData) -> None:
         """Files dropped or pasted as URLs, or a raw bitmap (e.g. dragged from a browser)."""
@@ -319,18 +326,25 @@ class ImagePane(QWidget):
 
     # -- drag and drop ----------------------------------------------------------------------
 
-    def dragEnterEvent(self, event) -> None:
-        if self.can_accept(event.mimeData()):
+    def handle_drag(self, event) -> None:
+        """A drag entering, moving or dropping here or anywhere else in the window: accept what
+        can be added, add it on drop."""
+        if event.type() == QEvent.Type.Drop:  # (drag enter and move events are QDropEvents too)
+            self.add_mime(event.mimeData())  # says why, if it cannot take what was dropped
+            event.acceptProposedAction()
+        elif self.can_accept(event.mimeData()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
+    def dragEnterEvent(self, event) -> None:
+        self.handle_drag(event)
+
     def dragMoveEvent(self, event) -> None:
-        self.dragEnterEvent(event)
+        self.handle_drag(event)
 
     def dropEvent(self, event) -> None:
-        self.add_mime(event.mimeData())
-        event.acceptProposedAction()
+        self.handle_drag(event)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -341,6 +355,14 @@ class ImagePane(QWidget):
         if index is None:
             return
         row = self._rows[index]
+        if not isinstance(result, str) and result.saved_as is not None:  # a pasted bitmap, saved
+            row.path = result.saved_as
+            if any(other is not row and other.path == row.path and other.sent == row.sent for other in self._rows):
+                del self._rows[index]  # pasted before: that one stays
+                self.thumbnails.takeItem(index)
+                self._show_row(self.thumbnails.currentRow())
+                self._row_done(row)
+                return
         if isinstance(result, str):
             del self._rows[index]
             self._refusals[row.batch].append(result)
