@@ -19,7 +19,7 @@ from ui.main_window import MainWindow
 from ui.pyside_guard import install_pyside_guard
 from ui.settings import open_qsettings
 
-COLOR_SCHEMES = ("system", "light", "dark")
+COLOR_SCHEMES = ("system", "light", "dark")  # "system" follows the desktop
 log = logging.getLogger(__name__)
 
 
