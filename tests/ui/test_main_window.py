@@ -211,12 +211,12 @@ def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(qtbot, op
     add_images(qtbot, window.image_pane, [make_image("a.png")])
     with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
         ask(qtbot, window, "Talk for a long time")
-    thread = window.controller._thread
+    thread = window.controller.worker.thread()
     started = time.perf_counter()
     window.close()
     assert time.perf_counter() - started < 5
     assert thread.isFinished() and not thread.isRunning()
-    assert window.controller._worker._engine is None  # released once the thread had ended
+    assert window.controller.worker.engine is None  # released once the thread had ended
     (saved,) = window.session.store.list()  # the part of the answer that had arrived is kept
     turn = window.session.store.load(saved.id).turns[0]
     assert turn.answer and "closed during this answer" in turn.error
