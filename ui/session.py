@@ -178,7 +178,7 @@ class ChatSession(QObject):
         return text
 
     def regenerate(self) -> None:
-        if self.busy or not self.model_name or self._turn is None:
+        if not isinstance(self._state, Idle) or not self.model_name or self._turn is None:
             return
         self._turn.answer, self._turn.stats, self._turn.error = "", None, ""
         self.chat.remove_last()
