@@ -18,6 +18,8 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from ui.app import COLOR_SCHEMES
+
     parser = argparse.ArgumentParser(prog="iris", description="Chat about images, privately.")
     parser.add_argument("images", nargs="*", type=Path, help="images to attach at start")
     parser.add_argument("--model-dir", type=Path, help="exported model folder (default: settings)")
@@ -34,7 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="with --smoke: give up after this many seconds (default 1800)"
     )
-    parser.add_argument("--color-scheme", choices=("system", "light", "dark"), default="system")
+    parser.add_argument("--color-scheme", choices=COLOR_SCHEMES, default="system")
     args = parser.parse_args(argv)
     if (args.screenshot or args.max_new_tokens) and not args.smoke:
         parser.error("--screenshot and --max-new-tokens go with --smoke")

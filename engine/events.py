@@ -27,13 +27,22 @@ class Progress:
     step_seconds: float = 0.0
     timed: bool = True
 
-    @property
-    def fraction(self) -> float:
-        return min(max(self.done_seconds / self.total_seconds, 0.0), 1.0) if self.total_seconds > 0 else 0.0
+    def done_after(self, elapsed: float) -> float:
+        """Work done `elapsed` seconds after this was reported: a timed step moves on with the
+        clock, never past its own end; an untimed one stays where the event put it."""
+        if not self.timed:
+            return self.done_seconds
+        return self.done_seconds + min(max(elapsed, 0.0), self.step_seconds)
 
-    @property
-    def seconds_left(self) -> float | None:
-        return max(self.total_seconds - self.done_seconds, 0.0) if self.timed else None
+    def fraction_after(self, elapsed: float = 0.0) -> float:
+        """The share of the read done `elapsed` seconds after this was reported, 0..1."""
+        if self.total_seconds <= 0:
+            return 0.0
+        return min(max(self.done_after(elapsed) / self.total_seconds, 0.0), 1.0)
+
+    def seconds_left_after(self, elapsed: float = 0.0) -> float | None:
+        """Seconds left `elapsed` seconds after this was reported; None before speeds are known."""
+        return max(self.total_seconds - self.done_after(elapsed), 0.0) if self.timed else None
 
 
 @dataclass(frozen=True)

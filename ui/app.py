@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ from ui.main_window import MainWindow
 from ui.pyside_guard import install_pyside_guard
 from ui.settings import open_qsettings
 
-COLOR_SCHEMES = ("system", "light", "dark")
+COLOR_SCHEMES = ("system", "light", "dark")  # "system" follows the desktop
+log = logging.getLogger(__name__)
 
 
 def resources_dir() -> Path:
@@ -33,7 +35,8 @@ def set_application_names() -> None:
 
 
 def create_application(argv: list[str], color_scheme: str = "system") -> QApplication:
-    install_pyside_guard()  # before the first signal is emitted
+    if install_pyside_guard():  # before the first signal is emitted
+        log.warning("This PySide6 loses references to True/None on each call; Iris keeps them alive.")
     set_application_names()
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationDisplayName("Iris")

@@ -189,7 +189,3 @@ def export_markdown(record: ConversationRecord, store: HistoryStore, out_path: P
     except OSError as error:
         raise HistoryError(f"Could not write {out_path}: {error}") from error
     return out_path
-
-
-# ---------------------------------------------------------------------------------------------
-# The sidebar that lists saved chats.

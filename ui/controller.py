@@ -74,6 +74,12 @@ class EngineController(QObject):
         self._stopped = False
         self._thread.start()
 
+    @property
+    def worker(self) -> EngineWorker:
+        """The object on the engine thread (its QObject.thread() is that thread). A slot connected
+        to its signals with a direct connection runs there, at the moment the signal is emitted."""
+        return self._worker
+
     def load(self, setup: EngineSetup) -> None:
         self._worker.ledger.made(OTHER)
         self._loadRequested.emit(setup)

@@ -11,10 +11,11 @@ for the one being opened, so no thread outlives the window and no result arrives
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import ImageOps
@@ -37,6 +38,7 @@ class OpenedImage:
     height: int
     preview: QImage  # upright, at most PREVIEW_SIDE a side
     thumbnail: QImage  # at most THUMB a side
+    saved_as: Path | None = None  # where a pasted bitmap was written (its name comes from its pixels)
 
 
 def read_image(path: Path, upright: PILImage | None = None) -> QImage:
@@ -86,17 +88,26 @@ def thumbnail_image(path: Path) -> QImage:
     return image.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
-def save_and_open(image: QImage, path: Path) -> OpenedImage:
-    """Write a pasted bitmap to `path` as PNG (unless the same pixels were saved there before), then
-    open it like any file. Encoding a large bitmap takes about a second: it runs on the pool thread.
-    The PNG appears under its name only once complete, so a failed write leaves nothing to reuse."""
+def pasted_name(pixels: QImage) -> str:
+    """A pasted bitmap's file name, from its size and pixels: the same paste twice is one file."""
+    digest = hashlib.sha256(f"{pixels.width()}x{pixels.height()}".encode() + bytes(pixels.constBits()))
+    return f"pasted-{digest.hexdigest()[:16]}.png"
+
+
+def save_and_open(image: QImage, folder: Path) -> OpenedImage:
+    """Write a pasted bitmap into `folder` as PNG, named after its pixels (unless the same pixels
+    were saved there before), then open it like any file. Converting, hashing and encoding a large
+    bitmap take about a second: this runs on the pool thread. The PNG appears under its name only
+    once complete, so a failed write leaves nothing to reuse."""
+    pixels = image.convertToFormat(QImage.Format.Format_RGBA8888)  # one layout, whatever the source's
+    path = folder / pasted_name(pixels)
     if not path.exists():
         partial = path.with_name(path.name + ".part")
-        if not image.save(str(partial), "PNG"):
+        if not pixels.save(str(partial), "PNG"):
             partial.unlink(missing_ok=True)
-            raise ImageError(f"Could not save the pasted image in {path.parent}: is the disk full or read-only?")
+            raise ImageError(f"Could not save the pasted image in {folder}: is the disk full or read-only?")
         partial.replace(path)
-    return open_image(path)
+    return replace(open_image(path), saved_as=path)
 
 
 def refusal(path: Path, error: Exception) -> str:

@@ -11,15 +11,12 @@ and takes its place when it is done, so a big photo never freezes the window.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QRectF, QSize, QSizeF, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QIcon, QImage, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtCore import QEvent, QMimeData, QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -27,91 +24,20 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from engine.errors import ImageError
 from engine.image_formats import file_patterns
-from ui.grounding import GroundingBox, fitted_image_rect, paint_boxes
+from ui.grounding_parser import GroundingBox
+from ui.image_canvas import ImageCanvas
 from ui.image_opener import THUMB, ImageOpener, OpenedImage, open_image, save_and_open
-from ui.waits import about, image_cost
+from ui.image_rows import AttachedImage, OpeningImage, describe_row, fill_item
 
 IMAGE_FILTER = f"Images ({file_patterns()});;All files (*)"  # what the engine's loader reads
+PASTED = "pasted.png"  # how a pasted bitmap is listed while it is being saved
 CELL = QSize(THUMB * 2, THUMB + 40)  # a thumbnail and two lines of text under it
-
-
-@dataclass
-class AttachedImage:
-    path: Path
-    width: int  # after EXIF orientation, as the engine sees it
-    height: int
-    pixmap: QPixmap
-    thumbnail: QPixmap
-    sent: bool = False
-    tokens: int | None = None
-    seconds: float | None = None  # predicted reading time on this computer (None: not measured yet)
-    read: bool = False  # pending, and already read by the engine: a question about it starts at once
-    boxes: list[GroundingBox] = field(default_factory=list)
-
-
-@dataclass
-class OpeningImage:
-    """A file listed as it was added, while the opener checks it; it is not an image of the chat
-    (not pending, not shown) until it is accepted, and takes its place in the list then."""
-
-    path: Path
-    sent: bool
-    ticket: int
-    batch: int  # the files added together: their refusals are told together, once all are done
-
-
-class ImageCanvas(QWidget):
-    """The selected image, fitted with its aspect ratio kept, with any grounding boxes on top."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.image: AttachedImage | None = None
-        self.show_boxes = True
-        self._opening = ""
-        self.setMinimumSize(200, 160)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-
-    def set_image(self, image: AttachedImage | None, opening: str = "") -> None:
-        """Show `image`; without one, `opening` names the file being opened (else the drop hint)."""
-        self.image, self._opening = image, opening
-        self.update()
-
-    def image_rect(self) -> QRectF:
-        """Where the image is drawn in widget coordinates (empty when there is none)."""
-        if self.image is None:
-            return QRectF()
-        area = QRectF(self.rect()).adjusted(8, 8, -8, -8)
-        fitted = fitted_image_rect(QSizeF(self.image.pixmap.size()), area)
-        return QRectF(fitted.toRect())  # whole pixels: a crisp image and crisp box outlines
-
-    def paintEvent(self, event) -> None:
-        painter = QPainter(self)
-        palette = self.palette()
-        if self.image is None:
-            pen = QPen(palette.color(QPalette.ColorRole.Mid), 2, Qt.PenStyle.DashLine)
-            painter.setPen(pen)
-            painter.drawRoundedRect(QRectF(self.rect()).adjusted(6, 6, -6, -6), 10, 10)
-            painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
-            painter.drawText(
-                self.rect().adjusted(20, 20, -20, -20),
-                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                f"Opening {self._opening}…"
-                if self._opening
-                else "Drop images here\nor paste one with Ctrl+V\nor click Open…",
-            )
-            return
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        target = self.image_rect()
-        painter.drawPixmap(target, self.image.pixmap, QRectF(self.image.pixmap.rect()))
-        if self.show_boxes and self.image.boxes:
-            paint_boxes(painter, self.image.boxes, target)
 
 
 class ImagePane(QWidget):
@@ -254,29 +180,37 @@ class ImagePane(QWidget):
         """List the files at once and open them on the opener's thread; each readable one is
         accepted in its place (imagesChanged), the others are dropped and their messages told
         together (errorOccurred) once the last file of this call is done."""
-        batch = next(self._batches)
-        added = False
+        new: list[Path] = []
         for path in map(Path, paths):
-            if any(row.path == path and row.sent == sent for row in self._rows):
-                continue
+            if path not in new and not self._listed(path, sent):
+                new.append(path)
+        self._start_opening(new, sent, open_file)
+
+    def _listed(self, path: Path, sent: bool) -> bool:
+        return any(row.path == path and row.sent == sent for row in self._rows)
+
+    def _start_opening(self, paths: list[Path], sent: bool, open_file: Callable[[Path], object]) -> None:
+        """List `paths` (one batch) and have the opener open each with `open_file`."""
+        if not paths:
+            return
+        batch = next(self._batches)
+        for path in paths:
             self._rows.append(OpeningImage(path, sent, self._opener.open(path, open_file), batch))
-            added = True
-        if added:
-            self._refusals[batch] = []
-            self._refresh()
-            if not sent:  # the user's newest file is shown (a reopened chat's never take the selection)
-                self.thumbnails.setCurrentRow(len(self._rows) - 1)
+        self._refusals[batch] = []
+        self._refresh()
+        if not sent:  # the user's newest file is shown (a reopened chat's never take the selection)
+            self.thumbnails.setCurrentRow(len(self._rows) - 1)
 
     def add_qimage(self, image: QImage) -> None:
         """Save a pasted/dropped bitmap into the data folder so it is a file like any other. It is
-        named after its pixels here and written as PNG on the opener's thread."""
+        named after its pixels and written as PNG on the opener's thread; listed as "pasted.png"
+        until then. The same pixels pasted again are the same file: the second is dropped."""
         if image.isNull():
             self.errorOccurred.emit("The clipboard image is empty.")
             return
-        pixels = image.convertToFormat(QImage.Format.Format_RGBA8888)  # one layout, whatever the source's
-        digest = hashlib.sha256(f"{pixels.width()}x{pixels.height()}".encode() + bytes(pixels.constBits()))
-        target = self._attachments_dir() / f"pasted-{digest.hexdigest()[:16]}.png"
-        self.add_files([target], open_file=partial(save_and_open, pixels))
+        folder = self._attachments_dir()
+        # Listed under a stand-in name (two pastes being saved are two rows) until it is saved.
+        self._start_opening([folder / PASTED], False, lambda _listed: save_and_open(image, folder))
 
     def add_mime(self, mime: QMimeData) -> None:
         """Files dropped or pasted as URLs, or a raw bitmap (e.g. dragged from a browser)."""
@@ -318,18 +252,25 @@ class ImagePane(QWidget):
 
     # -- drag and drop ----------------------------------------------------------------------
 
-    def dragEnterEvent(self, event) -> None:
-        if self.can_accept(event.mimeData()):
+    def handle_drag(self, event) -> None:
+        """A drag entering, moving or dropping here or anywhere else in the window: accept what
+        can be added, add it on drop."""
+        if event.type() == QEvent.Type.Drop:  # (drag enter and move events are QDropEvents too)
+            self.add_mime(event.mimeData())  # says why, if it cannot take what was dropped
+            event.acceptProposedAction()
+        elif self.can_accept(event.mimeData()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
+    def dragEnterEvent(self, event) -> None:
+        self.handle_drag(event)
+
     def dragMoveEvent(self, event) -> None:
-        self.dragEnterEvent(event)
+        self.handle_drag(event)
 
     def dropEvent(self, event) -> None:
-        self.add_mime(event.mimeData())
-        event.acceptProposedAction()
+        self.handle_drag(event)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -340,6 +281,14 @@ class ImagePane(QWidget):
         if index is None:
             return
         row = self._rows[index]
+        if not isinstance(result, str) and result.saved_as is not None:  # a pasted bitmap, saved
+            row.path = result.saved_as
+            if any(other is not row and other.path == row.path and other.sent == row.sent for other in self._rows):
+                del self._rows[index]  # pasted before: that one stays
+                self.thumbnails.takeItem(index)
+                self._show_row(self.thumbnails.currentRow())
+                self._row_done(row)
+                return
         if isinstance(result, str):
             del self._rows[index]
             self._refusals[row.batch].append(result)
@@ -356,7 +305,7 @@ class ImagePane(QWidget):
             )
             self._rows[index] = image
             self._estimate(image)
-            _fill_item(self.thumbnails.item(index), image)  # in place: no rebuild, the selection stays
+            fill_item(self.thumbnails.item(index), image)  # in place: no rebuild, the selection stays
             self.thumbnails.doItemsLayout()  # its text grew a line: lay the items out again (no stale text)
             if index == self.thumbnails.currentRow():
                 self._show_row(index)
@@ -417,7 +366,7 @@ class ImagePane(QWidget):
         self.thumbnails.clear()
         for image in self._rows:
             item = QListWidgetItem()
-            _fill_item(item, image)
+            fill_item(item, image)
             self.thumbnails.addItem(item)
         self.thumbnails.blockSignals(False)
         if self._rows:
@@ -430,57 +379,10 @@ class ImagePane(QWidget):
         self.canvas.set_image(image, entry.path.name if isinstance(entry, OpeningImage) else "")
         self.remove_button.setEnabled(entry is not None and not entry.sent)
         self.thumbnails.setVisible(bool(self._rows))
-        self.info.setText(_describe(entry))
+        self.info.setText(describe_row(entry))
         self.info.setVisible(entry is not None)
         self.remove_button.setToolTip(
             "Images already sent stay in the model's context; start a new chat to drop them."
             if entry is not None and entry.sent
             else "Remove this image before sending"
         )
-
-
-def _fill_item(item: QListWidgetItem, row: AttachedImage | OpeningImage) -> None:
-    """Make `item` show `row`: its thumbnail, its cost under it, the details as a tooltip."""
-    if isinstance(row, OpeningImage):
-        blank = QPixmap(THUMB, THUMB)
-        blank.fill(Qt.GlobalColor.transparent)
-        item.setIcon(QIcon(blank))
-        item.setText("opening…")
-        item.setToolTip(f"{row.path.name}\nBeing opened")
-        return
-    item.setIcon(QIcon(row.thumbnail))
-    item.setText(thumbnail_text(row))
-    item.setToolTip(
-        f"{row.path.name}\n{row.width}×{row.height} pixels\n"
-        + (f"{row.tokens} image tokens" if row.tokens is not None else "cost: load a model")
-        + (f", {about(row.seconds)} to read on this computer" if row.seconds is not None and not row.sent else "")
-        + ("\nAlready in the conversation" if row.sent else "\nSent with your next question")
-    )
-
-
-def _describe(row: AttachedImage | OpeningImage | None) -> str:
-    """The line under the canvas for the selected row."""
-    if row is None:
-        return ""
-    if isinstance(row, OpeningImage):
-        return f"{row.path.name} · opening…"
-    cost = "" if row.tokens is None else f" · {row.tokens} image tokens"
-    if row.read and not row.sent:
-        cost = f" · {row.tokens} image tokens, already read"
-    elif row.seconds is not None and not row.sent:
-        cost = f" · {image_cost(row.tokens, row.seconds)} to read"
-    state = "in the conversation" if row.sent else "will be sent with your next question"
-    return f"{row.path.name} · {row.width}×{row.height}{cost} · {state}"
-
-
-def thumbnail_text(image: AttachedImage) -> str:
-    """Under a thumbnail: its cost, and for a pending image the predicted reading time on a
-    second line ('new · 196 tokens', 'about 8 s')."""
-    if image.tokens is None:
-        return "…" if image.sent else "new · …"
-    if image.sent:
-        return f"{image.tokens} tokens"
-    text = f"new · {image.tokens} tokens"
-    if image.read:
-        return f"{text}\nready"
-    return text if image.seconds is None else f"{text}\n{about(image.seconds)}"

@@ -191,13 +191,13 @@ class MainWindow(QMainWindow):
     # -- drag and drop anywhere in the window ---------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:
-        self.image_pane.dragEnterEvent(event)
+        self.image_pane.handle_drag(event)
 
     def dragMoveEvent(self, event) -> None:
-        self.image_pane.dragMoveEvent(event)
+        self.image_pane.handle_drag(event)
 
     def dropEvent(self, event) -> None:
-        self.image_pane.dropEvent(event)
+        self.image_pane.handle_drag(event)
 
     # -- model --------------------------------------------------------------------------------
 

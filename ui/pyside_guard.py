@@ -33,29 +33,21 @@ def references_lost(obj: object, call: Callable[[], object], calls: int = _PROBE
 
 def keep_alive_if_leaking(obj: object, call: Callable[[], object]) -> bool:
     """Give `obj` plenty of references if `call` leaks one per call; True if it did."""
-    if references_lost(obj, call) < _PROBE_CALLS:
-        return False
+    if sys.getrefcount(obj) > _PLENTY or references_lost(obj, call) < _PROBE_CALLS:
+        return False  # guarded already, or no leak
     ctypes.c_ssize_t.from_address(id(obj)).value += _PLENTY  # ob_refcnt leads every CPython object
     return True
 
 
-class _Probe(QObject):
+class LeakProbe(QObject):
+    """What the guard calls to measure the leak: a signal's emit() and a method returning nothing."""
+
     ping = Signal()
 
 
-_installed = False
-
-
-def install_pyside_guard() -> None:
-    """Probe emit() and a method returning nothing; guard True and None if they leak (once)."""
-    global _installed
-    if _installed:
-        return
-    probe = _Probe()
-    keep_alive_if_leaking(True, probe.ping.emit)
-    keep_alive_if_leaking(None, lambda: probe.setObjectName("probe"))
-    _installed = True
-
-
-def pyside_guard_installed() -> bool:
-    return _installed
+def install_pyside_guard() -> list[object]:
+    """Probe emit() (which returns True) and a method returning nothing (None); guard whichever
+    leaks. Returns the objects guarded (none on a correct PySide6); safe to call again."""
+    probe = LeakProbe()
+    probes = ((True, probe.ping.emit), (None, lambda: probe.setObjectName("probe")))
+    return [obj for obj, call in probes if keep_alive_if_leaking(obj, call)]

@@ -6,13 +6,13 @@ what to do once it stops)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from engine.events import Stage
+from ui.chat_state import IDLE, ChatState, Holding, Idle, Running, Sent
 from ui.chat_store import (
     ConversationRecord,
     HistoryError,
@@ -26,7 +26,7 @@ from ui.chat_view import ChatView, MessageWidget
 from ui.chats_panel import ChatsPanel
 from ui.composer import Composer
 from ui.controller import EngineController
-from ui.grounding import parse_boxes
+from ui.grounding_parser import parse_boxes
 from ui.image_pane import ImagePane
 from ui.read_ahead import ImageReadAhead
 from ui.worker import LOADING, RESTORING, History
@@ -51,15 +51,7 @@ REOPENED_NOTICE = (
     "it re-reads them, images included, before it answers your next question."
 )
 NOT_RESTORED_NOTICE = "Stopped before your question was sent; the model has not re-read this chat yet."
-
-
-@dataclass
-class RunningTurn:
-    """What the engine is doing for this chat: one value instead of a flag per question."""
-
-    regenerating: bool  # answering the last question again, not a new one
-    restoring: bool = False  # it began by re-reading a reopened chat
-    started: bool = False  # the engine reported progress: it accepted the question
+NOT_SENT_NOTICE = "Stopped before your question was sent."
 
 
 class ChatSession(QObject):
@@ -93,11 +85,9 @@ class ChatSession(QObject):
         self._answer: MessageWidget | None = None  # the answer being written, if any
         self._turn: TurnRecord | None = None
         self._turn_images: list[Path] = []
-        self._running: RunningTurn | None = None  # the question or Regenerate the engine is on
+        self._state: ChatState = IDLE  # what the chat is doing (ui/chat_state.py)
         self._needs_restore = False  # a reopened chat the engine has not re-read yet
-        self._after_turn: Callable | None = None  # what to do once the running answer stopped
         self._turn_id = 0  # the controller's id of the running question
-        self._held_question: str | None = None  # sent while its images were still being opened
         self.context_used = 0  # tokens the engine's conversation holds (after the last answer)
         self.read_ahead = ImageReadAhead(
             controller, images, detail, lambda: self._history() if self._needs_restore else None, self
@@ -123,21 +113,22 @@ class ChatSession(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._running is not None
+        """The engine is on a question or Regenerate of this chat."""
+        return isinstance(self._state, Running)
 
     @property
     def holding(self) -> bool:
         """A question was sent and waits for its images to be opened."""
-        return self._held_question is not None
+        return isinstance(self._state, Holding)
 
     # -- a turn -------------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
-        if self.busy or not self.model_name or self._held_question is not None:
+        if not isinstance(self._state, Idle) or not self.model_name:
             return
         if self.images.opening():  # an image just added belongs to this question: wait for it
             # (a reopened chat's images, still opening, are not part of it: they never hold it)
-            self._held_question = text
+            self._state = Holding(text)
             self.composer.set_busy(True)
             self.status.emit("Opening the image", True)
             return
@@ -154,14 +145,13 @@ class ChatSession(QObject):
         self.chat.add_user(text, copies, thumbnails)
         self._turn = TurnRecord(text, names)
         self.record.turns.append(self._turn)
-        self._start_answer(regenerating=False)
-        self._running.restoring = history is not None
+        self._start_answer(Sent.QUESTION if history is None else Sent.REOPENED_QUESTION)
         self.read_ahead.sent()  # what was read of the images is the question's now
         self._turn_id = self.controller.ask(text, copies, self._sampling(), self._detail(), history)
 
     def stop(self) -> None:
         """Stop the answer, or the images being read ahead (and anything waiting behind them)."""
-        if self._held_question is not None:  # not sent yet: back to the box
+        if self.holding:  # not sent yet: back to the box
             self.give_back_held_question()
         elif self.busy:
             self.controller.cancel()
@@ -171,36 +161,37 @@ class ChatSession(QObject):
 
     def _send_held_question(self) -> None:
         """The images of a question sent while they were being opened are in: send it now."""
-        if self._held_question is not None:
+        if self.holding:
             self.send(self._drop_held_question())
 
     def give_back_held_question(self) -> None:
         """A question waiting for its images goes back to the box, unsent: one of its files was
         refused, or the window is closing (the box is where unsent text stays)."""
-        if self._held_question is not None:
+        if self.holding:
             self.composer.restore_question(self._drop_held_question())
 
     def _drop_held_question(self) -> str:
-        text, self._held_question = self._held_question or "", None
+        text = self._state.question if isinstance(self._state, Holding) else ""
+        self._state = IDLE
         self.composer.set_busy(False)
         self.status.emit("Ready" if self.model_name else "No model", False)
         return text
 
     def regenerate(self) -> None:
-        if self.busy or not self.model_name or self._turn is None:
+        if not isinstance(self._state, Idle) or not self.model_name or self._turn is None:
             return
         self._turn.answer, self._turn.stats, self._turn.error = "", None, ""
         self.chat.remove_last()
-        self._start_answer(regenerating=True)
+        self._start_answer(Sent.REGENERATE)
         self._turn_id = self.controller.regenerate(self._sampling())
         self.read_ahead.read_again()
 
     def when_idle(self, action: Callable) -> None:
         """Run `action` now, or stop the answer and run it as soon as the engine is free."""
-        if not self.busy:
+        if not isinstance(self._state, Running):
             action()
             return
-        self._after_turn = action
+        self._state = self._state.stopping_for(action)
         self.stop()
 
     def draw_boxes_from(self, answer: str) -> None:
@@ -212,13 +203,13 @@ class ChatSession(QObject):
 
     def save_partial(self) -> None:
         """On close: keep the part of an answer that had arrived."""
-        if self._running is not None and self._turn is not None and self._running.started:
+        if isinstance(self._state, Running) and self._state.begun and self._turn is not None:
             self._turn.error = self._turn.error or "Iris was closed during this answer."
             self._save()
 
-    def _start_answer(self, regenerating: bool) -> None:
+    def _start_answer(self, sent: Sent) -> None:
         self._answer = self.chat.add_answer()
-        self._running = RunningTurn(regenerating)
+        self._state = Running(sent)
         self.composer.set_busy(True)
         if self.read_ahead.reading:  # its progress goes on showing: the question follows the read
             self._answer.show_waiting("Reading the image")
@@ -226,17 +217,18 @@ class ChatSession(QObject):
             self.status.emit("Waiting for the engine", True)
 
     def _on_status(self, stage) -> None:  # a WorkerStage or an engine Stage
-        if stage == LOADING or self._running is None:
+        if stage == LOADING or not isinstance(self._state, Running):
             return
         # Re-reading a chat or waiting for the engine is not asking yet: a refusal or Stop then
         # gives the question back instead of leaving a turn the model never saw.
-        self._running.started = self._running.started or stage not in (RESTORING, Stage.WAITING)
+        if stage not in (RESTORING, Stage.WAITING):
+            self._state = self._state.began()
         self.status.emit(stage_text(stage), True)
         if self._answer is not None:
             self._answer.show_waiting(stage_text(stage))
 
     def _on_reading(self, request_id: int, stage, progress) -> None:
-        if self._running is not None and request_id == self._turn_id and progress is not None:
+        if self.busy and request_id == self._turn_id and progress is not None:
             self.progress.emit(stage_text(stage), progress)
 
     def _on_text(self, piece: str) -> None:
@@ -253,17 +245,17 @@ class ChatSession(QObject):
         self._end_turn(describe_stats(data))
 
     def _on_skipped(self) -> None:
-        running = self._running or RunningTurn(regenerating=False)
-        if not running.restoring:
-            if running.regenerating or self._turn is None:
+        """Stop came before the engine asked the question: nothing of it is in the conversation."""
+        match self._state:
+            case Running(sent=Sent.REGENERATE):  # the question stays; only its new answer is gone
                 self._end_turn(note="Stopped before the answer began")
-            else:  # the model never saw the question: give it back, ready to send again
-                self.notice.emit("Stopped before your question was sent.")
+            case Running(sent=Sent.QUESTION):  # the model never saw it: back to the box, ready to send again
+                self.notice.emit(NOT_SENT_NOTICE)
                 self._take_back_question()
-            return
-        if self._after_turn is None:  # a plain Stop (not New chat or another chat): say why
-            self.notice.emit(NOT_RESTORED_NOTICE if self._needs_restore else "Stopped before your question was sent.")
-        self._take_back_question()  # nothing was asked; if not re-read yet, the next send does it
+            case Running(sent=Sent.REOPENED_QUESTION, then=then):
+                if then is None:  # a plain Stop (not New chat or another chat): say why
+                    self.notice.emit(NOT_RESTORED_NOTICE if self._needs_restore else NOT_SENT_NOTICE)
+                self._take_back_question()  # if not re-read yet, the next send does it
 
     def _on_restored(self, stats) -> None:
         self._needs_restore = False
@@ -288,13 +280,13 @@ class ChatSession(QObject):
             self._finish_busy()
             self.error.emit(message)
             return
-        started = self._running is not None and (self._running.started or self._running.regenerating)
+        begun = isinstance(self._state, Running) and self._state.answer_begun
         # Either way the model does not hold this question now (a failed answer is rolled back in
         # the engine), so the screen must not show it as asked: it goes back to the box.
         self._take_back_question()
         self.error.emit(
             f"The answer failed and the model does not remember the question; it is back in the box: {message}"
-            if started
+            if begun
             else f"The question was not sent: {message}"
         )
 
@@ -323,10 +315,10 @@ class ChatSession(QObject):
             self.answerFinished.emit(turn.answer, turn.error)
 
     def _finish_busy(self) -> None:
-        self._running = None
+        action = self._state.then if isinstance(self._state, Running) else None
+        self._state = IDLE
         self.composer.set_busy(False)
         self.status.emit("Ready" if self.model_name else "No model", False)
-        action, self._after_turn = self._after_turn, None
         if action is not None:
             action()
 

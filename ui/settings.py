@@ -11,9 +11,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from engine.image import DETAIL_PRESETS
 from engine.sampling import SamplingOptions, argmax_options
 
-IMAGE_DETAILS = ("standard", "high")
+IMAGE_DETAILS = tuple(DETAIL_PRESETS)  # "standard", "high": the engine's presets, in its order
 _SAMPLING_DEFAULTS = SamplingOptions()
 
 

@@ -5,6 +5,7 @@ AppSettings value; the window stores and applies it."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,7 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.cpu import cpu_info
-from engine.image import DETAIL_PRESETS
+from engine.image import DETAIL_PRESETS, ImageProcessorConfig, tokens_for
 from ui.file_check import FileCheck
 from ui.settings import IMAGE_DETAILS, AppSettings
 from ui.waits import about
@@ -57,22 +58,59 @@ class SettingsDialog(QDialog):
         self._current_image = current_image
         self._cost = cost
         self._default_model_dir = default_model_dir
+        self._check: FileCheck | None = None
+        note = QLabel(
+            "Changing threads or the model folder reloads the model and starts a new chat. "
+            "Image detail applies to the images of your next question."
+        )
+        note.setWordWrap(True)
+        note.setObjectName("settingsNote")
+        layout = QVBoxLayout(self)
+        for widget in (
+            self._build_image_box(),
+            self._build_answer_box(),
+            self._build_model_box(),
+            self._build_serve_box(),
+            note,
+            self._build_buttons(),
+        ):
+            layout.addWidget(widget)
+        self.set_settings(settings)
 
+    def _build_image_box(self) -> QGroupBox:
+        """The image detail, with what it costs for the current image."""
         self.detail = QComboBox()
         for name in IMAGE_DETAILS:
-            limit = DETAIL_PRESETS[name] // (32 * 32)
-            self.detail.addItem(f"{name.capitalize()} (up to {limit} tokens per image)", name)
+            self.detail.addItem(f"{name.capitalize()} (up to {detail_limit(name, self._cost)} tokens per image)", name)
         self.detail_info = QLabel()
         self.detail_info.setWordWrap(True)
         self.detail_info.setObjectName("detailInfo")
         self.detail.currentIndexChanged.connect(self._update_detail_info)
+        box = QGroupBox("Images")
+        form = QFormLayout(box)
+        form.addRow("Image detail:", self.detail)
+        form.addRow("", self.detail_info)
+        return box
 
+    def _build_answer_box(self) -> QGroupBox:
+        """Sampling and the answer's length."""
         self.temperature = _double(0.05, 2.0, 0.05, 2)
         self.top_p = _double(0.05, 1.0, 0.05, 2)
         self.top_k = QSpinBox(minimum=0, maximum=1000)
         self.top_k.setSpecialValueText("off")
         self.presence_penalty = _double(0.0, 2.0, 0.1, 2)
         self.max_new_tokens = QSpinBox(minimum=16, maximum=16384, singleStep=128)
+        box = QGroupBox("Answers")
+        form = QFormLayout(box)
+        form.addRow("Temperature:", self.temperature)
+        form.addRow("Top-p:", self.top_p)
+        form.addRow("Top-k:", self.top_k)
+        form.addRow("Presence penalty:", self.presence_penalty)
+        form.addRow("Max new tokens:", self.max_new_tokens)
+        return box
+
+    def _build_model_box(self) -> QGroupBox:
+        """The processor, threads, the model folder and a full check of its files."""
         self.threads = QSpinBox(minimum=0, maximum=max(os.cpu_count() or 1, 1))
         self.threads.setSpecialValueText(f"automatic ({cpu_info().physical_cores})")
         # What the kernels run on: speed (and whether the faster first answer pays) depends on it.
@@ -81,7 +119,7 @@ class SettingsDialog(QDialog):
         self.processor.setWordWrap(True)
         self.processor.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.model_dir = QLineEdit()
-        self.model_dir.setPlaceholderText(str(default_model_dir or ""))
+        self.model_dir.setPlaceholderText(str(self._default_model_dir or ""))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         model_row = QHBoxLayout()
@@ -96,37 +134,19 @@ class SettingsDialog(QDialog):
         self.check_result.setObjectName("fileCheckResult")
         self.check_result.setWordWrap(True)
         self.check_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._check: FileCheck | None = None
-
-        image_box = QGroupBox("Images")
-        image_form = QFormLayout(image_box)
-        image_form.addRow("Image detail:", self.detail)
-        image_form.addRow("", self.detail_info)
-        answer_box = QGroupBox("Answers")
-        answer_form = QFormLayout(answer_box)
-        answer_form.addRow("Temperature:", self.temperature)
-        answer_form.addRow("Top-p:", self.top_p)
-        answer_form.addRow("Top-k:", self.top_k)
-        answer_form.addRow("Presence penalty:", self.presence_penalty)
-        answer_form.addRow("Max new tokens:", self.max_new_tokens)
-        model_box = QGroupBox("Model")
-        model_form = QFormLayout(model_box)
-        model_form.addRow("Processor:", self.processor)
-        model_form.addRow("CPU threads:", self.threads)
-        model_form.addRow("Model folder:", model_row)
         check_row = QHBoxLayout()
         check_row.addWidget(self.check_button)
         check_row.addStretch(1)
-        model_form.addRow("", check_row)
-        model_form.addRow("", self.check_result)
-        serve_box = self._build_serve_box()
-        note = QLabel(
-            "Changing threads or the model folder reloads the model and starts a new chat. "
-            "Image detail applies to the images of your next question."
-        )
-        note.setWordWrap(True)
-        note.setObjectName("settingsNote")
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        form.addRow("Processor:", self.processor)
+        form.addRow("CPU threads:", self.threads)
+        form.addRow("Model folder:", model_row)
+        form.addRow("", check_row)
+        form.addRow("", self.check_result)
+        return box
 
+    def _build_buttons(self) -> QDialogButtonBox:
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok
             | QDialogButtonBox.StandardButton.Cancel
@@ -137,10 +157,7 @@ class SettingsDialog(QDialog):
         buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(
             lambda: self.set_settings(AppSettings())
         )
-        layout = QVBoxLayout(self)
-        for widget in (image_box, answer_box, model_box, serve_box, note, buttons):
-            layout.addWidget(widget)
-        self.set_settings(settings)
+        return buttons
 
     def set_settings(self, settings: AppSettings) -> None:
         self.detail.setCurrentIndex(max(self.detail.findData(settings.image_detail), 0))
@@ -243,6 +260,16 @@ class SettingsDialog(QDialog):
         folder = QFileDialog.getExistingDirectory(self, "Model folder", start)
         if folder:
             self.model_dir.setText(folder)
+
+
+def detail_limit(detail: str, cost: CostFunction | None) -> int:
+    """The most tokens one image takes at `detail`: a square image larger than the detail's pixel
+    budget, counted by the loaded model (`cost`) or, before one is loaded, by the engine's rule
+    with the default image settings."""
+    side = 2 * math.isqrt(DETAIL_PRESETS[detail])
+    if cost is not None:
+        return cost(side, side, detail).tokens
+    return tokens_for(side, side, ImageProcessorConfig(), DETAIL_PRESETS[detail])
 
 
 def detail_summary(detail: str, image: tuple[int, int] | None, cost: CostFunction | None) -> str:

@@ -21,14 +21,11 @@ BAR_STEPS = 1000
 def describe(text: str, progress, elapsed: float) -> tuple[str, float]:
     """('Reading the image… 40 % · about 5 s left', 0.4) for `progress` (engine Progress)
     `elapsed` seconds after it was reported."""
-    done = progress.done_seconds
-    if progress.timed:
-        done += min(max(elapsed, 0.0), progress.step_seconds)
-    total = progress.total_seconds
-    fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+    fraction = progress.fraction_after(elapsed)
     line = f"{text}… {int(fraction * 100)} %"
-    if progress.timed:
-        line += f" · {about(max(total - done, 0.0))} left"
+    seconds_left = progress.seconds_left_after(elapsed)
+    if seconds_left is not None:
+        line += f" · {about(seconds_left)} left"
     return line, fraction
 
 
@@ -74,10 +71,6 @@ class StatusLine(QWidget):
             self._timer.start()
         else:
             self._timer.stop()
-
-    @property
-    def showing_progress(self) -> bool:
-        return self._progress is not None
 
     def _render(self) -> None:
         if self._progress is None:

@@ -125,6 +125,12 @@ class EngineWorker(QObject):
         """The controller notes every request here before queuing it (any thread)."""
         return self._ledger
 
+    @property
+    def engine(self):
+        """The loaded engine: None before a load and after release(). Read it on the engine
+        thread, or once that thread has ended."""
+        return self._engine
+
     # -- slots (engine thread) ------------------------------------------------------------
 
     @Slot(object)

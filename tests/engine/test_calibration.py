@@ -56,7 +56,7 @@ def test_progress_is_in_seconds_once_calibrated(tiny_fp32):
     engine = Engine(tiny_fp32)
     conv = engine.new_conversation()
     untimed = [e.progress for e in conv.attach([random_image(200, 200, 2)]) if isinstance(e, StatusEvent)]
-    assert untimed and all(p.seconds_left is None for p in untimed)
+    assert untimed and all(p.seconds_left_after() is None for p in untimed)
     engine.calibrate()
     conv = engine.new_conversation()
     timed = [e.progress for e in conv.attach([random_image(200, 200, 3)]) if isinstance(e, StatusEvent)]

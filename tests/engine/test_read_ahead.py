@@ -183,9 +183,9 @@ def test_progress_moves_forward_and_ends_at_the_question(engine):
     conv = engine.new_conversation()
     progress = [e.progress for e in conv.attach([A, B]) if isinstance(e, StatusEvent)]
     assert all(p is not None and p.timed for p in progress)
-    fractions = [p.fraction for p in progress]
+    fractions = [p.fraction_after() for p in progress]
     assert fractions == sorted(fractions) and fractions[0] == 0.0
-    assert all(p.seconds_left is not None and p.seconds_left >= 0 for p in progress)
+    assert all(p.seconds_left_after() is not None and p.seconds_left_after() >= 0 for p in progress)
     stats = run_turn(conv, "Compare them.", None)[-1]
     assert stats.predicted_wait > 0
 

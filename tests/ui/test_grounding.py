@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QRectF, QSizeF
 
-from ui.grounding import GroundingBox, fitted_image_rect, parse_boxes
+from ui.grounding import box_rect, fitted_image_rect
+from ui.grounding_parser import GroundingBox, parse_boxes
 
 
 def coords(box: GroundingBox) -> tuple:
@@ -75,9 +76,9 @@ def test_letterboxed_non_square_image_on_screen():
     # A 400x200 image fitted into a 300x300 area is 300x150, centred: 75 px bars above and below.
     drawn = fitted_image_rect(QSizeF(400, 200), QRectF(0, 0, 300, 300))
     assert (drawn.x(), drawn.y(), drawn.width(), drawn.height()) == (0, 75, 300, 150)
-    whole = GroundingBox("all", 0, 0, 1000, 1000).rect_in(drawn)
+    whole = box_rect(GroundingBox("all", 0, 0, 1000, 1000), drawn)
     assert whole == drawn
-    quarter = GroundingBox("bottom right", 500, 500, 1000, 1000).rect_in(drawn)
+    quarter = box_rect(GroundingBox("bottom right", 500, 500, 1000, 1000), drawn)
     assert (quarter.x(), quarter.y(), quarter.width(), quarter.height()) == (150, 150, 150, 75)
     # A tall image in a wide area: bars left and right instead.
     tall = fitted_image_rect(QSizeF(100, 400), QRectF(10, 20, 400, 200))

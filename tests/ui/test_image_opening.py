@@ -291,10 +291,19 @@ def test_a_pasted_bitmap_is_written_as_png_off_the_gui_thread_and_once(qtbot, pa
         pane.add_qimage(pasted_bitmap())
     (attached,) = pane.images()
     assert (attached.width, attached.height) == (320, 200) and attached.path.parent == tmp_path
-    assert threads and threading.get_ident() not in threads  # the PNG was encoded on the opener's thread
-    pane.add_qimage(pasted_bitmap())  # the same pixels again: the same file, not a second image
-    assert len(pane.images()) == 1 and pane.opening() == []
+    assert threads and threading.get_ident() not in threads  # converted, named and encoded on the opener's thread
+    with qtbot.waitSignal(pane.openingFinished, timeout=WAIT):
+        pane.add_qimage(pasted_bitmap())  # the same pixels again: the same file, not a second image
+    assert len(pane.images()) == 1 and pane.opening() == [] and pane.thumbnails.count() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [attached.path.name]
+
+
+def test_two_pastes_saved_at_once_are_two_images(qtbot, pane):
+    other = pasted_bitmap(200, 100)
+    with qtbot.waitSignal(pane.openingFinished, timeout=WAIT):
+        pane.add_qimage(pasted_bitmap())
+        pane.add_qimage(other)  # before the first is saved: both are listed under the stand-in name
+    assert [(image.width, image.height) for image in pane.images()] == [(320, 200), (200, 100)]
 
 
 def test_a_pasted_bitmap_that_cannot_be_saved_is_refused_and_leaves_nothing(qtbot, tmp_path):

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage
 
 from tests.ui.conftest import add_images, ask, ask_and_wait, drop_files, engine_turns
+from ui.grounding import box_rect
 
 LONG = 3000  # tokens: far more than the time a test waits, so only Stop can end the answer
 
@@ -113,7 +114,7 @@ def test_grounding_answer_draws_boxes_on_the_question_image(qtbot, open_window, 
     assert [b.label for b in shown.boxes] == ["left half, bottom"]
     drawn = window.image_pane.canvas.image_rect()
     assert abs(drawn.width() / drawn.height() - 3.0) < 0.05
-    on_screen = shown.boxes[0].rect_in(drawn)
+    on_screen = box_rect(shown.boxes[0], drawn)
     assert (on_screen.width(), on_screen.height()) == (drawn.width() / 2, drawn.height() / 2)
 
 
@@ -210,12 +211,12 @@ def test_closing_in_the_middle_of_an_answer_stops_and_joins_the_thread(qtbot, op
     add_images(qtbot, window.image_pane, [make_image("a.png")])
     with qtbot.waitSignal(window.controller.textPiece, timeout=30_000):
         ask(qtbot, window, "Talk for a long time")
-    thread = window.controller._thread
+    thread = window.controller.worker.thread()
     started = time.perf_counter()
     window.close()
     assert time.perf_counter() - started < 5
     assert thread.isFinished() and not thread.isRunning()
-    assert window.controller._worker._engine is None  # released once the thread had ended
+    assert window.controller.worker.engine is None  # released once the thread had ended
     (saved,) = window.session.store.list()  # the part of the answer that had arrived is kept
     turn = window.session.store.load(saved.id).turns[0]
     assert turn.answer and "closed during this answer" in turn.error

@@ -3,17 +3,16 @@ question is read while it is typed, and the answer is the one asking all at once
 
 from __future__ import annotations
 
-from engine.sampling import SamplingOptions
 from tests.ui.conftest import ask_and_wait, drop_files, engine_turns
 from ui.chat_store import TurnRecord
 
-GREEDY = SamplingOptions(greedy=True, max_new_tokens=8)
 WAIT = 60_000
 
 
 def test_an_image_read_ahead_gives_the_same_answer(qtbot, open_window, tiny_fp32, make_image):
-    window = open_window(tiny_fp32)
-    window.session._sampling = lambda: GREEDY
+    window = open_window(tiny_fp32, temperature=0.0, max_new_tokens=8)  # greedy: one answer to compare
+    greedy = window.settings.sampling()
+    assert greedy.greedy
     photo = make_image("photo.png", 320, 240)
     with qtbot.waitSignal(window.session.read_ahead.ended, timeout=WAIT) as ended:
         assert drop_files(window.chat, [photo])
@@ -30,7 +29,7 @@ def test_an_image_read_ahead_gives_the_same_answer(qtbot, open_window, tiny_fp32
 
     window.session.new_chat()
     with qtbot.waitSignal(window.controller.turnFinished, timeout=WAIT) as plain:
-        window.controller.ask("What is in the picture?", [photo], GREEDY, "standard")  # no read-ahead
+        window.controller.ask("What is in the picture?", [photo], greedy, "standard")  # no read-ahead
     at_once = plain.args[0]
     assert at_once.ahead_tokens == 0 and at_once.vision_seconds > 0
     assert at_once.token_ids == ahead.token_ids and at_once.prompt_tokens == ahead.prompt_tokens

@@ -70,12 +70,12 @@ def test_stop_while_re_reading_sends_nothing(qtbot, open_window, tiny_fp32, make
         if stage == RESTORING:
             window.controller.cancel()
 
-    window.controller._worker.status.connect(stop_on_re_reading, Qt.ConnectionType.DirectConnection)
+    window.controller.worker.status.connect(stop_on_re_reading, Qt.ConnectionType.DirectConnection)
     with qtbot.waitSignal(window.controller.turnSkipped, timeout=60_000):
         qtbot.keyClicks(window.composer.edit, "Follow-up")
         qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
-    window.controller._worker.status.disconnect(stop_on_re_reading)
+    window.controller.worker.status.disconnect(stop_on_re_reading)
     assert engine_turns(window) == []  # the conversation was left empty, the question not asked
     assert window.composer.text() == "Follow-up"  # back in the box
     assert len(window.chat.messages()) == 2 and len(window.session.record.turns) == 1

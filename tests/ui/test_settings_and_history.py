@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 import pytest
 from PySide6.QtCore import QSettings
 
+from engine.image import detail_pixels
+from engine.manifest import Manifest
 from engine.sampling import SamplingOptions
 from ui.chat_store import HistoryError, HistoryStore, TurnRecord, describe_stats, export_markdown
 from ui.settings import AppSettings, load_settings, save_settings
@@ -86,6 +88,18 @@ def test_the_detail_text_predicts_the_wait_of_each_choice_from_the_engine_estima
     assert "once the model is loaded" in detail_summary("high", (20, 10), None)
 
 
+def test_each_detail_says_the_most_tokens_an_image_takes_there(qtbot):
+    dialog = SettingsDialog(AppSettings())  # no model loaded: the engine's rule, default image settings
+    qtbot.addWidget(dialog)
+    labels = [dialog.detail.itemText(i) for i in range(dialog.detail.count())]
+    assert labels == ["Standard (up to 256 tokens per image)", "High (up to 1024 tokens per image)"]
+    asked = []
+    loaded = SettingsDialog(AppSettings(), cost=lambda w, h, d: asked.append((w, h, d)) or Estimate(7, None))
+    qtbot.addWidget(loaded)
+    assert loaded.detail.itemText(0) == "Standard (up to 7 tokens per image)"  # the loaded model counts
+    assert all(w == h and w * h > detail_pixels(d) for w, h, d in asked)  # a square over the budget
+
+
 def test_scratch_settings_start_from_the_users_choices_and_leave_them_alone(settings_file, tmp_path):
     from ui.settings import open_qsettings, use_scratch_settings
 
@@ -149,7 +163,7 @@ def test_check_the_model_files_reports_intact_files_and_a_damaged_one(qtbot, tin
 
     qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "intact" in dialog.check_result.text(), timeout=30_000)
-    count = len(json.loads((folder / "manifest.json").read_text())["files"])
+    count = len(Manifest.load(folder).files)
     assert dialog.check_result.text() == f"All {count} files are intact."
     qtbot.waitUntil(dialog.check_button.isEnabled, timeout=5_000)
 

@@ -9,7 +9,8 @@ from PySide6.QtGui import QColor, QGuiApplication, QImage
 from engine.engine import ReadEstimate
 from tests.ui.conftest import add_images, drop_files
 from ui.composer import Composer
-from ui.grounding import BOX_COLORS, parse_boxes
+from ui.grounding import BOX_COLORS
+from ui.grounding_parser import parse_boxes
 from ui.image_pane import ImagePane
 
 
