@@ -83,7 +83,9 @@ def test_special_tokens_come_from_the_manifest(folder):
     rewrite(folder, lambda m: m["tokens"].update(image=video_pad, im_end=im_start))
     prompts = Engine(folder).prompts
     assert prompts.image_token_id == video_pad and prompts.end_of_turn_id == im_start
-    tokens: Tokens = prompts.encode_conversation([{"role": "user", "content": [{"type": "image"}]}], [ImageGrid((1, 2, 6), 2)])
+    tokens: Tokens = prompts.encode_conversation(
+        [{"role": "user", "content": [{"type": "image"}]}], [ImageGrid((1, 2, 6), 2)]
+    )
     assert [tokens.ids[run.start : run.end] for run in tokens.images] == [(video_pad,) * 3]
     rewrite(folder, lambda m: m["tokens"].update(image=151655))  # the template no longer writes it
     with pytest.raises(ArtifactError, match="chat template cannot hold an image"):
