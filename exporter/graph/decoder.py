@@ -21,7 +21,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..config import TextConfig
-from ..quantize import quantize_int4
+from ..quantize import quantize_blocks
 from .builder import FLOAT, FLOAT16, INT32, INT64, GraphBuilder
 from .ops import WeightFormat, linear, rms_norm, rope_inverse_frequencies, silu_mul
 
@@ -52,7 +52,7 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
     table = ck.get(EMBED)
     v, h = table.shape
     if fmt.kind == "int4":
-        q = quantize_int4(table, fmt.block_size)
+        q = quantize_blocks(table, fmt.block_size, 4)
         del table
         packed = g.weight(f"{T}.embed_tokens.qweight", q.packed)
         scales = g.weight(f"{T}.embed_tokens.scales", q.scales)
@@ -112,10 +112,32 @@ class LayerInputs:
     kv_type: int
 
 
-def gqa_attributes(num_heads: int, kv_num_heads: int, head_dim: int) -> dict:
-    """GroupQueryAttention's attributes here (the rotation is applied before it, by RotaryEmbedding).
-    The engine's KV-cache probe times a node built with the same, so both must come from one place."""
-    return {"num_heads": num_heads, "kv_num_heads": kv_num_heads, "scale": float(head_dim**-0.5), "do_rotary": 0}
+def cached_attention(
+    g: GraphBuilder, qkv: tuple[str, str, str], i: int, heads: tuple[int, int, int], lengths: tuple[str, str], kv_type
+) -> str:
+    """GroupQueryAttention of layer `i` over its KV cache of `kv_type` (heads: query heads, KV heads,
+    head size; lengths: seqlens_k and total_sequence_length; the rotation is applied before, by
+    RotaryEmbedding). It takes q, k, v and the cache in one type: fp32 q/k/v are cast to an fp16
+    cache's type, the output back to fp32. The setup wizard's KV-cache probe times this same node."""
+    num_heads, kv_num_heads, head_dim = heads
+    q, k, v = qkv
+    if kv_type != FLOAT:
+        q, k, v = (g.op("Cast", t, to=kv_type) for t in (q, k, v))
+    out, _, _ = g.ms(
+        "GroupQueryAttention",
+        q,
+        k,
+        v,
+        f"past_key_values.{i}.key",
+        f"past_key_values.{i}.value",
+        *lengths,
+        outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
+        num_heads=num_heads,
+        kv_num_heads=kv_num_heads,
+        scale=float(head_dim**-0.5),
+        do_rotary=0,
+    )
+    return g.op("Cast", out, to=FLOAT) if kv_type != FLOAT else out
 
 
 def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> str:
@@ -135,22 +157,7 @@ def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> s
         return g.ms("RotaryEmbedding", x, inputs.rot_pos, inputs.cos, inputs.sin, num_heads=heads, interleaved=0)
 
     q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
-    if inputs.kv_type != FLOAT:  # GroupQueryAttention takes q, k, v and the cache in one type
-        q, k, v = (g.op("Cast", t, to=inputs.kv_type) for t in (q, k, v))
-    out, _, _ = g.ms(
-        "GroupQueryAttention",
-        q,
-        k,
-        v,
-        f"past_key_values.{i}.key",
-        f"past_key_values.{i}.value",
-        inputs.seqlens,
-        inputs.total,
-        outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-        **gqa_attributes(nq, nkv, hd),
-    )
-    if inputs.kv_type != FLOAT:
-        out = g.op("Cast", out, to=FLOAT)
+    out = cached_attention(g, (q, k, v), i, (nq, nkv, hd), (inputs.seqlens, inputs.total), inputs.kv_type)
     return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, inputs.fmt)
 
 
