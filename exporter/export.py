@@ -26,7 +26,7 @@ from .config import ModelConfig, load_config
 from .errors import DiskSpaceError, ExportCancelled, ExportError
 from .graph.builder import GraphBuilder
 from .graph.decoder import build_decoder
-from .graph.ops import WeightFormat
+from .graph.ops import FP32, WeightFormat
 from .graph.vision import build_vision
 from .quantize import INT8_WEIGHT_MAX
 from .side_files import read_side_files
@@ -71,12 +71,12 @@ class ExportOptions:
 
     def decoder_format(self) -> WeightFormat:
         if self.precision == "fp32":
-            return WeightFormat("fp32")
+            return FP32
         return WeightFormat("int4", self.block_size, self.accuracy_level)
 
     def embedding_format(self) -> WeightFormat:
         if self.precision == "fp32":
-            return WeightFormat("fp32")
+            return FP32
         return WeightFormat("int4", self.embed_block_size, self.accuracy_level)
 
     def kv_cache_format(self) -> str:
@@ -227,26 +227,21 @@ def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -
 
 
 def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
-    build_decoder(
-        g,
-        ckpt,
-        cfg.text,
-        len(cfg.vision.deepstack_visual_indexes),
-        options.decoder_format(),
-        progress,
-        embed_fmt=options.embedding_format(),
-        kv_dtype=options.kv_cache_format(),
-    )
+    _decoder(g, ckpt, cfg, options, options.decoder_format(), progress)
 
 
 def _build_prefill_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     """The same decoder with other layer weights, used for multi-token chunks (same KV cache)."""
+    _decoder(g, ckpt, cfg, options, WeightFormat(options.prefill), progress)
+
+
+def _decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, layers: WeightFormat, progress) -> None:
     build_decoder(
         g,
         ckpt,
         cfg.text,
         len(cfg.vision.deepstack_visual_indexes),
-        WeightFormat(options.prefill),
+        layers,
         progress,
         embed_fmt=options.embedding_format(),
         kv_dtype=options.kv_cache_format(),
