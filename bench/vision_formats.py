@@ -41,7 +41,6 @@ def build_vision_graph(checkpoint: Path, out: Path, kind: str) -> Path:
     g = GraphBuilder("vision", ExternalDataWriter(out / "vision.onnx.data"))
     build_vision(g, ckpt, cfg.vision, WeightFormat(kind), lambda done, total: None)
     g.save(path)
-    ckpt.close()
     return path
 
 

@@ -214,7 +214,6 @@ def _write(
         # The digests were taken from the bytes as they were written: the first load need not
         # read 2.6 GB (6.5 GB with a prompt graph) back to check them.
         write_verified(tmp, files)
-        ckpt.close()
         replace_target(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
