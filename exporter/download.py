@@ -122,11 +122,6 @@ class DownloadProgress:
 ProgressCallback = Callable[[DownloadProgress], None]
 
 
-def is_hub_id(text: str) -> bool:
-    """True for an ``organisation/model[@revision]`` Hub id; False for anything that is, or looks like, a path."""
-    return split_hub_id(text) is not None
-
-
 def split_hub_id(text: str) -> tuple[str, str] | None:
     """``organisation/model[@revision]`` -> (repo id, revision, 'main' if none); None for a path.
 

@@ -21,8 +21,8 @@ from exporter.download import (
     DownloadProgress,
     check_disk_space,
     download_checkpoint,
-    is_hub_id,
     plan_download,
+    split_hub_id,
 )
 from exporter.errors import DiskSpaceError, DownloadError, ExportCancelled
 from tests.fixtures.fake_hub import FakeHub, point_huggingface_hub_at
@@ -94,8 +94,9 @@ def test_plan_lists_only_needed_files_with_sizes_and_commit(hub: FakeHub, source
     assert plan.present_bytes == 0 and plan.missing_bytes == plan.total_bytes
 
 
-def test_is_hub_id_tells_ids_from_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert is_hub_id("Qwen/Qwen3-VL-4B-Instruct")
+def test_hub_ids_are_told_from_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert split_hub_id("Qwen/Qwen3-VL-4B-Instruct") == ("Qwen/Qwen3-VL-4B-Instruct", "main")
+    assert split_hub_id("Qwen/Qwen3-VL-4B-Instruct@v1.0") == ("Qwen/Qwen3-VL-4B-Instruct", "v1.0")
     for path_like in (
         "",
         "./model",
@@ -106,10 +107,10 @@ def test_is_hub_id_tells_ids_from_paths(tmp_path: Path, monkeypatch: pytest.Monk
         "bad--name/x",
         "qwen",
     ):
-        assert not is_hub_id(path_like), path_like
+        assert split_hub_id(path_like) is None, path_like
     (tmp_path / "Qwen" / "Qwen3-VL-4B-Instruct").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert not is_hub_id("Qwen/Qwen3-VL-4B-Instruct"), "an existing local folder wins over the Hub"
+    assert split_hub_id("Qwen/Qwen3-VL-4B-Instruct") is None, "an existing local folder wins over the Hub"
 
 
 # ---- full download, progress, cache reuse -----------------------------------------------------
