@@ -23,7 +23,8 @@ from engine.manifest import DecoderSection, FileRecord, Manifest, TokenIds, Visi
 from . import EXPORTER_VERSION
 from .checkpoint import Checkpoint
 from .config import ModelConfig, load_config
-from .errors import DiskSpaceError, ExportCancelled, ExportError
+from .disk_space import check_free_space
+from .errors import ExportCancelled, ExportError
 from .graph.builder import GraphBuilder
 from .graph.decoder import build_decoder
 from .graph.ops import FP32, WeightFormat
@@ -32,7 +33,6 @@ from .quantize import INT8_WEIGHT_MAX
 from .side_files import read_side_files
 from .target import check_target, clean_stale, explain_write_error, locked_target, partial_dir, replace_target
 from .tensor_spec import text_tensors, vision_tensors
-from .units import human_bytes
 from .writer import ExternalDataWriter
 
 PRECISIONS = ("int4", "fp32")
@@ -127,15 +127,6 @@ def free_space_needed(estimated_bytes: int) -> int:
     return int(estimated_bytes * SPACE_MARGIN_FACTOR) + SPACE_MARGIN_BYTES
 
 
-def _check_space(target_parent: Path, needed: int) -> None:
-    free = shutil.disk_usage(target_parent).free
-    if free < free_space_needed(needed):
-        raise DiskSpaceError(
-            f"Not enough free disk space in {target_parent}: the converted model needs about "
-            f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder."
-        )
-
-
 def export_model(
     source: Path,
     out_dir: Path,
@@ -166,7 +157,7 @@ def export_model(
         with locked_target(out_dir):
             clean_stale(out_dir.parent, own_target=out_dir)
             check_target(out_dir, options.overwrite)  # again under the lock: another export may have just finished
-            _check_space(out_dir.parent, estimate_bytes(cfg, options))
+            check_free_space(out_dir.parent, free_space_needed(estimate_bytes(cfg, options)), "the converted model")
             tick("checking")(1, 1)
             files = _write(ckpt, cfg, side, options, source, source_info, out_dir, tick, start)
     except OSError as error:  # reading the checkpoint has its own messages: these are writes

@@ -19,7 +19,6 @@ import pytest
 from exporter import download
 from exporter.download import (
     DownloadProgress,
-    check_disk_space,
     download_checkpoint,
     plan_download,
     split_hub_id,
@@ -288,17 +287,10 @@ def test_hub_unreachable(source_repo: Path, tmp_path: Path, monkeypatch: pytest.
 def test_not_enough_disk_space_fails_before_any_byte(hub: FakeHub, tmp_path, monkeypatch) -> None:
     real_usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage._replace(free=1_000))
-    with pytest.raises(DiskSpaceError, match=r"needs \d+\.\d MB more, only 1\.0 kB is free"):
+    with pytest.raises(DiskSpaceError, match=r"the rest of the download needs \d+\.\d MB, only 1\.0 kB is free"):
         download_checkpoint(REPO)
     assert file_requests(hub) == []
     assert not list((tmp_path / "hf_home").rglob("blobs/*"))
-
-
-def test_check_disk_space_walks_up_to_an_existing_folder(tmp_path: Path) -> None:
-    not_yet = tmp_path / "will" / "be" / "created"
-    check_disk_space(not_yet, 1)
-    with pytest.raises(DiskSpaceError, match=str(tmp_path)):
-        check_disk_space(not_yet, 10**18)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to make writes fail with ENOSPC")
