@@ -18,19 +18,17 @@ from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
-from onnx import helper, numpy_helper
 
 from engine.cpu import cpu_info
-from engine.kernel_probe import int8_matmul, nbits_matmul, single_node_session
+from exporter.graph.ops import FP32, WeightFormat, dynamic_quantize_matmul
+from exporter.probes.kernels import linear_session, matmul_session
+from exporter.quantize import Int8Weight, quantize_int8
 
-MS = "com.microsoft"
 SAMPLE_ROWS = 16  # rows on which the AVX2 emulation (slow, numpy) is compared with this CPU
 
 
 def fp32(w: np.ndarray, threads: int):
-    n, k = w.shape
-    node = helper.make_node("MatMul", ["x", "w"], ["y"])
-    return single_node_session(node, [numpy_helper.from_array(np.ascontiguousarray(w.T), "w")], k, n, threads), None
+    return linear_session(w, FP32, threads), None
 
 
 def int8_full_range(w: np.ndarray, threads: int):
@@ -38,20 +36,13 @@ def int8_full_range(w: np.ndarray, threads: int):
     n, k = w.shape
     scale = (np.abs(w).max(1) / 127).astype(np.float32)
     q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    inits = [
-        numpy_helper.from_array(np.ascontiguousarray(q.T), "b"),
-        numpy_helper.from_array(scale, "s"),
-        numpy_helper.from_array(np.zeros(n, np.int8), "z"),
-    ]
-    node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
-    return single_node_session(node, inits, k, n, threads), (q, scale)
+    weight = Int8Weight(np.ascontiguousarray(q.T), scale)
+    return matmul_session(k, n, lambda g, x: dynamic_quantize_matmul(g, x, "w", weight, None), threads), (q, scale)
 
 
 def int8_seven_bit(w: np.ndarray, threads: int):
-    n, k = w.shape
-    node, inits = int8_matmul(w)
-    q_kn, scale = numpy_helper.to_array(inits[0]), numpy_helper.to_array(inits[1])
-    return single_node_session(node, inits, k, n, threads), (np.ascontiguousarray(q_kn.T), scale)
+    q = quantize_int8(w)
+    return linear_session(w, WeightFormat("int8"), threads), (np.ascontiguousarray(q.q_kn.T), q.scales)
 
 
 def uint8_zero_point(w: np.ndarray, threads: int):
@@ -60,19 +51,24 @@ def uint8_zero_point(w: np.ndarray, threads: int):
     scale = ((hi - lo) / 255).astype(np.float32)
     zp = np.clip(np.rint(-lo / scale), 0, 255).astype(np.uint8)
     q = np.clip(np.rint(w / scale[:, None]) + zp[:, None], 0, 255).astype(np.uint8)
-    inits = [
-        numpy_helper.from_array(np.ascontiguousarray(q.T), "b"),
-        numpy_helper.from_array(scale, "s"),
-        numpy_helper.from_array(zp, "z"),
-    ]
-    node = helper.make_node("DynamicQuantizeMatMul", ["x", "b", "s", "z"], ["y"], domain=MS)
-    return single_node_session(node, inits, k, n, threads), None
+
+    def emit(g, x):
+        return g.ms(
+            "DynamicQuantizeMatMul",
+            x,
+            g.weight("b", np.ascontiguousarray(q.T)),
+            g.weight("s", scale),
+            g.weight("z", zp),
+        )
+
+    return matmul_session(k, n, emit, threads), None
 
 
 def nbits(bits: int, block: int) -> Callable:
+    fmt = WeightFormat("int4" if bits == 4 else "int8-block", block)
+
     def build(w: np.ndarray, threads: int):
-        n, k = w.shape
-        return single_node_session(*nbits_matmul(w, bits, block), k, n, threads), None
+        return linear_session(w, fmt, threads), None
 
     return build
 

@@ -40,7 +40,7 @@ class RunGroup:
 
 
 def component_and_layer(node_name: str) -> tuple[str, int | None]:
-    """'/decoder/layers.3/attn/qkv_proj/MatMulNBits_12' -> ('attn/qkv_proj', 3): the scopes the
+    """'/decoder/layers.3/attn/qkv_proj/MatMulNBits' -> ('attn/qkv_proj', 3): the scopes the
     exporter names nodes by, without the graph, the layer and the node itself."""
     parts = node_name.strip("/").split("/")[1:-1]
     layer = next((int(m.group(1)) for m in map(_LAYER.fullmatch, parts) if m), None)

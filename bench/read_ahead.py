@@ -25,12 +25,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from bench.measure import photo as synthetic_photo
+from bench.photos import Photo, sample_photo
 from bench.run import machine, machine_line
 from engine.engine import Engine, EngineOptions
 from engine.errors import EngineError
@@ -42,26 +41,9 @@ QUESTION = "What is in this picture, and which colours stand out?"  # 12 tokens 
 FIRST_TOKEN = SamplingOptions(greedy=True, presence_penalty=0.0, max_new_tokens=1)
 
 
-@dataclass(frozen=True)
-class Photo:
-    image: Image.Image
-    source: str
-    note: str = ""  # why it is not a real photo, when it is not
-
-
 def load_photo(path: str | None) -> Photo:
     """The given file, else scikit-image's astronaut, else a synthetic image (with a note)."""
-    if path:
-        return Photo(load_image(Path(path)), str(path))
-    try:
-        import skimage.data
-    except ImportError:
-        return Photo(
-            synthetic_photo(512, 0),
-            "synthetic gradient with noise",
-            "scikit-image is not installed (pip install scikit-image for a real photo)",
-        )
-    return Photo(Image.fromarray(skimage.data.astronaut()), "scikit-image astronaut")
+    return Photo(load_image(Path(path)), str(path)) if path else sample_photo("astronaut")
 
 
 def detail_for(side: int) -> str:

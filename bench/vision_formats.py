@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.photos import SAMPLES, sample_photo
 from engine.cpu import cpu_info
 from engine.image import DETAIL_PRESETS, ImageProcessorConfig, load_image, preprocess
 from engine.runtime import VisionRunner
@@ -27,8 +28,6 @@ from exporter.graph.ops import WeightFormat
 from exporter.graph.vision import build_vision
 from exporter.side_files import read_side_files
 from exporter.writer import ExternalDataWriter
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def build_vision_graph(checkpoint: Path, out: Path, kind: str) -> Path:
@@ -42,14 +41,7 @@ def build_vision_graph(checkpoint: Path, out: Path, kind: str) -> Path:
     g = GraphBuilder("vision", ExternalDataWriter(out / "vision.onnx.data"))
     build_vision(g, ckpt, cfg.vision, WeightFormat(kind), lambda done, total: None)
     g.save(path)
-    ckpt.close()
     return path
-
-
-def photos(names=PHOTOS) -> dict[str, np.ndarray]:
-    import skimage.data
-
-    return {name: getattr(skimage.data, name)() for name in names}
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -57,8 +49,6 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 def main(argv=None) -> int:
-    from PIL import Image
-
     ap = argparse.ArgumentParser(prog="python -m bench.vision_formats")
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "out" / "vision_formats")
@@ -69,7 +59,7 @@ def main(argv=None) -> int:
         help="the first is the reference: fp32, int8, int8-block (MatMulNBits 8-bit), int4",
     )
     ap.add_argument("--detail", choices=sorted(DETAIL_PRESETS), default="standard")
-    ap.add_argument("--photos", nargs="+", choices=PHOTOS, default=list(PHOTOS))
+    ap.add_argument("--photos", nargs="+", choices=SAMPLES, default=list(SAMPLES))
     ap.add_argument("--image", type=Path, action="append", help="your own photo instead (repeatable)")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
@@ -80,12 +70,14 @@ def main(argv=None) -> int:
         for kind in args.formats
     }
     print(f"CPU: {cpu_info().summary()} (class {cpu_info().cpu_class})\n")
+    if args.image:
+        pictures = {p.name: load_image(p) for p in args.image}
+    else:
+        samples = {name: sample_photo(name) for name in args.photos}
+        pictures = {name: photo.image for name, photo in samples.items()}
+        for note in sorted({photo.note for photo in samples.values() if photo.note}):
+            print(f"Synthetic photos: {note}\n")
     print("| photo | format | embeds error | DeepStack errors | encode s |\n|---|---|---|---|---|")
-    pictures = (
-        {p.name: load_image(p) for p in args.image}
-        if args.image
-        else {name: Image.fromarray(array).convert("RGB") for name, array in photos(args.photos).items()}
-    )
     for name, picture in pictures.items():
         image = preprocess(picture, config, DETAIL_PRESETS[args.detail])
         outputs, seconds = {}, {}
@@ -94,13 +86,17 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             outputs[kind] = runner.encode(image.pixel_values, image.grid_thw)
             seconds[kind] = time.perf_counter() - t
-        ref = outputs[args.formats[0]]
-        for kind in args.formats:
+        reference, *others = args.formats
+        ref = outputs[reference]
+        rows = [(reference, "reference", "reference")]
+        for kind in others:
             embeds, deepstack = outputs[kind]
             levels = ", ".join(f"{rel_err(deepstack[i], ref[1][i]):.4f}" for i in range(len(deepstack)))
+            rows.append((kind, f"{rel_err(embeds, ref[0]):.4f}", levels))
+        for kind, embeds_error, levels in rows:
             print(
                 f"| {name} {image.resized_size[0]}x{image.resized_size[1]} | {kind} | "
-                f"{rel_err(embeds, ref[0]):.4f} | {levels} | {seconds[kind]:.2f} |",
+                f"{embeds_error} | {levels} | {seconds[kind]:.2f} |",
                 flush=True,
             )
     return 0

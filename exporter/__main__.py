@@ -35,7 +35,7 @@ def _printer():
     return show
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m exporter", description="Convert a Qwen3-VL checkpoint into Iris' ONNX artifacts."
     )
@@ -64,20 +64,27 @@ def main(argv: list[str] | None = None) -> int:
         "faster at a 4k context and needs twice the memory per token)",
     )
     ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _options(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(
+        precision=args.precision,
+        block_size=args.block_size,
+        accuracy_level=args.accuracy_level,
+        overwrite=args.overwrite,
+        embed_block_size=args.embed_block_size,
+        vision=args.vision,
+        prefill=args.prefill_graph,
+        kv_cache=args.kv_cache,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         source, info = resolve_source(args.source)
-        options = ExportOptions(
-            args.precision,
-            args.block_size,
-            args.accuracy_level,
-            args.overwrite,
-            args.embed_block_size,
-            args.vision,
-            args.prefill_graph,
-            args.kv_cache,
-        )
-        result = export_model(source, Path(args.out_dir), options, progress=_printer(), source_info=info)
+        result = export_model(source, Path(args.out_dir), _options(args), progress=_printer(), source_info=info)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

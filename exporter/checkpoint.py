@@ -154,10 +154,6 @@ class Checkpoint:
                     f"tensor '{name}' has shape {list(self.entries[name].shape)}, config.json implies {list(shape)}"
                 )
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(e.nbytes for e in self.entries.values())
-
     def _raw(self, name: str) -> np.ndarray:
         entry = self.entries[name]
         np_dtype = _DTYPES[entry.dtype][0]
@@ -186,9 +182,3 @@ class Checkpoint:
             values = raw.astype(np.float32, copy=False)
         _check_finite(name, values)
         return values
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name].shape
-
-    def close(self) -> None:
-        """Nothing stays open between reads; kept for symmetry with callers that clean up."""

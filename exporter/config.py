@@ -116,6 +116,28 @@ def _describe_model(model_type, archs: list) -> str:
 
 def parse_config(raw: dict) -> ModelConfig:
     """Validate and normalise a Qwen3-VL config dict."""
+    _check_supported(raw)
+    text = _require(raw, "text_config", "top level")
+    vision = _require(raw, "vision_config", "top level")
+    if text.get("model_type", "qwen3_vl_text") not in TEXT_MODEL_TYPES:
+        raise UnsupportedModelError(f"text model_type '{text.get('model_type')}' is not supported")
+    if vision.get("model_type", "qwen3_vl") not in VISION_MODEL_TYPES:
+        raise UnsupportedModelError(f"vision model_type '{vision.get('model_type')}' is not supported")
+    tcfg, vcfg = _text_config(raw, text), _vision_config(vision)
+    _check_together(tcfg, vcfg)
+    return ModelConfig(
+        text=tcfg,
+        vision=vcfg,
+        image_token_id=int(_require(raw, "image_token_id", "top level")),
+        video_token_id=int(raw.get("video_token_id", 151656)),
+        vision_start_token_id=int(_require(raw, "vision_start_token_id", "top level")),
+        vision_end_token_id=int(_require(raw, "vision_end_token_id", "top level")),
+        bos_token_id=text.get("bos_token_id", raw.get("bos_token_id")),
+        eos_token_id=text.get("eos_token_id", raw.get("eos_token_id")),
+    )
+
+
+def _check_supported(raw: dict) -> None:
     archs = raw.get("architectures") or []
     model_type = raw.get("model_type")
     if model_type != "qwen3_vl" or (archs and archs[0] not in SUPPORTED_ARCHITECTURES):
@@ -124,12 +146,9 @@ def parse_config(raw: dict) -> ModelConfig:
             f"checkpoints only (model_type 'qwen3_vl', {SUPPORTED_ARCHITECTURES[0]}), "
             "such as Qwen/Qwen3-VL-4B-Instruct"
         )
-    text = _require(raw, "text_config", "top level")
-    vision = _require(raw, "vision_config", "top level")
-    if text.get("model_type", "qwen3_vl_text") not in TEXT_MODEL_TYPES:
-        raise UnsupportedModelError(f"text model_type '{text.get('model_type')}' is not supported")
-    if vision.get("model_type", "qwen3_vl") not in VISION_MODEL_TYPES:
-        raise UnsupportedModelError(f"vision model_type '{vision.get('model_type')}' is not supported")
+
+
+def _text_config(raw: dict, text: dict) -> TextConfig:
     theta, section = _rope(text)
     heads = int(_require(text, "num_attention_heads", "text_config"))
     hidden = int(_require(text, "hidden_size", "text_config"))
@@ -138,8 +157,7 @@ def parse_config(raw: dict) -> ModelConfig:
         raise CheckpointError(f"config.json: mrope_section {list(section)} does not cover head_dim {head_dim}")
     if text.get("hidden_act", "silu") != "silu" or text.get("attention_bias", False):
         raise UnsupportedModelError("only the silu MLP without attention bias is supported")
-    tied = bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
-    tcfg = TextConfig(
+    return TextConfig(
         hidden_size=hidden,
         intermediate_size=int(_require(text, "intermediate_size", "text_config")),
         num_hidden_layers=int(_require(text, "num_hidden_layers", "text_config")),
@@ -151,8 +169,11 @@ def parse_config(raw: dict) -> ModelConfig:
         rope_theta=theta,
         mrope_section=section,
         max_position_embeddings=int(text.get("max_position_embeddings", 262144)),
-        tie_word_embeddings=tied,
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
     )
+
+
+def _vision_config(vision: dict) -> VisionConfig:
     vparams = vision.get("rope_parameters") or {}
     vcfg = VisionConfig(
         depth=int(_require(vision, "depth", "vision_config")),
@@ -171,22 +192,17 @@ def parse_config(raw: dict) -> ModelConfig:
     )
     if vcfg.grid_side**2 != vcfg.num_position_embeddings:
         raise CheckpointError("config.json: vision num_position_embeddings is not a square grid")
-    if vcfg.out_hidden_size != tcfg.hidden_size:
-        raise CheckpointError("config.json: vision out_hidden_size differs from the text hidden_size")
     if any(not 0 <= i < vcfg.depth for i in vcfg.deepstack_visual_indexes):
         raise CheckpointError("config.json: deepstack_visual_indexes point outside the vision blocks")
+    return vcfg
+
+
+def _check_together(tcfg: TextConfig, vcfg: VisionConfig) -> None:
+    """What the two towers must agree on: the width of the visual tokens, and where DeepStack adds them."""
+    if vcfg.out_hidden_size != tcfg.hidden_size:
+        raise CheckpointError("config.json: vision out_hidden_size differs from the text hidden_size")
     if len(vcfg.deepstack_visual_indexes) > tcfg.num_hidden_layers:
         raise CheckpointError("config.json: more DeepStack levels than decoder layers")
-    return ModelConfig(
-        text=tcfg,
-        vision=vcfg,
-        image_token_id=int(_require(raw, "image_token_id", "top level")),
-        video_token_id=int(raw.get("video_token_id", 151656)),
-        vision_start_token_id=int(_require(raw, "vision_start_token_id", "top level")),
-        vision_end_token_id=int(_require(raw, "vision_end_token_id", "top level")),
-        bos_token_id=text.get("bos_token_id", raw.get("bos_token_id")),
-        eos_token_id=text.get("eos_token_id", raw.get("eos_token_id")),
-    )
 
 
 def read_config_file(path: Path) -> tuple[ModelConfig, dict]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import threading
 import time
 from collections import deque
@@ -40,7 +39,8 @@ from huggingface_hub.utils import (
 )
 
 from . import EXPORTER_VERSION
-from .errors import DiskSpaceError, DownloadError, ExportCancelled
+from .disk_space import check_free_space
+from .errors import DownloadError, ExportCancelled
 from .hub_errors import hub_errors
 from .units import human_bytes
 
@@ -122,11 +122,6 @@ class DownloadProgress:
 ProgressCallback = Callable[[DownloadProgress], None]
 
 
-def is_hub_id(text: str) -> bool:
-    """True for an ``organisation/model[@revision]`` Hub id; False for anything that is, or looks like, a path."""
-    return split_hub_id(text) is not None
-
-
 def split_hub_id(text: str) -> tuple[str, str] | None:
     """``organisation/model[@revision]`` -> (repo id, revision, 'main' if none); None for a path.
 
@@ -195,19 +190,6 @@ def plan_download(
     return replace(plan, files=tuple(files))
 
 
-def check_disk_space(path: str | Path, needed_bytes: int) -> None:
-    """Raise DiskSpaceError unless the disk holding `path` (or its nearest existing parent) has room."""
-    existing = Path(path).expanduser().resolve()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
-    if free < needed_bytes:
-        raise DiskSpaceError(
-            f"Not enough free disk space in {existing}: the download needs {human_bytes(needed_bytes)} more, "
-            f"only {human_bytes(free)} is free. Free up {human_bytes(needed_bytes - free)} or choose another folder."
-        )
-
-
 def download_checkpoint(
     repo_id: str,
     revision: str = "main",
@@ -224,7 +206,7 @@ def download_checkpoint(
     """
     _raise_if_cancelled(cancel, "")
     plan = plan_download(repo_id, revision, token=token, cache_dir=cache_dir)
-    check_disk_space(plan.cache_dir, plan.missing_bytes)
+    check_free_space(plan.cache_dir, plan.missing_bytes, "the rest of the download")
     meter = _ProgressMeter(plan.total_bytes, plan.present_bytes, progress)
     headers = build_hf_headers(token=token, library_name="iris", library_version=EXPORTER_VERSION)
     headers["Accept-Encoding"] = "identity"  # byte ranges must address the file itself, not a gzip of it

@@ -33,16 +33,16 @@ from engine.manifest import (
 from . import EXPORTER_VERSION
 from .checkpoint import Checkpoint
 from .config import ModelConfig, VisionConfig, load_config
-from .errors import CheckpointError, DiskSpaceError, ExportCancelled, ExportError
+from .disk_space import check_free_space
+from .errors import CheckpointError, ExportCancelled, ExportError
 from .graph.builder import GraphBuilder
 from .graph.decoder import build_decoder
-from .graph.ops import WeightFormat
+from .graph.ops import FP32, WeightFormat
 from .graph.vision import build_vision
 from .quantize import INT8_WEIGHT_MAX
 from .side_files import read_side_files
 from .target import check_target, clean_stale, explain_write_error, locked_target, partial_dir, replace_target
 from .tensor_spec import text_tensors, vision_tensors
-from .units import human_bytes
 from .writer import ExternalDataWriter
 
 PRECISIONS = ("int4", "fp32")
@@ -82,12 +82,12 @@ class ExportOptions:
 
     def decoder_format(self) -> WeightFormat:
         if self.precision == "fp32":
-            return WeightFormat("fp32")
+            return FP32
         return WeightFormat("int4", self.block_size, self.accuracy_level)
 
     def embedding_format(self) -> WeightFormat:
         if self.precision == "fp32":
-            return WeightFormat("fp32")
+            return FP32
         return WeightFormat("int4", self.embed_block_size, self.accuracy_level)
 
     def kv_cache_format(self) -> str:
@@ -138,15 +138,6 @@ def free_space_needed(estimated_bytes: int) -> int:
     return int(estimated_bytes * SPACE_MARGIN_FACTOR) + SPACE_MARGIN_BYTES
 
 
-def _check_space(target_parent: Path, needed: int) -> None:
-    free = shutil.disk_usage(target_parent).free
-    if free < free_space_needed(needed):
-        raise DiskSpaceError(
-            f"Not enough free disk space in {target_parent}: the converted model needs about "
-            f"{human_bytes(needed)} and only {human_bytes(free)} is free. Free some space or choose another folder."
-        )
-
-
 def export_model(
     source: Path,
     out_dir: Path,
@@ -178,7 +169,7 @@ def export_model(
         with locked_target(out_dir):
             clean_stale(out_dir.parent, own_target=out_dir)
             check_target(out_dir, options.overwrite)  # again under the lock: another export may have just finished
-            _check_space(out_dir.parent, estimate_bytes(cfg, options))
+            check_free_space(out_dir.parent, free_space_needed(estimate_bytes(cfg, options)), "the converted model")
             tick("checking")(1, 1)
             files = _write(ckpt, cfg, side, options, source, source_info, out_dir, tick)
     except OSError as error:  # reading the checkpoint has its own messages: these are writes
@@ -225,7 +216,6 @@ def _write(
         # The digests were taken from the bytes as they were written: the first load need not
         # read 2.6 GB (6.5 GB with a prompt graph) back to check them.
         write_verified(tmp, files)
-        ckpt.close()
         replace_target(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -238,26 +228,21 @@ def _build_vision(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -
 
 
 def _build_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
-    build_decoder(
-        g,
-        ckpt,
-        cfg.text,
-        len(cfg.vision.deepstack_visual_indexes),
-        options.decoder_format(),
-        progress,
-        embed_fmt=options.embedding_format(),
-        kv_dtype=options.kv_cache_format(),
-    )
+    _decoder(g, ckpt, cfg, options, options.decoder_format(), progress)
 
 
 def _build_prefill_decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, progress) -> None:
     """The same decoder with other layer weights, used for multi-token chunks (same KV cache)."""
+    _decoder(g, ckpt, cfg, options, WeightFormat(options.prefill), progress)
+
+
+def _decoder(g, ckpt, cfg: ModelConfig, options: ExportOptions, layers: WeightFormat, progress) -> None:
     build_decoder(
         g,
         ckpt,
         cfg.text,
         len(cfg.vision.deepstack_visual_indexes),
-        WeightFormat(options.prefill),
+        layers,
         progress,
         embed_fmt=options.embedding_format(),
         kv_dtype=options.kv_cache_format(),

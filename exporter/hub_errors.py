@@ -38,60 +38,74 @@ def hub_errors(repo_id: str, revision: str, filename: str | None = None, folder:
 def explain_hub_error(
     error: Exception, repo_id: str, revision: str, filename: str | None, folder: Path | None
 ) -> ExportError | None:
-    page, what = f"{constants.ENDPOINT}/{repo_id}", (f"{filename} of {repo_id}" if filename else repo_id)
+    """The error a person can act on, or None for one that is not the Hub's, the network's or the disk's."""
+    what = f"{filename} of {repo_id}" if filename else repo_id
+    message = _hub_refusal(error, repo_id, revision, what) or _connection_failure(error, what)
+    return DownloadError(message) if message else _write_failure(error, what, folder)
+
+
+def _hub_refusal(error: Exception, repo_id: str, revision: str, what: str) -> str | None:
+    """The Hub answered, but not with the file: no such model or revision, no access, or its own trouble."""
+    page = f"{constants.ENDPOINT}/{repo_id}"
     response = getattr(error, "response", None) if isinstance(error, HfHubHTTPError) else None
     status = response.status_code if response is not None else 0
     if isinstance(error, GatedRepoError):
-        message = (
+        return (
             f"{repo_id} is a gated model: open {page}, log in and accept its license, then sign in "
             "here with an access token of that account (or run `hf auth login`)."
         )
-    elif isinstance(error, RepositoryNotFoundError):
-        message = (
+    if isinstance(error, RepositoryNotFoundError):
+        return (
             f"No model named '{repo_id}' on the Hugging Face Hub. Check the spelling; if it is private, "
             "sign in with an access token that can read it."
         )
-    elif isinstance(error, RevisionNotFoundError):
-        message = f"{repo_id} has no revision '{revision}'. Use 'main' or an existing branch, tag or commit."
-    elif status == 401:
-        message = (
+    if isinstance(error, RevisionNotFoundError):
+        return f"{repo_id} has no revision '{revision}'. Use 'main' or an existing branch, tag or commit."
+    if status == 401:
+        return (
             f"The Hub refused access to {what} (401 Unauthorized): your access token is missing, invalid "
             f"or expired. If the model is gated, accept its license on {page} and sign in with a valid token."
         )
-    elif status == 403:
-        message = (
+    if status == 403:
+        return (
             f"Access to {what} is forbidden (403). The model may be gated or private: accept its license "
             f"on {page} with your account, and make sure your token has read access."
         )
-    elif status == 404:
-        message = f"Not found on the Hub (404): {what} at revision {revision}."
-    elif status == 429:
-        message = "The Hub is rate-limiting this computer (429 Too Many Requests). Wait a while and try again."
-    elif status >= 500:
-        message = (
+    if status == 404:
+        return f"Not found on the Hub (404): {what} at revision {revision}."
+    if status == 429:
+        return "The Hub is rate-limiting this computer (429 Too Many Requests). Wait a while and try again."
+    if status >= 500:
+        return (
             f"The Hugging Face Hub had a server error ({status}) while sending {what}. "
             "This is usually temporary: try again in a few minutes."
         )
-    elif status:
-        message = f"The Hub answered HTTP {status} for {what}: {error}"
-    elif isinstance(error, OfflineModeIsEnabled):
-        message = "Downloads are disabled because HF_HUB_OFFLINE is set. Unset it to download the model."
-    elif isinstance(error, (httpx2.ConnectError, httpx2.ConnectTimeout, LocalEntryNotFoundError)):
-        message = (
+    return f"The Hub answered HTTP {status} for {what}: {error}" if status else None
+
+
+def _connection_failure(error: Exception, what: str) -> str | None:
+    """The Hub could not be asked: offline mode, no connection, no answer in time."""
+    if isinstance(error, OfflineModeIsEnabled):
+        return "Downloads are disabled because HF_HUB_OFFLINE is set. Unset it to download the model."
+    if isinstance(error, (httpx2.ConnectError, httpx2.ConnectTimeout, LocalEntryNotFoundError)):
+        return (
             f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}). Check your internet connection "
             "and proxy settings, then try again."
         )
-    elif isinstance(error, httpx2.TimeoutException):
-        message = f"The Hugging Face Hub did not answer in time for {what}. Try again later."
-    elif isinstance(error, httpx2.TransportError):
-        message = f"The connection to the Hugging Face Hub failed for {what} ({error}). Try again."
-    elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(error, httpx2.TimeoutException):
+        return f"The Hugging Face Hub did not answer in time for {what}. Try again later."
+    if isinstance(error, httpx2.TransportError):
+        return f"The connection to the Hugging Face Hub failed for {what} ({error}). Try again."
+    return None
+
+
+def _write_failure(error: Exception, what: str, folder: Path | None) -> ExportError | None:
+    """The download arrived but could not be stored: a full disk, or another write error."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskSpaceError(
             f"The disk is full: cannot write {what} into {folder}. Free up space and try "
             "again; what was downloaded so far is kept."
         )
-    elif isinstance(error, OSError):
-        message = f"Cannot write the download of {what} into {folder}: {error.strerror or error}."
-    else:
-        return None
-    return DownloadError(message)
+    if isinstance(error, OSError):
+        return DownloadError(f"Cannot write the download of {what} into {folder}: {error.strerror or error}.")
+    return None

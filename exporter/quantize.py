@@ -1,9 +1,10 @@
-"""Weight quantization: block-wise 4-bit for MatMulNBits (and GatherBlockQuantized), and
+"""Weight quantization: block-wise 4- or 8-bit for MatMulNBits (and GatherBlockQuantized), and
 per-channel 7-bit-in-int8 for DynamicQuantizeMatMul.
 
-Layout (per output row n of a [N, K] weight, blocks along K):
+Layout (per output row n of a [N, K] weight, blocks along K), for 4 bits:
   packed [N, K/bs, bs/2] uint8, low nibble = even k;  scales [N, K/bs] f32;
   zero_points [N, ceil((K/bs)/2)] uint8, low nibble first;  w = (q - zp) * scale.
+8 bits: a byte per weight and per zero point.
 The packing itself is onnxruntime's own C++ routine (the one its MatMulNBitsQuantizer uses).
 Rows are processed in chunks so a 151936 x 2560 embedding never needs a full transposed copy.
 """
@@ -19,13 +20,16 @@ _ROW_CHUNK = 8192
 
 
 @dataclass
-class Int4Weight:
-    packed: np.ndarray
-    scales: np.ndarray
-    zero_points: np.ndarray
+class BlockWeight:
+    """A [N, K] weight quantized in blocks along K, for MatMulNBits with `bits` bits."""
+
+    packed: np.ndarray  # uint8 [N, K/bs, bs*bits/8]
+    scales: np.ndarray  # float32 [N, K/bs]
+    zero_points: np.ndarray  # uint8 [N, ceil(K/bs*bits/8)]
     n: int
     k: int
     block_size: int
+    bits: int
 
 
 def fitting_block_size(k: int, block_size: int) -> int:
@@ -33,52 +37,35 @@ def fitting_block_size(k: int, block_size: int) -> int:
     while block_size > 16 and k % block_size:
         block_size //= 2
     if k % block_size:
-        raise ValueError(f"K={k} is not a multiple of 16; cannot quantize to int4 blocks")
+        raise ValueError(f"K={k} is not a multiple of 16; cannot quantize to blocks")
     return block_size
 
 
-def quantize_int4(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
-    """Asymmetric int4 quantization of a [N, K] float32 weight (a Linear's `weight`).
+_PACKERS = {4: _ort_c.quantize_matmul_4bits, 8: _ort_c.quantize_matmul_8bits}
+
+
+def quantize_blocks(weight_nk: np.ndarray, block_size: int, bits: int) -> BlockWeight:
+    """Asymmetric block-wise quantization of a [N, K] float32 weight (a Linear's `weight`) to 4 or
+    8 bits, packed as MatMulNBits reads it.
 
     The block size actually used (see `fitting_block_size`) is in the result."""
     n, k = weight_nk.shape
     block_size = fitting_block_size(k, block_size)
     kb = k // block_size
-    packed = np.empty((n, kb, block_size // 2), np.uint8)
+    block_bytes, zp_bytes = block_size * bits // 8, (kb * bits + 7) // 8
+    packed = np.empty((n, kb, block_bytes), np.uint8)
     scales = np.empty((n, kb), np.float32)
-    zps = np.empty((n, (kb + 1) // 2), np.uint8)
+    zps = np.empty((n, zp_bytes), np.uint8)
     for r0 in range(0, n, _ROW_CHUNK):
         r1 = min(n, r0 + _ROW_CHUNK)
         rows = r1 - r0
         w_kn = np.ascontiguousarray(weight_nk[r0:r1].T, dtype=np.float32)
-        p = np.empty((rows, kb, block_size // 2), np.uint8)
+        p = np.empty((rows, kb, block_bytes), np.uint8)
         s = np.empty((rows * kb,), np.float32)
-        z = np.empty((rows * ((kb + 1) // 2),), np.uint8)
-        _ort_c.quantize_matmul_4bits(p, w_kn, s, z, block_size, rows, k, False)
-        packed[r0:r1], scales[r0:r1], zps[r0:r1] = p, s.reshape(rows, kb), z.reshape(rows, -1)
-    return Int4Weight(packed, scales, zps, n, k, block_size)
-
-
-def quantize_int8_blocks(weight_nk: np.ndarray, block_size: int) -> Int4Weight:
-    """Asymmetric 8-bit blocks for MatMulNBits(bits=8): packed [N, K/bs, bs], one zero point per block.
-
-    (The result reuses Int4Weight's fields; only the packing differs.)"""
-    n, k = weight_nk.shape
-    block_size = fitting_block_size(k, block_size)
-    kb = k // block_size
-    packed = np.empty((n, kb, block_size), np.uint8)
-    scales = np.empty((n, kb), np.float32)
-    zps = np.empty((n, kb), np.uint8)
-    for r0 in range(0, n, _ROW_CHUNK):
-        r1 = min(n, r0 + _ROW_CHUNK)
-        rows = r1 - r0
-        w_kn = np.ascontiguousarray(weight_nk[r0:r1].T, dtype=np.float32)
-        p = np.empty((rows, kb, block_size), np.uint8)
-        s = np.empty((rows * kb,), np.float32)
-        z = np.empty((rows * kb,), np.uint8)
-        _ort_c.quantize_matmul_8bits(p, w_kn, s, z, block_size, rows, k, False)
-        packed[r0:r1], scales[r0:r1], zps[r0:r1] = p, s.reshape(rows, kb), z.reshape(rows, kb)
-    return Int4Weight(packed, scales, zps, n, k, block_size)
+        z = np.empty((rows * zp_bytes,), np.uint8)
+        _PACKERS[bits](p, w_kn, s, z, block_size, rows, k, False)
+        packed[r0:r1], scales[r0:r1], zps[r0:r1] = p, s.reshape(rows, kb), z.reshape(rows, zp_bytes)
+    return BlockWeight(packed, scales, zps, n, k, block_size, bits)
 
 
 # DynamicQuantizeMatMul multiplies u8 activations by s8 weights. Without VNNI or AMX (AVX2-only

@@ -1,22 +1,23 @@
 """A small declarative graph builder on top of onnx.helper.
 
 `GraphBuilder.op("MatMul", x, w)` appends a node and returns its output name(s); initializers go
-straight to the external-data writer. The result is a ModelProto whose weights live on disk.
+straight to the external-data writer. The result is a ModelProto whose weights live on disk (or,
+without a writer, a small graph with its weights inside, for timing a kernel on its own).
 Nodes are named by where they sit (`with g.scope("layers.3"), g.scope("attn"): ...` gives
-`/decoder/layers.3/attn/MatMulNBits_17`), so the graph reads in Netron and a profile can total
-time per layer and per component.
+`/decoder/layers.3/attn/MatMulNBits`), so the graph reads in Netron and a profile can total
+time per layer and per component. A number is added only to tell apart nodes of one type in one
+scope (`Reshape`, `Reshape_1`), so adding a node renames nothing outside its own scope.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ..writer import ExternalDataWriter
 
@@ -29,14 +30,14 @@ INT32 = TensorProto.INT32
 
 
 class GraphBuilder:
-    def __init__(self, name: str, writer: ExternalDataWriter):
+    def __init__(self, name: str, writer: ExternalDataWriter | None = None):
         self.name = name
         self.writer = writer
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
-        self._ids = itertools.count()
+        self._taken: dict[str, int] = {}  # node name -> how many nodes asked for it
         self._consts: dict[tuple, str] = {}
         self._scopes: list[str] = [name]
 
@@ -61,7 +62,10 @@ class GraphBuilder:
         return name
 
     def weight(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(self.writer.tensor(name, array))
+        if self.writer is None:
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        else:
+            self.initializers.append(self.writer.tensor(name, array))
         return name
 
     def weight_alias(self, name: str, of: str, shape: tuple[int, ...]) -> str:
@@ -81,27 +85,32 @@ class GraphBuilder:
     def op(
         self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1, domain: str = "", **attrs
     ) -> str | list[str]:
-        idx = next(self._ids)
-        path = "/" + "/".join(self._scopes) + "/"
+        node = self._node_name(op_type)
         if isinstance(outputs, int):
-            names = [
-                f"{path}{op_type.lower()}_{idx}" if outputs == 1 else f"{path}{op_type.lower()}_{idx}_{i}"
-                for i in range(outputs)
-            ]
+            names = [f"{node}_output" if outputs == 1 else f"{node}_output_{i}" for i in range(outputs)]
         else:
             names = list(outputs)
         ins = ["" if i is None else i for i in inputs]
-        self.nodes.append(helper.make_node(op_type, ins, names, name=f"{path}{op_type}_{idx}", domain=domain, **attrs))
+        self.nodes.append(helper.make_node(op_type, ins, names, name=node, domain=domain, **attrs))
         return names[0] if len(names) == 1 else names
+
+    def _node_name(self, op_type: str) -> str:
+        """'/graph/scope/.../OpType', numbered from the second of its type in the same scope."""
+        base = "/" + "/".join(self._scopes) + "/" + op_type
+        count = self._taken.get(base, 0)
+        self._taken[base] = count + 1
+        return base if count == 0 else f"{base}_{count}"
 
     def ms(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1, **attrs):
         return self.op(op_type, *inputs, outputs=outputs, domain=MS_DOMAIN, **attrs)
 
     # -- result -------------------------------------------------------------------------------
+    def graph(self) -> onnx.GraphProto:
+        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+
     def model(self, doc: str = "") -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         model = helper.make_model(
-            graph,
+            self.graph(),
             opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
             producer_name="iris-exporter",
             doc_string=doc,

@@ -16,12 +16,13 @@ Outputs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..config import TextConfig
-from ..quantize import quantize_int4
+from ..quantize import quantize_blocks
 from .builder import FLOAT, FLOAT16, INT32, INT64, GraphBuilder
 from .ops import WeightFormat, linear, rms_norm, rope_inverse_frequencies, silu_mul
 
@@ -52,7 +53,7 @@ def _embedding(g: GraphBuilder, ck: Checkpoint, cfg: TextConfig, fmt: WeightForm
     table = ck.get(EMBED)
     v, h = table.shape
     if fmt.kind == "int4":
-        q = quantize_int4(table, fmt.block_size)
+        q = quantize_blocks(table, fmt.block_size, 4)
         del table
         packed = g.weight(f"{T}.embed_tokens.qweight", q.packed)
         scales = g.weight(f"{T}.embed_tokens.scales", q.scales)
@@ -112,10 +113,32 @@ class LayerInputs:
     kv_type: int
 
 
-def gqa_attributes(num_heads: int, kv_num_heads: int, head_dim: int) -> dict:
-    """GroupQueryAttention's attributes here (the rotation is applied before it, by RotaryEmbedding).
-    The engine's KV-cache probe times a node built with the same, so both must come from one place."""
-    return {"num_heads": num_heads, "kv_num_heads": kv_num_heads, "scale": float(head_dim**-0.5), "do_rotary": 0}
+def cached_attention(
+    g: GraphBuilder, qkv: tuple[str, str, str], i: int, heads: tuple[int, int, int], lengths: tuple[str, str], kv_type
+) -> str:
+    """GroupQueryAttention of layer `i` over its KV cache of `kv_type` (heads: query heads, KV heads,
+    head size; lengths: seqlens_k and total_sequence_length; the rotation is applied before, by
+    RotaryEmbedding). It takes q, k, v and the cache in one type: fp32 q/k/v are cast to an fp16
+    cache's type, the output back to fp32. The setup wizard's KV-cache probe times this same node."""
+    num_heads, kv_num_heads, head_dim = heads
+    q, k, v = qkv
+    if kv_type != FLOAT:
+        q, k, v = (g.op("Cast", t, to=kv_type) for t in (q, k, v))
+    out, _, _ = g.ms(
+        "GroupQueryAttention",
+        q,
+        k,
+        v,
+        f"past_key_values.{i}.key",
+        f"past_key_values.{i}.value",
+        *lengths,
+        outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
+        num_heads=num_heads,
+        kv_num_heads=kv_num_heads,
+        scale=float(head_dim**-0.5),
+        do_rotary=0,
+    )
+    return g.op("Cast", out, to=FLOAT) if kv_type != FLOAT else out
 
 
 def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> str:
@@ -135,22 +158,7 @@ def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> s
         return g.ms("RotaryEmbedding", x, inputs.rot_pos, inputs.cos, inputs.sin, num_heads=heads, interleaved=0)
 
     q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
-    if inputs.kv_type != FLOAT:  # GroupQueryAttention takes q, k, v and the cache in one type
-        q, k, v = (g.op("Cast", t, to=inputs.kv_type) for t in (q, k, v))
-    out, _, _ = g.ms(
-        "GroupQueryAttention",
-        q,
-        k,
-        v,
-        f"past_key_values.{i}.key",
-        f"past_key_values.{i}.value",
-        inputs.seqlens,
-        inputs.total,
-        outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-        **gqa_attributes(nq, nkv, hd),
-    )
-    if inputs.kv_type != FLOAT:
-        out = g.op("Cast", out, to=FLOAT)
+    out = cached_attention(g, (q, k, v), i, (nq, nkv, hd), (inputs.seqlens, inputs.total), inputs.kv_type)
     return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, inputs.fmt)
 
 
@@ -201,6 +209,51 @@ def _layer(g, ck, cfg: TextConfig, i: int, x: str, pending, inputs: LayerInputs,
         return g.op("ScatterND", x, inputs.scatter_idx, level, reduction="add"), None
 
 
+class _Inputs(NamedTuple):
+    ids: str
+    positions: str
+    visual: str
+    visual_pos: str
+    deepstack: str
+    logits_pos: str
+    seqlens: str
+    total: str
+
+
+def _declare_inputs(g: GraphBuilder, cfg: TextConfig, deepstack_levels: int, kv_type: int) -> _Inputs:
+    h, nkv, hd = cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim
+    inputs = _Inputs(
+        g.input("input_ids", INT64, [1, "seq"]),
+        g.input("position_ids", INT64, [3, 1, "seq"]),
+        g.input("visual_embeds", FLOAT, ["visual", h]),
+        g.input("visual_pos", INT64, ["visual"]),
+        g.input("deepstack_embeds", FLOAT, [deepstack_levels, "visual", h]),
+        g.input("logits_pos", INT64, ["wanted"]),
+        g.input("seqlens_k", INT32, [1]),
+        g.input("total_sequence_length", INT32, []),
+    )
+    for i in range(cfg.num_hidden_layers):
+        for kv in ("key", "value"):
+            g.input(f"past_key_values.{i}.{kv}", kv_type, [1, nkv, "past", hd])
+    return inputs
+
+
+def _declare_outputs(g: GraphBuilder, cfg: TextConfig, logits: str, kv_type: int) -> None:
+    g.output(logits, "logits", FLOAT, [1, "wanted", cfg.vocab_size])
+    for i in range(cfg.num_hidden_layers):
+        for kv in ("key", "value"):
+            name = f"present.{i}.{kv}"
+            g.output(name, name, kv_type, [1, cfg.num_key_value_heads, "total", cfg.head_dim])
+
+
+def _place_images(g: GraphBuilder, embeds: str, inputs: _Inputs) -> tuple[str, str]:
+    """The token embeddings with the image rows replaced by the visual embeddings, and the [M, 2]
+    indices (0, pos) of those rows (DeepStack adds at the same ones)."""
+    rows = g.op("Unsqueeze", inputs.visual_pos, g.const([1]))
+    scatter_idx = g.op("Concat", g.op("Mul", rows, g.const(0)), rows, axis=1)
+    return g.op("ScatterND", embeds, scatter_idx, inputs.visual), scatter_idx
+
+
 def build_decoder(
     g: GraphBuilder,
     ck: Checkpoint,
@@ -215,52 +268,32 @@ def build_decoder(
     streamed from `ck` one tensor at a time; `fmt` stores the layers' weights, `embed_fmt` the
     tied embedding (lookup and lm_head share one stored matrix). `progress(done, total)` ticks
     once per layer."""
-    h, nkv, hd = cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim
     kv_type = KV_DTYPES[kv_dtype]
-    ids = g.input("input_ids", INT64, [1, "seq"])
-    pos = g.input("position_ids", INT64, [3, 1, "seq"])
-    vis = g.input("visual_embeds", FLOAT, ["visual", h])
-    vis_pos = g.input("visual_pos", INT64, ["visual"])
-    deep = g.input("deepstack_embeds", FLOAT, [deepstack_levels, "visual", h])
-    logits_pos = g.input("logits_pos", INT64, ["wanted"])
-    seqlens = g.input("seqlens_k", INT32, [1])
-    total = g.input("total_sequence_length", INT32, [])
-    for i in range(cfg.num_hidden_layers):
-        for kv in ("key", "value"):
-            g.input(f"past_key_values.{i}.{kv}", kv_type, [1, nkv, "past", hd])
-
+    inputs = _declare_inputs(g, cfg, deepstack_levels, kv_type)
     steps = cfg.num_hidden_layers + 2
     with g.scope("embed"):
-        embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, ids)
+        embeds, lm_head = _embedding(g, ck, cfg, embed_fmt or fmt, inputs.ids)
         progress(1, steps)
-        scatter_idx = g.op(
-            "Concat",
-            g.op("Mul", g.op("Unsqueeze", vis_pos, g.const([1])), g.const(0)),
-            g.op("Unsqueeze", vis_pos, g.const([1])),
-            axis=1,
-        )  # [M, 2] = (0, pos)
-        x = g.op("ScatterND", embeds, scatter_idx, vis)
+        x, scatter_idx = _place_images(g, embeds, inputs)
     with g.scope("rotary"):
-        cos, sin = _mrope_cos_sin(g, cfg, pos)
-        seq = g.op("Squeeze", g.op("Shape", ids, start=1, end=2), g.const([0]))
+        cos, sin = _mrope_cos_sin(g, cfg, inputs.positions)
+        seq = g.op("Squeeze", g.op("Shape", inputs.ids, start=1, end=2), g.const([0]))
         rot_pos = g.op("Unsqueeze", g.op("Range", g.const(0), seq, g.const(1)), g.const([0]))
 
-    inputs = LayerInputs(cos, sin, rot_pos, seqlens, total, scatter_idx, deep, fmt, kv_type)
+    layer_inputs = LayerInputs(
+        cos, sin, rot_pos, inputs.seqlens, inputs.total, scatter_idx, inputs.deepstack, fmt, kv_type
+    )
     pending = None  # (residual, branch) not yet summed: fused into the next norm
     for i in range(cfg.num_hidden_layers):
         with g.scope(f"layers.{i}"):
-            x, pending = _layer(g, ck, cfg, i, x, pending, inputs, add_deepstack=i < deepstack_levels)
+            x, pending = _layer(g, ck, cfg, i, x, pending, layer_inputs, add_deepstack=i < deepstack_levels)
         progress(i + 2, steps)
     with g.scope("final_norm"):
         if pending is not None:
             x = g.op("Add", *pending)
-        last = g.op("Gather", x, logits_pos, axis=1)  # [1, P, H]
+        last = g.op("Gather", x, inputs.logits_pos, axis=1)  # [1, P, H]
         last = rms_norm(g, last, f"{T}.norm", ck.get(f"{T}.norm.weight"), cfg.rms_norm_eps)
     with g.scope("lm_head"):
         logits = lm_head(last)
-    g.output(logits, "logits", FLOAT, [1, "wanted", cfg.vocab_size])
-    for i in range(cfg.num_hidden_layers):
-        for kv in ("key", "value"):
-            name = f"present.{i}.{kv}"
-            g.output(name, name, kv_type, [1, nkv, "total", hd])
+    _declare_outputs(g, cfg, logits, kv_type)
     progress(steps, steps)

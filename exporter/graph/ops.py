@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..quantize import quantize_int4, quantize_int8, quantize_int8_blocks
+from ..quantize import BlockWeight, Int8Weight, quantize_blocks, quantize_int8
 from .builder import GraphBuilder
 
 
 @dataclass(frozen=True)
 class WeightFormat:
-    """How a group of Linear weights is stored: plain fp32, or int4 for MatMulNBits."""
+    """How a group of Linear weights is stored: plain fp32, or quantized for one of onnxruntime's kernels."""
 
     # "fp32" | "int4" (MatMulNBits) | "int8" (DynamicQuantizeMatMul, per-channel weights, one activation
     # scale per call) | "int8-block" (MatMulNBits 8-bit: weights and activations quantized per block)
@@ -26,7 +26,7 @@ class WeightFormat:
             raise ValueError(f"unknown weight format {self.kind}")
 
 
-FP32 = WeightFormat("fp32")
+FP32 = WeightFormat("fp32")  # the reference export, and weights kept exact
 
 
 def linear(
@@ -41,38 +41,44 @@ def linear(
 def _linear(
     g: GraphBuilder, x: str, name: str, weight_nk: np.ndarray, bias: np.ndarray | None, fmt: WeightFormat
 ) -> str:
-    n, k = weight_nk.shape
     if fmt.kind in ("int4", "int8-block"):
-        bits = 4 if fmt.kind == "int4" else 8
-        q = quantize_int4(weight_nk, fmt.block_size) if bits == 4 else quantize_int8_blocks(weight_nk, fmt.block_size)
-        b = g.weight(f"{name}.qweight", q.packed)
-        s = g.weight(f"{name}.scales", q.scales)
-        z = g.weight(f"{name}.zero_points", q.zero_points)
-        inputs = [x, b, s, z]
-        if bias is not None:
-            inputs += [None, g.weight(f"{name}.bias", bias.astype(np.float32))]
-        return g.ms(
-            "MatMulNBits", *inputs, K=k, N=n, bits=bits, block_size=q.block_size, accuracy_level=fmt.accuracy_level
-        )
+        q = quantize_blocks(weight_nk, fmt.block_size, 4 if fmt.kind == "int4" else 8)
+        return matmul_nbits(g, x, name, q, bias, fmt.accuracy_level)
     if fmt.kind == "int8":
-        # Per-output-channel symmetric weights (7 bits in int8: exact on every CPU, see
-        # quantize_int8); activations are quantized per call by onnxruntime, which then runs its
-        # u8s8 integer GEMM (AMX, VNNI or AVX2): compute-bound shapes only.
-        q = quantize_int8(weight_nk)
-        inputs = [
-            x,
-            g.weight(f"{name}.weight_q8", q.q_kn),
-            g.weight(f"{name}.scale", q.scales),
-            g.weight(f"{name}.zero_point", np.zeros(n, np.int8)),
-        ]
-        if bias is not None:
-            inputs.append(g.weight(f"{name}.bias", bias.astype(np.float32)))
-        return g.ms("DynamicQuantizeMatMul", *inputs)
+        return dynamic_quantize_matmul(g, x, name, quantize_int8(weight_nk), bias)
     w = g.weight(f"{name}.weight_t", np.ascontiguousarray(weight_nk.T))
     y = g.op("MatMul", x, w)
     if bias is not None:
         y = g.op("Add", y, g.weight(f"{name}.bias", bias.astype(np.float32)))
     return y
+
+
+def matmul_nbits(
+    g: GraphBuilder, x: str, name: str, q: BlockWeight, bias: np.ndarray | None, accuracy_level: int
+) -> str:
+    """MatMulNBits over block-quantized weights (`accuracy_level` 4: int8 activations per block)."""
+    inputs = [x, g.weight(f"{name}.qweight", q.packed), g.weight(f"{name}.scales", q.scales)]
+    inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
+    if bias is not None:
+        inputs += [None, g.weight(f"{name}.bias", bias.astype(np.float32))]
+    return g.ms(
+        "MatMulNBits", *inputs, K=q.k, N=q.n, bits=q.bits, block_size=q.block_size, accuracy_level=accuracy_level
+    )
+
+
+def dynamic_quantize_matmul(g: GraphBuilder, x: str, name: str, q: Int8Weight, bias: np.ndarray | None) -> str:
+    """Per-output-channel symmetric weights (7 bits in int8: exact on every CPU, see quantize_int8);
+    activations are quantized per call by onnxruntime, which then runs its u8s8 integer GEMM (AMX,
+    VNNI or AVX2): for compute-bound shapes only."""
+    inputs = [
+        x,
+        g.weight(f"{name}.weight_q8", q.q_kn),
+        g.weight(f"{name}.scale", q.scales),
+        g.weight(f"{name}.zero_point", np.zeros(len(q.scales), np.int8)),
+    ]
+    if bias is not None:
+        inputs.append(g.weight(f"{name}.bias", bias.astype(np.float32)))
+    return g.ms("DynamicQuantizeMatMul", *inputs)
 
 
 def layer_norm(g: GraphBuilder, x: str, name: str, weight: np.ndarray, bias: np.ndarray, eps: float) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..config import VisionConfig
 from .builder import FLOAT, INT64, GraphBuilder
-from .ops import WeightFormat, gelu, layer_norm, linear, rope_inverse_frequencies
+from .ops import FP32, WeightFormat, gelu, layer_norm, linear, rope_inverse_frequencies
 
 P = "model.visual"
 
@@ -159,7 +159,7 @@ def build_vision(
             cfg.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size**2
         )
         wp = wp.sum(axis=2, dtype=np.float32).reshape(cfg.hidden_size, cfg.frame_patch_dim)
-        x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"), WeightFormat("fp32"))
+        x = linear(g, pixels, f"{P}.patch_embed.proj", wp, ck.get(f"{P}.patch_embed.proj.bias"), FP32)
     with g.scope("pos_embed"):
         x = g.op("Add", x, _position_embedding(g, ck, cfg, rows, cols, gh, gw))
 

@@ -1,5 +1,5 @@
-"""bench.vision_formats on the tiny checkpoint with a photo of our own: every format runs and
-the fp32 reference is compared with itself exactly."""
+"""bench.vision_formats on the tiny checkpoint with a photo of our own: every format runs and is
+compared with the first one given, the reference."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def test_each_format_is_built_and_compared_with_fp32(tiny_checkpoint, tmp_path, 
         == 0
     )
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| photo.png")]
-    errors = {row.split("|")[2].strip(): float(row.split("|")[3]) for row in rows}
-    assert errors["fp32"] == 0.0
-    assert 0 < errors["int8-block"] < 0.05 and 0 < errors["int8"] < 0.05
+    errors = {row.split("|")[2].strip(): row.split("|")[3].strip() for row in rows}
+    assert errors.pop("fp32") == "reference"
+    assert errors.keys() == {"int8", "int8-block"}
+    assert all(0 < float(error) < 0.05 for error in errors.values())

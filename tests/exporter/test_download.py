@@ -19,10 +19,9 @@ import pytest
 from exporter import download
 from exporter.download import (
     DownloadProgress,
-    check_disk_space,
     download_checkpoint,
-    is_hub_id,
     plan_download,
+    split_hub_id,
 )
 from exporter.errors import DiskSpaceError, DownloadError, ExportCancelled
 from tests.fixtures.fake_hub import FakeHub, point_huggingface_hub_at
@@ -94,8 +93,9 @@ def test_plan_lists_only_needed_files_with_sizes_and_commit(hub: FakeHub, source
     assert plan.present_bytes == 0 and plan.missing_bytes == plan.total_bytes
 
 
-def test_is_hub_id_tells_ids_from_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert is_hub_id("Qwen/Qwen3-VL-4B-Instruct")
+def test_hub_ids_are_told_from_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert split_hub_id("Qwen/Qwen3-VL-4B-Instruct") == ("Qwen/Qwen3-VL-4B-Instruct", "main")
+    assert split_hub_id("Qwen/Qwen3-VL-4B-Instruct@v1.0") == ("Qwen/Qwen3-VL-4B-Instruct", "v1.0")
     for path_like in (
         "",
         "./model",
@@ -106,10 +106,10 @@ def test_is_hub_id_tells_ids_from_paths(tmp_path: Path, monkeypatch: pytest.Monk
         "bad--name/x",
         "qwen",
     ):
-        assert not is_hub_id(path_like), path_like
+        assert split_hub_id(path_like) is None, path_like
     (tmp_path / "Qwen" / "Qwen3-VL-4B-Instruct").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert not is_hub_id("Qwen/Qwen3-VL-4B-Instruct"), "an existing local folder wins over the Hub"
+    assert split_hub_id("Qwen/Qwen3-VL-4B-Instruct") is None, "an existing local folder wins over the Hub"
 
 
 # ---- full download, progress, cache reuse -----------------------------------------------------
@@ -287,17 +287,10 @@ def test_hub_unreachable(source_repo: Path, tmp_path: Path, monkeypatch: pytest.
 def test_not_enough_disk_space_fails_before_any_byte(hub: FakeHub, tmp_path, monkeypatch) -> None:
     real_usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage._replace(free=1_000))
-    with pytest.raises(DiskSpaceError, match=r"needs \d+\.\d MB more, only 1\.0 kB is free"):
+    with pytest.raises(DiskSpaceError, match=r"the rest of the download needs \d+\.\d MB, only 1\.0 kB is free"):
         download_checkpoint(REPO)
     assert file_requests(hub) == []
     assert not list((tmp_path / "hf_home").rglob("blobs/*"))
-
-
-def test_check_disk_space_walks_up_to_an_existing_folder(tmp_path: Path) -> None:
-    not_yet = tmp_path / "will" / "be" / "created"
-    check_disk_space(not_yet, 1)
-    with pytest.raises(DiskSpaceError, match=str(tmp_path)):
-        check_disk_space(not_yet, 10**18)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to make writes fail with ENOSPC")

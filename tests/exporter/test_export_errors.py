@@ -174,7 +174,7 @@ def test_too_little_disk_space_is_refused_before_writing(ckpt_copy, tmp_path, mo
     import exporter.export as ex
 
     monkeypatch.setattr(ex.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
-    with pytest.raises(DiskSpaceError, match=r"needs about \d+\.\d MB and only 1\.0 MB is free"):
+    with pytest.raises(DiskSpaceError, match=r"the converted model needs \d+\.\d MB, only 1\.0 MB is free"):
         export_model(ckpt_copy, tmp_path / "out")
     _assert_nothing_written(tmp_path / "out")
 

@@ -78,13 +78,14 @@ def test_full_range_int8_weights_would_saturate():
 def test_onnxruntime_int8_matmul_on_this_cpu_equals_the_integer_reference(k, n):
     """The kernel this machine runs gives what exact integer arithmetic gives (to fp32 rounding),
     on activations with outlier channels."""
-    from engine.kernel_probe import int8_matmul, single_node_session
+    from exporter.graph.ops import WeightFormat
+    from exporter.probes.kernels import linear_session
 
     rng = np.random.default_rng(2)
     w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
     q = quantize_int8(w)
     x = outlier_activations(64, k, seed=3)
-    session = single_node_session(*int8_matmul(w), k, n)  # the graph's node, as the exporter writes it
+    session = linear_session(w, WeightFormat("int8"))  # the graph's node, as the exporter writes it
     ours = session.run(None, {"x": x})[0].astype(np.float64)
     xq, x_scale, zp = quantize_activations(x)
     integer = exact_sums(xq, zp, q.q_kn) * x_scale * q.scales.astype(np.float64)[None, :]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.kernel_probe import PromptGraphAdvice
-from engine.kv_probe import KvCacheAdvice
+from exporter.probes.kv_cache import KvCacheAdvice
+from exporter.probes.prompt_graph import PromptGraphAdvice
 from tests.ui_wizard import close_wizards, serve
 from ui.wizard import choose_page
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from engine.kv_probe import KvCacheAdvice
 from engine.manifest import Manifest
+from exporter.probes.kv_cache import KvCacheAdvice
 from tests.ui_wizard import WAIT_MS, choose_folder, click, finish_button, make_wizard, next_button, wait_page
 from ui.wizard import choose_page, memory
 from ui.wizard.choice import PageId

@@ -114,7 +114,7 @@ def test_total_ram_is_what_the_kernel_reports(tmp_path, monkeypatch):
 def test_the_box_follows_the_measurement_on_this_computer(
     qtbot, tiny_checkpoint, tmp_path, monkeypatch, plenty_of_ram, int8_gops, enabled, ticked, words
 ):
-    from engine.kernel_probe import PromptGraphAdvice
+    from exporter.probes.prompt_graph import PromptGraphAdvice
     from ui.wizard import choose_page
 
     advice = PromptGraphAdvice("a test CPU", int4_gops=100.0, int8_gops=int8_gops)

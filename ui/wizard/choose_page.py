@@ -28,11 +28,11 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from engine.kernel_probe import PromptGraphAdvice, prompt_graph_advice
-from engine.kv_probe import KvCacheAdvice, kv_cache_advice
 from engine.probe_cache import OptionAdvice
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
+from exporter.probes.kv_cache import KvCacheAdvice, kv_cache_advice
+from exporter.probes.prompt_graph import PromptGraphAdvice, prompt_graph_advice
 from ui.paths import data_dir
 
 from . import memory

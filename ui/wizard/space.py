@@ -11,6 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.disk_space import existing_parent, shortage_message
+
 from .units import human_bytes
 
 
@@ -38,19 +40,8 @@ class Disk:
         return self.free < self.needed
 
     def shortage_message(self) -> str:
-        what = " and ".join(f"{n.what} ({human_bytes(n.nbytes)})" for n in self.needs if n.nbytes)
-        return (
-            f"Not enough free disk space on {self.anchor}: {what} need {human_bytes(self.needed)}, "
-            f"only {human_bytes(self.free)} is free. Free up {human_bytes(self.needed - self.free)} "
-            "or choose another folder."
-        )
-
-
-def existing_parent(path: Path) -> Path:
-    path = Path(path).expanduser().absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+        named = [f"{n.what} ({human_bytes(n.nbytes)})" for n in self.needs if n.nbytes]
+        return shortage_message(self.anchor, " and ".join(named), self.needed, self.free, plural=len(named) > 1)
 
 
 def mount_point(path: Path) -> Path:

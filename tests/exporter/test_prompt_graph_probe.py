@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
-from engine import kernel_probe
-from engine.kernel_probe import PromptGraphAdvice, measure_prompt_kernels, prompt_graph_advice
+import onnxruntime as ort
+
+from engine.cpu import cpu_info
+from exporter.probes import prompt_graph
+from exporter.probes.prompt_graph import PromptGraphAdvice, measure_prompt_kernels, prompt_graph_advice
 
 
 def test_both_kernels_are_timed_on_this_cpu():
     advice = measure_prompt_kernels(seconds=0.3)
     assert advice.int4_gops > 1 and advice.int8_gops > 1
-    assert advice.cpu_summary == kernel_probe.cpu_info().summary()
+    assert advice.cpu_summary == cpu_info().summary()
     assert f"{advice.prompt_speedup:.1f}x faster" in advice.hint()  # the prediction this CPU measured
 
 
@@ -31,11 +34,11 @@ def test_the_measurement_is_cached_per_processor_and_onnxruntime(tmp_path, monke
         calls.append(seconds)
         return PromptGraphAdvice(cpu.summary(), 100.0, 300.0)
 
-    monkeypatch.setattr(kernel_probe, "measure_prompt_kernels", fake_measure)
+    monkeypatch.setattr(prompt_graph, "measure_prompt_kernels", fake_measure)
     first = prompt_graph_advice(cache)
     assert prompt_graph_advice(cache) == first and len(calls) == 2
     stored = json.loads(cache.read_text())
-    stored["key"] = stored["key"].replace(kernel_probe.ort.__version__, "0.0.0")  # another onnxruntime
+    stored["key"] = stored["key"].replace(ort.__version__, "0.0.0")  # another onnxruntime
     cache.write_text(json.dumps(stored))
     prompt_graph_advice(cache)
     assert len(calls) == 4

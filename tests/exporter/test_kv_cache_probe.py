@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from engine import kv_probe
-from engine.kv_probe import KvCacheAdvice, kv_cache_advice, measure_kv_cache_kernels
+from engine.cpu import cpu_info
+from exporter.probes import kv_cache
+from exporter.probes.kv_cache import KvCacheAdvice, kv_cache_advice, measure_kv_cache_kernels
 
 
 def test_attention_and_weights_are_timed_on_this_cpu():
@@ -17,7 +19,7 @@ def test_attention_and_weights_are_timed_on_this_cpu():
     assert 0 < advice.attention_fp32_ms < 1000 and 0 < advice.attention_fp16_ms < 1000
     # One layer's attention over 4k tokens reads 8-16 MB of cache; a step's weights are 2.2 GB.
     assert advice.weights_ms > advice.attention_fp32_ms
-    assert advice.cpu_summary == kv_probe.cpu_info().summary()
+    assert advice.cpu_summary == cpu_info().summary()
     assert advice.decode_speedup > 0
     predicted = f"{advice.decode_speedup:.1f}x faster" if advice.offered else f"{advice.decode_speedup:.2f}x faster"
     assert predicted in advice.hint()
@@ -48,7 +50,7 @@ def test_the_probed_attention_is_the_exported_decoders(tiny_int4):
     producers = {out: n for n in exported.node for out in n.output}
     casts = [producers[name] for name in gqa.input[:3]]
     assert all(c.op_type == "Cast" and c.attribute[0].i == TensorProto.FLOAT16 for c in casts)
-    probe_graph = kv_probe.attention_graph(TensorProto.FLOAT16)
+    probe_graph = kv_cache.attention_graph(TensorProto.FLOAT16)[0].graph()
     probe_gqa = next(n for n in probe_graph.node if n.op_type == "GroupQueryAttention")
     assert probe_gqa.domain == gqa.domain and len(probe_gqa.input) == len(gqa.input)
     assert sorted(a.name for a in probe_gqa.attribute) == sorted(a.name for a in gqa.attribute)
@@ -63,16 +65,16 @@ def test_the_measurement_is_cached_per_processor_and_onnxruntime(tmp_path, monke
         calls.append(seconds)
         return KvCacheAdvice(cpu.summary(), 5.0, 3.0, 100.0)
 
-    monkeypatch.setattr(kv_probe, "measure_kv_cache_kernels", fake_measure)
+    monkeypatch.setattr(kv_cache, "measure_kv_cache_kernels", fake_measure)
     first = kv_cache_advice(cache)
     assert kv_cache_advice(cache) == first and len(calls) == 2
     stored = json.loads(cache.read_text())
-    stored["key"] = stored["key"].replace(kv_probe.cpu_info().model, "another CPU")
+    stored["key"] = stored["key"].replace(cpu_info().model, "another CPU")
     cache.write_text(json.dumps(stored))
     kv_cache_advice(cache)
     assert len(calls) == 4
     stored = json.loads(cache.read_text())
-    stored["key"] = stored["key"].replace(kv_probe.ort.__version__, "0.0.0")  # another onnxruntime
+    stored["key"] = stored["key"].replace(ort.__version__, "0.0.0")  # another onnxruntime
     cache.write_text(json.dumps(stored))
     kv_cache_advice(cache)
     assert len(calls) == 6
@@ -91,7 +93,7 @@ def test_a_disturbed_measurement_is_not_kept_and_the_lower_reading_is_given(tmp_
         fp16, fp32 = next(readings)
         return KvCacheAdvice(cpu.summary(), fp16, fp32, 100.0)
 
-    monkeypatch.setattr(kv_probe, "measure_kv_cache_kernels", fake_measure)
+    monkeypatch.setattr(kv_cache, "measure_kv_cache_kernels", fake_measure)
     disturbed = kv_cache_advice(cache)
     assert disturbed.attention_fp16_ms == 5.0 and not cache.exists()
     steady = kv_cache_advice(cache)

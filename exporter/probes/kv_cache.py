@@ -11,28 +11,24 @@ prompt-graph advice.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
-from .cpu import CpuInfo, cpu_info
-from .kernel_probe import (
-    INT4_BLOCK,
-    PROBE_K,
-    PROBE_N,
-    nbits_initializers,
-    nbits_matmul_node,
-    probe_session,
-    single_node_session,
-)
-from .memory import cache_buffer
-from .probe_cache import OptionAdvice, measured_per_cpu
+from engine.cpu import CpuInfo, cpu_info
+from engine.kernel_probe import probe_session
+from engine.memory import cache_buffer
+from engine.probe_cache import OptionAdvice, measured_per_cpu
+
+from ..graph.builder import FLOAT, FLOAT16, INT32, GraphBuilder
+from ..graph.decoder import cached_attention
+from ..graph.ops import matmul_nbits
+from ..quantize import BlockWeight
+from .kernels import best_seconds, matmul_session
+from .prompt_graph import INT4, PROBE_K, PROBE_N
 
 # Qwen3-VL-4B's text decoder, the model the wizard converts.
 LAYERS, HEADS, KV_HEADS, HEAD_DIM = 36, 32, 8, 128
@@ -52,13 +48,12 @@ def _int4_bytes(weights: int, block: int) -> float:
 # What one decode step reads from memory besides the cache: every layer's int4 weights (q/k/v, o,
 # gate/up, down in blocks of 128) and the tied lm_head (blocks of 32), ~2.2 GB as exported.
 _LAYER_WEIGHTS = HIDDEN * (HEADS + 2 * KV_HEADS) * HEAD_DIM + HEADS * HEAD_DIM * HIDDEN + 3 * HIDDEN * INTERMEDIATE
-DECODE_WEIGHT_BYTES = _int4_bytes(LAYERS * _LAYER_WEIGHTS, INT4_BLOCK) + _int4_bytes(VOCAB * HIDDEN, 32)
-PROBE_WEIGHT_BYTES = _int4_bytes(PROBE_K * PROBE_N, INT4_BLOCK)
+DECODE_WEIGHT_BYTES = _int4_bytes(LAYERS * _LAYER_WEIGHTS, INT4.block_size) + _int4_bytes(VOCAB * HIDDEN, 32)
+PROBE_WEIGHT_BYTES = _int4_bytes(PROBE_K * PROBE_N, INT4.block_size)
 
 OFFER_AT = 1.15  # long conversations decode at least this much faster: offered
 SUGGEST_AT = 1.3  # ... and ticked by default
 _CACHE_VERSION = 1
-ACCURACY_LEVEL = 4  # as exported (exporter/export.py DEFAULT_ACCURACY_LEVEL): int8 activations
 
 
 @dataclass(frozen=True)
@@ -95,52 +90,26 @@ class KvCacheAdvice(OptionAdvice):
         )
 
 
-def attention_graph(kv_type: int) -> onnx.GraphProto:
-    """One decoder layer's attention as exported: fp32 q/k/v cast to the cache's type when it is
-    fp16, GroupQueryAttention with the decoder's attributes, the output cast back."""
-    from exporter.graph.decoder import gqa_attributes
-
-    fp32, int32 = TensorProto.FLOAT, TensorProto.INT32
-    cast = kv_type != fp32
-    nodes = [helper.make_node("Cast", [x], [f"{x}_c"], to=kv_type) for x in "qkv"] if cast else []
-    qkv = [f"{x}_c" for x in "qkv"] if cast else list("qkv")
-    nodes.append(
-        helper.make_node(
-            "GroupQueryAttention",
-            [*qkv, "past_key", "past_value", "seqlens_k", "total_sequence_length"],
-            ["attn_c" if cast else "attn", "present_key", "present_value"],
-            domain="com.microsoft",
-            **gqa_attributes(HEADS, KV_HEADS, HEAD_DIM),
-        )
-    )
-    if cast:
-        nodes.append(helper.make_node("Cast", ["attn_c"], ["attn"], to=fp32))
-    cache_shape = [1, KV_HEADS, "T", HEAD_DIM]
-    return helper.make_graph(
-        nodes,
-        "attention_probe",
-        [
-            helper.make_tensor_value_info("q", fp32, [1, 1, HEADS * HEAD_DIM]),
-            helper.make_tensor_value_info("k", fp32, [1, 1, KV_HEADS * HEAD_DIM]),
-            helper.make_tensor_value_info("v", fp32, [1, 1, KV_HEADS * HEAD_DIM]),
-            helper.make_tensor_value_info("past_key", kv_type, cache_shape),
-            helper.make_tensor_value_info("past_value", kv_type, cache_shape),
-            helper.make_tensor_value_info("seqlens_k", int32, [1]),
-            helper.make_tensor_value_info("total_sequence_length", int32, []),
-        ],
-        [
-            helper.make_tensor_value_info("attn", fp32, [1, 1, HEADS * HEAD_DIM]),
-            helper.make_tensor_value_info("present_key", kv_type, cache_shape),
-            helper.make_tensor_value_info("present_value", kv_type, cache_shape),
-        ],
-    )
+def attention_graph(kv_type: int) -> tuple[GraphBuilder, str]:
+    """One decoder layer's attention as exported (layer 0, the cache in `kv_type`), and its output."""
+    g = GraphBuilder("attention_probe")
+    qkv = tuple(g.input(x, FLOAT, [1, 1, n * HEAD_DIM]) for x, n in (("q", HEADS), ("k", KV_HEADS), ("v", KV_HEADS)))
+    for kv in ("key", "value"):
+        g.input(f"past_key_values.0.{kv}", kv_type, [1, KV_HEADS, "T", HEAD_DIM])
+    lengths = g.input("seqlens_k", INT32, [1]), g.input("total_sequence_length", INT32, [])
+    out = cached_attention(g, qkv, 0, (HEADS, KV_HEADS, HEAD_DIM), lengths, kv_type)
+    g.output(out, out, FLOAT, [1, 1, HEADS * HEAD_DIM])
+    for kv in ("key", "value"):
+        g.output(f"present.0.{kv}", f"present.0.{kv}", kv_type, [1, KV_HEADS, "T", HEAD_DIM])
+    return g, out
 
 
 def _attention_step(kv_type: int, dtype, rng: np.random.Generator):
     """A callable running one decode step's attention over PROBE_CONTEXT cached tokens, the cache
     bound in place (past and present one buffer, preallocated to the default context) as the
     engine binds it."""
-    session = probe_session(attention_graph(kv_type))
+    g, out = attention_graph(kv_type)
+    session = probe_session(g.graph())
     shape = (1, KV_HEADS, DEFAULT_CONTEXT, HEAD_DIM)
     numbers = rng.standard_normal(shape, dtype=np.float32)
     cache = [cache_buffer(shape, dtype) for _ in ("key", "value")]  # the engine's pages (4 KiB, not huge)
@@ -153,9 +122,9 @@ def _attention_step(kv_type: int, dtype, rng: np.random.Generator):
     io.bind_cpu_input("seqlens_k", np.array([PROBE_CONTEXT], np.int32))
     io.bind_cpu_input("total_sequence_length", np.array(PROBE_CONTEXT + 1, np.int32))
     for kv, value in zip(("key", "value"), values, strict=True):
-        io.bind_ortvalue_input(f"past_{kv}", value)
-        io.bind_ortvalue_output(f"present_{kv}", value)
-    io.bind_output("attn", "cpu")
+        io.bind_ortvalue_input(f"past_key_values.0.{kv}", value)
+        io.bind_ortvalue_output(f"present.0.{kv}", value)
+    io.bind_output(out, "cpu")
 
     def run(_bound=(cache, values)) -> None:  # the bound buffers must live as long as the binding
         session.run_with_iobinding(io)
@@ -167,41 +136,32 @@ def _matmul_step(rng: np.random.Generator):
     """A callable running one token through the MLP's up projection in int4 (M=1). The kernel's
     speed does not depend on the weights' values, so random nibbles in the exporter's layout stand
     in for quantized ones (quantizing 25M weights would take longer than the measurement)."""
-    blocks = PROBE_K // INT4_BLOCK
-    inits = nbits_initializers(
-        rng.integers(0, 256, (PROBE_N, blocks, INT4_BLOCK // 2), np.uint8),
+    blocks = PROBE_K // INT4.block_size
+    weight = BlockWeight(
+        rng.integers(0, 256, (PROBE_N, blocks, INT4.block_size // 2), np.uint8),
         rng.uniform(1e-3, 1e-2, (PROBE_N, blocks)).astype(np.float32),
         rng.integers(0, 256, (PROBE_N, (blocks + 1) // 2), np.uint8),
+        PROBE_N,
+        PROBE_K,
+        INT4.block_size,
+        bits=4,
     )
-    node = nbits_matmul_node(PROBE_K, PROBE_N, 4, INT4_BLOCK, ACCURACY_LEVEL)
-    session = single_node_session(node, inits, PROBE_K, PROBE_N)
+    session = matmul_session(
+        PROBE_K, PROBE_N, lambda g, x: matmul_nbits(g, x, "up_proj", weight, None, INT4.accuracy_level)
+    )
     x = rng.standard_normal((1, PROBE_K), dtype=np.float32)
     return lambda: session.run(None, {"x": x})
-
-
-def _best_seconds(steps: list, budget: float) -> list[float]:
-    """Best time of each step, their runs interleaved so a busy moment hits all alike."""
-    for step in steps:
-        step()  # prepacking and first touch
-    best = [float("inf")] * len(steps)
-    start = time.perf_counter()
-    while time.perf_counter() - start < budget or max(best) == float("inf"):
-        for i, step in enumerate(steps):
-            t = time.perf_counter()
-            step()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
 
 
 def measure_kv_cache_kernels(seconds: float = 1.0, cpu: CpuInfo | None = None) -> KvCacheAdvice:
     """Time attention with both cache types and the int4 matmul for about `seconds` in all."""
     rng = np.random.default_rng(0)
     steps = [
-        _attention_step(TensorProto.FLOAT16, np.float16, rng),
-        _attention_step(TensorProto.FLOAT, np.float32, rng),
+        _attention_step(FLOAT16, np.float16, rng),
+        _attention_step(FLOAT, np.float32, rng),
         _matmul_step(rng),
     ]
-    fp16, fp32, matmul = _best_seconds(steps, seconds)
+    fp16, fp32, matmul = best_seconds(steps, seconds)
     weights = matmul * DECODE_WEIGHT_BYTES / PROBE_WEIGHT_BYTES
     return KvCacheAdvice((cpu or cpu_info()).summary(), *(round(t * 1e3, 3) for t in (fp16, fp32, weights)))
 
