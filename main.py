@@ -109,34 +109,60 @@ def run_smoke(
     streamed in."""
     import tempfile
 
-    from PySide6.QtCore import QTimer
-
-    from engine.artifacts import is_valid_artifact_dir
-    from ui.app import build_main_window
-    from ui.settings import use_scratch_settings
-
-    if not is_valid_artifact_dir(model_dir):
-        print(f"iris --smoke: {model_dir} is not a complete Iris model folder.", file=sys.stderr)
-        return 2
-    if not image.is_file():
-        print(f"iris --smoke: no such image file: {image}", file=sys.stderr)
+    problem = _smoke_input_problem(model_dir, image)
+    if problem:
+        print(f"iris --smoke: {problem}", file=sys.stderr)
         return 2
     # Keep the user's history and settings clean: chats, pasted images and the measured speed
     # of this run all go to a folder that is deleted at the end.
-    scratch = tempfile.TemporaryDirectory(prefix="iris-smoke-")
-    settings_store = use_scratch_settings(Path(scratch.name) / "settings")
+    with tempfile.TemporaryDirectory(prefix="iris-smoke-") as scratch:
+        window = _scratch_window(model_dir, Path(scratch), max_new_tokens)
+        outcome = _ask_once(app, window, image, prompt, screenshot, timeout)
+        window.close()
+    if outcome.get("error"):
+        print(f"iris --smoke: {outcome['error']}", file=sys.stderr)
+        return 1
+    if not outcome.get("answer"):
+        print("iris --smoke: the model produced no text", file=sys.stderr)
+        return 1
+    print(outcome["answer"])
+    return 0
+
+
+def _smoke_input_problem(model_dir: Path, image: Path) -> str | None:
+    from engine.artifacts import is_valid_artifact_dir
+
+    if not is_valid_artifact_dir(model_dir):
+        return f"{model_dir} is not a complete Iris model folder."
+    if not image.is_file():
+        return f"no such image file: {image}"
+    return None
+
+
+def _scratch_window(model_dir: Path, scratch: Path, max_new_tokens: int | None):
+    """The real window, with settings, chats and speeds kept in `scratch`, answering greedily so
+    the printed answer is the model's one answer and can be checked."""
+    from ui.app import build_main_window
+    from ui.settings import use_scratch_settings
+
     window = build_main_window(
         model_dir,
-        settings_store=settings_store,
-        history_root=Path(scratch.name) / "chats",
-        attachments_dir=lambda: Path(scratch.name),
-        speed_file=Path(scratch.name) / "speeds.json",
+        settings_store=use_scratch_settings(scratch / "settings"),
+        history_root=scratch / "chats",
+        attachments_dir=lambda: scratch,
+        speed_file=scratch / "speeds.json",
     )
-    # Greedy, so the printed answer is the model's one answer and can be checked (this run's copy
-    # of the settings only).
-    window.settings = window.settings.greedy()
+    window.settings = window.settings.greedy()  # this run's copy of the settings only
     if max_new_tokens:
         window.settings = replace(window.settings, max_new_tokens=max_new_tokens)
+    return window
+
+
+def _ask_once(app, window, image: Path, prompt: str, screenshot: Path | None, timeout: float) -> dict[str, str]:
+    """Open `image`, ask `prompt` once the model is loaded, and run Qt until the answer ends, the
+    question is refused or `timeout` passes: {"answer": ..., "error": ...}."""
+    from PySide6.QtCore import QTimer
+
     outcome: dict[str, str] = {}
 
     def capture_and_quit() -> None:
@@ -160,16 +186,7 @@ def run_smoke(
     window.show()
     window.image_pane.add_files([image])  # opened on its own thread; a question sent meanwhile waits for it
     app.exec()
-    window.close()
-    scratch.cleanup()
-    if outcome.get("error"):
-        print(f"iris --smoke: {outcome['error']}", file=sys.stderr)
-        return 1
-    if not outcome.get("answer"):
-        print("iris --smoke: the model produced no text", file=sys.stderr)
-        return 1
-    print(outcome["answer"])
-    return 0
+    return outcome
 
 
 if __name__ == "__main__":

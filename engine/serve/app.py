@@ -1,7 +1,8 @@
 """The routes: GET /v1/models and POST /v1/chat/completions (plain or streamed), on Starlette.
 
-A request is checked, tokenized and its images decoded before it takes a place in line, so bad
-input is answered at once with OpenAI's error object. Generation runs on the scheduler's thread;
+A request's body is checked before it takes a place in line (a full line answers 429 at once);
+then it is tokenized and its images decoded, and bad input gives its place back and is answered
+with OpenAI's error object. Generation runs on the scheduler's thread;
 a client that goes away (stream closed, or connection dropped while waiting) sets its cancel
 flag, and the engine stops within one step.
 """

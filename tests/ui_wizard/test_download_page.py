@@ -41,15 +41,17 @@ def download_under_way(qtbot, hub, tmp_path):
     start_download(qtbot, wizard)
     page = wizard.download_page
     wait_inside_weights(qtbot, page, at_least=5_000_000)
-    return wizard, page, page._task
+    return wizard, page, page.task
 
 
 def wait_inside_weights(qtbot, page, at_least: int) -> None:
     """Until the page shows progress inside the weights file, past `at_least` bytes of the whole download."""
-    qtbot.waitUntil(
-        lambda: page._last is not None and page._last.current_file == WEIGHTS and page._last.bytes_done > at_least,
-        timeout=WAIT_MS,
-    )
+
+    def inside() -> bool:
+        last = page.last_progress
+        return last is not None and last.current_file == WEIGHTS and last.bytes_done > at_least
+
+    qtbot.waitUntil(inside, timeout=WAIT_MS)
 
 
 def sha256(path) -> str:
@@ -187,7 +189,7 @@ def test_a_disk_that_filled_up_after_the_first_page_is_explained_with_a_retry(qt
 def test_a_disk_full_while_writing_is_explained_with_a_retry(qtbot, hub, tmp_path):
     wizard = make_wizard(qtbot, tmp_path / "model")
     choose_download(qtbot, wizard)
-    plan = wizard.choose_page._estimate.plan
+    plan = wizard.choose_page.download_plan
     weights = next(f for f in plan.files if f.filename == WEIGHTS)
     partial = plan.storage_dir / "blobs" / f"{weights.etag}.incomplete"
     partial.parent.mkdir(parents=True)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.probe_cache import OptionAdvice
+from exporter.download import DownloadPlan
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
 from exporter.probes.kv_cache import KvCacheAdvice, kv_cache_advice
@@ -89,6 +90,11 @@ class ChoosePage(QWizardPage):
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self, default_target: Path, repo_id: str) -> None:
+        self._make_widgets(default_target, repo_id)
+        self._lay_out()
+        self._connect()
+
+    def _make_widgets(self, default_target: Path, repo_id: str) -> None:
         self.download_radio = QRadioButton("Download from Hugging Face")
         self.folder_radio = QRadioButton("Use a folder I already have")
         self.download_radio.setChecked(True)
@@ -126,6 +132,7 @@ class ChoosePage(QWizardPage):
         self.problem_label.setStyleSheet(ERROR_STYLE)
         self.check_again_button = QPushButton("Check again")
 
+    def _lay_out(self) -> None:
         source = QGridLayout()
         source.setColumnMinimumWidth(0, 24)
         source.addWidget(self.download_radio, 0, 0, 1, 3)
@@ -160,6 +167,7 @@ class ChoosePage(QWizardPage):
         layout.addLayout(problem_row)
         layout.addStretch(1)
 
+    def _connect(self) -> None:
         self.download_radio.toggled.connect(self._refresh)
         self.repo_edit.textChanged.connect(self._repo_edited)
         self.folder_edit.textChanged.connect(self._refresh)
@@ -183,6 +191,11 @@ class ChoosePage(QWizardPage):
         return box
 
     # ---- QWizardPage ----------------------------------------------------------------------------
+    @property
+    def download_plan(self) -> DownloadPlan | None:
+        """The files the Hub lists for the repository typed, once it has answered."""
+        return self._estimate.plan if self._estimate is not None else None
+
     def initializePage(self) -> None:
         self._refresh()
 

@@ -40,6 +40,11 @@ class DownloadPage(WorkPage):
             self.content.addWidget(widget)
         self._last: DownloadProgress | None = None
 
+    @property
+    def last_progress(self) -> DownloadProgress | None:
+        """What the download reported last (None before it reports)."""
+        return self._last
+
     def initializePage(self) -> None:
         self._last = None
         choice = self.wizard().choice

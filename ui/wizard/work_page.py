@@ -73,6 +73,11 @@ class WorkPage(QWizardPage):
         return "Cancelled."
 
     # ---- QWizardPage -------------------------------------------------------------------------
+    @property
+    def task(self) -> Task | None:
+        """The work running now, if any."""
+        return self._task
+
     def initializePage(self) -> None:
         self.start_work()
 
