@@ -13,6 +13,7 @@ import pytest
 from engine.artifacts import check_model_files, is_valid_artifact_dir, verify_artifacts
 from engine.errors import ArtifactError
 from engine.file_stamps import VERIFIED_NAME
+from engine.manifest import Manifest
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_a_manifest_that_leaves_files_unchecked_is_refused(folder, change, reaso
 
 
 def test_the_full_check_counts_intact_files_names_a_damaged_one_and_can_stop(folder):
-    files = json.loads((folder / "manifest.json").read_text())["files"]
+    files = Manifest.load(folder).files
     seen = []
     assert check_model_files(folder, progress=lambda name, i, n: seen.append((name, i, n))) == len(files)
     assert [name for name, _, _ in seen] == list(files) and {n for _, _, n in seen} == {len(files)}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from engine.manifest import Manifest, SourceSection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def test_cli_exports_and_prints_a_summary(tiny_checkpoint, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "[decoder]" in proc.stdout and "total" in proc.stdout
-    assert json.loads((out / "manifest.json").read_text())["precision"] == "fp32"
+    assert Manifest.load(out).precision == "fp32"
 
 
 def test_cli_reports_a_bad_source_clearly(tmp_path):
@@ -55,9 +56,9 @@ def test_cli_downloads_a_hub_id_then_exports(tiny_checkpoint, tmp_path, monkeypa
             timeout=300,
         )
     assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["source"]["kind"] == "hub" and manifest["source"]["repo_id"] == repo
-    assert len(manifest["source"]["commit"]) == 40
+    manifest = Manifest.load(out)
+    assert manifest.source.kind == "hub" and manifest.source.repo_id == repo
+    assert len(manifest.source.commit) == 40
     # the same bytes as converting the folder directly
     local = tmp_path / "local"
     subprocess.run(
@@ -67,8 +68,7 @@ def test_cli_downloads_a_hub_id_then_exports(tiny_checkpoint, tmp_path, monkeypa
         capture_output=True,
         timeout=300,
     )
-    local_files = json.loads((local / "manifest.json").read_text())["files"]
-    assert manifest["files"]["decoder.onnx.data"] == local_files["decoder.onnx.data"]
+    assert manifest.files["decoder.onnx.data"] == Manifest.load(local).files["decoder.onnx.data"]
 
 
 def test_cli_downloads_a_hub_id_at_a_revision(tiny_checkpoint, tmp_path, monkeypatch):
@@ -87,8 +87,8 @@ def test_cli_downloads_a_hub_id_at_a_revision(tiny_checkpoint, tmp_path, monkeyp
             timeout=300,
         )
         assert proc.returncode == 0, proc.stderr
-        source = json.loads((out / "manifest.json").read_text())["source"]
-        assert source == {"kind": "hub", "repo_id": repo, "revision": hub.commit_sha, "commit": hub.commit_sha}
+        source = Manifest.load(out).source
+        assert source == SourceSection("hub", repo_id=repo, revision=hub.commit_sha, commit=hub.commit_sha)
         assert any(f"/revision/{hub.commit_sha}" in r.path for r in hub.requests)
 
         missing = subprocess.run(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.manifest import Manifest
 from exporter.config import load_config, parse_config
 from exporter.errors import CheckpointError, DiskSpaceError, ExportCancelled, ExportError, UnsupportedModelError
 from exporter.export import ExportOptions, export_model
@@ -163,8 +164,8 @@ def test_sharded_checkpoint_exports_the_same_bytes(tiny_checkpoint, tmp_path):
     assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
     a = export_model(tmp_path / "sharded", tmp_path / "a", ExportOptions("int4"))
     b = export_model(tiny_checkpoint[0], tmp_path / "b", ExportOptions("int4"))
-    ma = json.loads((a.out_dir / "manifest.json").read_text())["files"]
-    mb = json.loads((b.out_dir / "manifest.json").read_text())["files"]
+    ma = Manifest.load(a.out_dir).files
+    mb = Manifest.load(b.out_dir).files
     assert ma["decoder.onnx.data"] == mb["decoder.onnx.data"]
     assert ma["vision.onnx.data"] == mb["vision.onnx.data"]
 
@@ -201,14 +202,13 @@ def test_an_existing_export_is_kept_unless_overwrite(ckpt_copy, tmp_path):
     export_model(ckpt_copy, out, ExportOptions("int4"))
     with pytest.raises(ExportError, match="already exists"):
         export_model(ckpt_copy, out, ExportOptions("fp32"))
-    assert json.loads((out / "manifest.json").read_text())["precision"] == "int4"
+    assert Manifest.load(out).precision == "int4"
     export_model(ckpt_copy, out, ExportOptions("fp32", overwrite=True))
-    assert json.loads((out / "manifest.json").read_text())["precision"] == "fp32"
+    assert Manifest.load(out).precision == "fp32"
 
 
 def test_manifest_lists_every_file_with_size_and_sha256(tiny_int4):
     from engine.file_stamps import sha256_file
-    from engine.manifest import Manifest
 
     manifest = Manifest.load(tiny_int4)
     on_disk = {p.name for p in tiny_int4.iterdir()} - {"manifest.json", ".verified.json"}
@@ -259,8 +259,8 @@ def test_fp32_and_fp16_checkpoints_convert_too(dtype, tiny_checkpoint, tiny_fp32
     state = {k: v.to(target) for k, v in load_file(folder / "model.safetensors").items()}
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     out = export_model(folder, tmp_path / "out", ExportOptions("fp32")).out_dir
-    got = json.loads((out / "manifest.json").read_text())["files"]
-    ref = json.loads((tiny_fp32 / "manifest.json").read_text())["files"]
+    got = Manifest.load(out).files
+    ref = Manifest.load(tiny_fp32).files
     if dtype == "F32":
         assert got["decoder.onnx.data"] == ref["decoder.onnx.data"]
         assert got["vision.onnx.data"] == ref["vision.onnx.data"]
@@ -285,7 +285,7 @@ def test_the_kv_cache_type_is_fp16_for_int4_and_fp32_for_the_reference(tiny_int4
         (tiny_int4, "fp16", onnx.TensorProto.FLOAT16),
         (tiny_fp32, "fp32", onnx.TensorProto.FLOAT),
     ):
-        assert json.loads((folder / "manifest.json").read_text())["decoder"]["kv_dtype"] == expected
+        assert Manifest.load(folder).decoder.kv_dtype == expected
         graph = onnx.load(folder / "decoder.onnx", load_external_data=False).graph
         caches = [i for i in graph.input if i.name.startswith("past_key_values.")]
         assert caches and {i.type.tensor_type.elem_type for i in caches} == {elem}

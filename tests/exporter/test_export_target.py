@@ -4,7 +4,6 @@ explained in one line with nothing left behind. Real processes, real signals, a 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.manifest import Manifest
 from exporter.errors import DiskSpaceError, TargetBusyError, TargetFolderError
 from exporter.export import export_model
 from exporter.file_lock import try_lock
@@ -91,7 +91,7 @@ def test_a_second_export_to_the_same_folder_is_refused_and_the_first_completes(t
         first.send_signal(signal.SIGCONT)
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
-    assert json.loads((out / "manifest.json").read_text())["precision"] == "fp32"
+    assert Manifest.load(out).precision == "fp32"
     assert leftovers(tmp_path) == []
 
 
