@@ -134,7 +134,9 @@ def main(argv=None) -> int:
     out["context_used"] = stats.context_used
     out["peak_rss_mb"] = max(peak_before, peak_rss_mb())
     if phase_peak:
-        out["peak_rss_long_context_mb"] = phase_peak_rss_mb()
+        # The phase starts at rss_before: memory freed between that reading and the reset would
+        # otherwise leave the kernel's restarted counter below where the phase began.
+        out["peak_rss_long_context_mb"] = max(phase_peak_rss_mb(), out["rss_before_long_context_mb"])
         out["peak_rss_mb"] = max(out["peak_rss_mb"], out["peak_rss_long_context_mb"])
     json.dump(out, sys.stdout)
     return 0
