@@ -63,7 +63,8 @@ class GraphBuilder:
 
     def weight(self, name: str, array: np.ndarray) -> str:
         if self.writer is None:
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            # np.asarray, not np.ascontiguousarray: that one turns a scalar into shape [1]
+            self.initializers.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         else:
             self.initializers.append(self.writer.tensor(name, array))
         return name
