@@ -49,9 +49,9 @@ def component_and_layer(node_name: str) -> tuple[str, int | None]:
 
 
 def _query_rows(nodes: list[dict]) -> int | None:
-    """Tokens in a decoder run: the sequence axis of GroupQueryAttention's query."""
+    """Tokens in a decoder run: the sequence axis of a decoder layer's rotated query."""
     for node in nodes:
-        if node["args"].get("op_name") == "GroupQueryAttention":
+        if node["args"].get("op_name") == "RotaryEmbedding" and node["name"].startswith("/decoder/"):
             shapes = node["args"].get("input_type_shape") or []
             if shapes:
                 return int(next(iter(shapes[0].values()))[1])

@@ -19,7 +19,7 @@ from .image import ImageProcessorConfig
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "iris-artifacts"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: time-major KV cache, chunk rows as outputs (attention.py); 2: typed sections
 REDO_SETUP = "Run the model setup again (it re-downloads only what is missing and converts again)."
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

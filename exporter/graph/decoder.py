@@ -5,12 +5,12 @@ Inputs
   visual_embeds [M, H]: rows that replace the embeddings at `visual_pos` (image tokens in this chunk)
   visual_pos [M] int64; deepstack_embeds [levels, M, H]: added after decoder layers 0..levels-1
   logits_pos [P] int64: rows of this chunk whose logits are wanted (usually [-1]: the last one)
-  seqlens_k [1] int32 = past + S - 1; total_sequence_length [] int32 = past + S
-  past_key_values.{i}.key / .value [1, kv_heads, T, head_dim] (T may be the preallocated maximum),
-  float32 or float16 (`kv_dtype`: half the cache memory; attention reads it slower on CPUs)
+  past_key_values.{i}.key / .value [past, kv_heads, head_dim]: the tokens cached so far (time-major,
+  so the engine binds a prefix of its preallocated buffer), float32 or float16 (`kv_dtype`: half
+  the cache memory; attention converts it as it reads)
 Outputs
-  logits [1, P, vocab]; present.{i}.key / .value (GroupQueryAttention writes in place when the
-  caller binds the same buffer as past and present)
+  logits [1, P, vocab]; new_key_values.{i}.key / .value [S, kv_heads, head_dim]: this chunk's cache
+  rows (the engine binds them onto the buffer's next rows, so nothing is copied; see attention.py)
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..config import TextConfig
 from ..quantize import quantize_blocks
-from .builder import FLOAT, FLOAT16, INT32, INT64, GraphBuilder
+from .attention import ChunkShape, cached_attention, chunk_shape
+from .builder import FLOAT, FLOAT16, INT64, GraphBuilder
 from .ops import WeightFormat, linear, rms_norm, rope_inverse_frequencies, silu_mul
 
 T = "model.language_model"
@@ -105,40 +106,11 @@ class LayerInputs:
     cos: str  # rotary tables [S, head_dim/2]
     sin: str
     rot_pos: str  # [1, S] row index into cos/sin
-    seqlens: str  # GroupQueryAttention's cache lengths
-    total: str
+    chunk: ChunkShape  # cached and new token counts, causal mask (shared by all layers)
     scatter_idx: str  # [M, 2] rows of the image tokens (for DeepStack)
     deepstack: str  # [levels, M, H]
     fmt: WeightFormat
     kv_type: int
-
-
-def cached_attention(
-    g: GraphBuilder, qkv: tuple[str, str, str], i: int, heads: tuple[int, int, int], lengths: tuple[str, str], kv_type
-) -> str:
-    """GroupQueryAttention of layer `i` over its KV cache of `kv_type` (heads: query heads, KV heads,
-    head size; lengths: seqlens_k and total_sequence_length; the rotation is applied before, by
-    RotaryEmbedding). It takes q, k, v and the cache in one type: fp32 q/k/v are cast to an fp16
-    cache's type, the output back to fp32. The setup wizard's KV-cache probe times this same node."""
-    num_heads, kv_num_heads, head_dim = heads
-    q, k, v = qkv
-    if kv_type != FLOAT:
-        q, k, v = (g.op("Cast", t, to=kv_type) for t in (q, k, v))
-    out, _, _ = g.ms(
-        "GroupQueryAttention",
-        q,
-        k,
-        v,
-        f"past_key_values.{i}.key",
-        f"past_key_values.{i}.value",
-        *lengths,
-        outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-        num_heads=num_heads,
-        kv_num_heads=kv_num_heads,
-        scale=float(head_dim**-0.5),
-        do_rotary=0,
-    )
-    return g.op("Cast", out, to=FLOAT) if kv_type != FLOAT else out
 
 
 def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> str:
@@ -158,7 +130,7 @@ def _attention(g, ck, cfg: TextConfig, i: int, y: str, inputs: LayerInputs) -> s
         return g.ms("RotaryEmbedding", x, inputs.rot_pos, inputs.cos, inputs.sin, num_heads=heads, interleaved=0)
 
     q, k = norm_rope(q, nq, "q"), norm_rope(k, nkv, "k")
-    out = cached_attention(g, (q, k, v), i, (nq, nkv, hd), (inputs.seqlens, inputs.total), inputs.kv_type)
+    out = cached_attention(g, (q, k, v), i, (nq, nkv, hd), inputs.chunk, inputs.kv_type)
     return linear(g, out, f"{a}.o_proj", ck.get(f"{a}.o_proj.weight"), None, inputs.fmt)
 
 
@@ -216,8 +188,6 @@ class _Inputs(NamedTuple):
     visual_pos: str
     deepstack: str
     logits_pos: str
-    seqlens: str
-    total: str
 
 
 def _declare_inputs(g: GraphBuilder, cfg: TextConfig, deepstack_levels: int, kv_type: int) -> _Inputs:
@@ -229,12 +199,10 @@ def _declare_inputs(g: GraphBuilder, cfg: TextConfig, deepstack_levels: int, kv_
         g.input("visual_pos", INT64, ["visual"]),
         g.input("deepstack_embeds", FLOAT, [deepstack_levels, "visual", h]),
         g.input("logits_pos", INT64, ["wanted"]),
-        g.input("seqlens_k", INT32, [1]),
-        g.input("total_sequence_length", INT32, []),
     )
     for i in range(cfg.num_hidden_layers):
         for kv in ("key", "value"):
-            g.input(f"past_key_values.{i}.{kv}", kv_type, [1, nkv, "past", hd])
+            g.input(f"past_key_values.{i}.{kv}", kv_type, ["past", nkv, hd])
     return inputs
 
 
@@ -242,8 +210,8 @@ def _declare_outputs(g: GraphBuilder, cfg: TextConfig, logits: str, kv_type: int
     g.output(logits, "logits", FLOAT, [1, "wanted", cfg.vocab_size])
     for i in range(cfg.num_hidden_layers):
         for kv in ("key", "value"):
-            name = f"present.{i}.{kv}"
-            g.output(name, name, kv_type, [1, cfg.num_key_value_heads, "total", cfg.head_dim])
+            name = f"new_key_values.{i}.{kv}"
+            g.output(name, name, kv_type, ["seq", cfg.num_key_value_heads, cfg.head_dim])
 
 
 def _place_images(g: GraphBuilder, embeds: str, inputs: _Inputs) -> tuple[str, str]:
@@ -279,10 +247,11 @@ def build_decoder(
         cos, sin = _mrope_cos_sin(g, cfg, inputs.positions)
         seq = g.op("Squeeze", g.op("Shape", inputs.ids, start=1, end=2), g.const([0]))
         rot_pos = g.op("Unsqueeze", g.op("Range", g.const(0), seq, g.const(1)), g.const([0]))
+    with g.scope("attn_mask"):
+        group = cfg.num_attention_heads // cfg.num_key_value_heads
+        chunk = chunk_shape(g, "past_key_values.0.key", inputs.ids, group)
 
-    layer_inputs = LayerInputs(
-        cos, sin, rot_pos, inputs.seqlens, inputs.total, scatter_idx, inputs.deepstack, fmt, kv_type
-    )
+    layer_inputs = LayerInputs(cos, sin, rot_pos, chunk, scatter_idx, inputs.deepstack, fmt, kv_type)
     pending = None  # (residual, branch) not yet summed: fused into the next norm
     for i in range(cfg.num_hidden_layers):
         with g.scope(f"layers.{i}"):

@@ -1,12 +1,10 @@
 """Does an fp32 KV cache pay on this computer? A second of attention and one matmul decide.
 
-The exporter stores the KV cache in fp16 by default: half the memory. onnxruntime's CPU
-GroupQueryAttention converts an fp16 cache to fp32 once per query head, so on some processors a
-long conversation decodes noticeably faster with an fp32 cache (an AMX Xeon: 3.97 tok/s instead of
-2.88-3.22 at a 4k context, no difference at a short one), at 1.2 GB more memory at the default 8k
-context. Whether that trade pays depends on how fast this CPU converts compared with how fast it
-streams the weights, so the setup wizard offers it from a measurement here, cached like the
-prompt-graph advice.
+The exporter stores the KV cache in fp16 by default: half the memory. Attention converts an fp16
+cache to fp32 as it reads it, so on some processors a long conversation decodes noticeably faster
+with an fp32 cache, at 1.2 GB more memory at the default 8k context. Whether that trade pays
+depends on how fast this CPU converts compared with how fast it streams the weights, so the setup
+wizard offers it from a measurement here, cached like the prompt-graph advice.
 """
 
 from __future__ import annotations
@@ -16,15 +14,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import onnxruntime as ort
 
 from engine.cpu import CpuInfo, cpu_info
 from engine.kernel_probe import probe_session
 from engine.memory import cache_buffer
 from engine.probe_cache import OptionAdvice, measured_per_cpu
 
-from ..graph.builder import FLOAT, FLOAT16, INT32, GraphBuilder
-from ..graph.decoder import cached_attention
+from ..graph.attention import cached_attention, chunk_shape
+from ..graph.builder import FLOAT, FLOAT16, GraphBuilder
 from ..graph.ops import matmul_nbits
 from ..quantize import BlockWeight
 from .kernels import best_seconds, matmul_session
@@ -53,7 +50,7 @@ PROBE_WEIGHT_BYTES = _int4_bytes(PROBE_K * PROBE_N, INT4.block_size)
 
 OFFER_AT = 1.15  # long conversations decode at least this much faster: offered
 SUGGEST_AT = 1.3  # ... and ticked by default
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: attention from matmuls over a time-major cache (was GroupQueryAttention)
 
 
 @dataclass(frozen=True)
@@ -95,38 +92,41 @@ def attention_graph(kv_type: int) -> tuple[GraphBuilder, str]:
     g = GraphBuilder("attention_probe")
     qkv = tuple(g.input(x, FLOAT, [1, 1, n * HEAD_DIM]) for x, n in (("q", HEADS), ("k", KV_HEADS), ("v", KV_HEADS)))
     for kv in ("key", "value"):
-        g.input(f"past_key_values.0.{kv}", kv_type, [1, KV_HEADS, "T", HEAD_DIM])
-    lengths = g.input("seqlens_k", INT32, [1]), g.input("total_sequence_length", INT32, [])
-    out = cached_attention(g, qkv, 0, (HEADS, KV_HEADS, HEAD_DIM), lengths, kv_type)
+        g.input(f"past_key_values.0.{kv}", kv_type, ["T", KV_HEADS, HEAD_DIM])
+    with g.scope("attn_mask"):
+        chunk = chunk_shape(g, "past_key_values.0.key", qkv[1], HEADS // KV_HEADS)
+    with g.scope("attn"):
+        out = cached_attention(g, qkv, 0, (HEADS, KV_HEADS, HEAD_DIM), chunk, kv_type)
     g.output(out, out, FLOAT, [1, 1, HEADS * HEAD_DIM])
     for kv in ("key", "value"):
-        g.output(f"present.0.{kv}", f"present.0.{kv}", kv_type, [1, KV_HEADS, "T", HEAD_DIM])
+        name = f"new_key_values.0.{kv}"
+        g.output(name, name, kv_type, [1, KV_HEADS, HEAD_DIM])
     return g, out
 
 
 def _attention_step(kv_type: int, dtype, rng: np.random.Generator):
     """A callable running one decode step's attention over PROBE_CONTEXT cached tokens, the cache
-    bound in place (past and present one buffer, preallocated to the default context) as the
-    engine binds it."""
+    bound in place (a prefix of a buffer preallocated to the default context, the new row written
+    after it) as the engine binds it."""
     g, out = attention_graph(kv_type)
     session = probe_session(g.graph())
-    shape = (1, KV_HEADS, DEFAULT_CONTEXT, HEAD_DIM)
+    shape = (DEFAULT_CONTEXT, KV_HEADS, HEAD_DIM)
     numbers = rng.standard_normal(shape, dtype=np.float32)
     cache = [cache_buffer(shape, dtype) for _ in ("key", "value")]  # the engine's pages (4 KiB, not huge)
     for buffer in cache:
         buffer[...] = numbers
-    values = [ort.OrtValue.ortvalue_from_numpy(c) for c in cache]
     io = session.io_binding()
     for name, n in (("q", HEADS), ("k", KV_HEADS), ("v", KV_HEADS)):
         io.bind_cpu_input(name, rng.standard_normal((1, 1, n * HEAD_DIM)).astype(np.float32))
-    io.bind_cpu_input("seqlens_k", np.array([PROBE_CONTEXT], np.int32))
-    io.bind_cpu_input("total_sequence_length", np.array(PROBE_CONTEXT + 1, np.int32))
-    for kv, value in zip(("key", "value"), values, strict=True):
-        io.bind_ortvalue_input(f"past_key_values.0.{kv}", value)
-        io.bind_ortvalue_output(f"present.0.{kv}", value)
+    row_bytes = KV_HEADS * HEAD_DIM * np.dtype(dtype).itemsize
+    for kv, buffer in zip(("key", "value"), cache, strict=True):
+        start = buffer.ctypes.data
+        io.bind_input(f"past_key_values.0.{kv}", "cpu", 0, dtype, [PROBE_CONTEXT, KV_HEADS, HEAD_DIM], start)
+        new_row = start + PROBE_CONTEXT * row_bytes
+        io.bind_output(f"new_key_values.0.{kv}", "cpu", 0, dtype, [1, KV_HEADS, HEAD_DIM], new_row)
     io.bind_output(out, "cpu")
 
-    def run(_bound=(cache, values)) -> None:  # the bound buffers must live as long as the binding
+    def run(_bound=cache) -> None:  # the bound buffers must live as long as the binding
         session.run_with_iobinding(io)
 
     return run

@@ -14,7 +14,7 @@ def test_profile_groups_runs_and_names_the_operators(tiny_int4, tmp_path, capsys
     # 16 answer tokens: the first comes from the prompt run, 15 from decode steps
     assert "decode: 15 run(s)" in text
     assert "vision: 1 run(s)" in text
-    assert "| MatMulNBits |" in text and "| GroupQueryAttention |" in text and "| MultiHeadAttention |" in text
+    assert "| MatMulNBits |" in text and "| FusedMatMul |" in text and "| MultiHeadAttention |" in text
     # Time is also given per component of the model and spread over its layers.
     for component in ("| attn/qkv_proj |", "| mlp/down_proj |", "| attn |", "| lm_head |"):
         assert component in text, component

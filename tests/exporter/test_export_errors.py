@@ -240,7 +240,7 @@ def test_tied_embedding_is_stored_once(tiny_int4):
     shared = [names for names in regions.values() if len(names) > 1]
     assert shared == [["model.language_model.embed_tokens.qweight", "model.language_model.embed_tokens.qweight_rows"]]
     ops = {n.op_type for n in model.graph.node}
-    assert {"GatherBlockQuantized", "MatMulNBits", "GroupQueryAttention", "RotaryEmbedding"} <= ops
+    assert {"GatherBlockQuantized", "MatMulNBits", "FusedMatMul", "RotaryEmbedding"} <= ops
 
 
 @pytest.mark.parametrize("dtype", ["F32", "F16"])

@@ -29,7 +29,7 @@ def test_decoder_nodes_are_scoped_by_layer_and_component(tiny_int4):
     layers = {int(m.group(1)) for name, _ in nodes if (m := re.match(r"/decoder/layers\.(\d+)/", name))}
     assert layers == set(range(len(layers))) and len(layers) > 1
     assert any(name.startswith("/decoder/lm_head/") and op == "MatMulNBits" for name, op in nodes)
-    assert any(name.startswith("/decoder/layers.0/attn/") and op == "GroupQueryAttention" for name, op in nodes)
+    assert any(name.startswith("/decoder/layers.0/attn/") and op == "FusedMatMul" for name, op in nodes)
 
 
 def test_vision_nodes_are_scoped_by_block_and_component(tiny_int4):

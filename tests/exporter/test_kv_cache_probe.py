@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto
+from onnx.helper import get_attribute_value
 
 from engine.cpu import cpu_info
 from exporter.probes import kv_cache
@@ -43,18 +44,27 @@ def test_the_predicted_gain_counts_attention_in_every_layer_against_the_weights(
     assert slower.decode_speedup < 1 and not slower.offered
 
 
+def _attention_nodes(graph: onnx.GraphProto, scope: str) -> list[tuple]:
+    """The attention's own nodes in `scope` (not the projections, norms or rotation around them):
+    operator and attributes (bar the scale, which is the model's head size), in order."""
+    kinds = {"Cast", "FusedMatMul", "Softmax", "Transpose", "Where", "Greater"}
+    return [
+        (n.op_type, n.domain, sorted((a.name, get_attribute_value(a)) for a in n.attribute if a.name != "alpha"))
+        for n in graph.node
+        if n.name.startswith(scope) and n.op_type in kinds
+    ]
+
+
 def test_the_probed_attention_is_the_exported_decoders(tiny_int4):
-    """Same operator, inputs and attributes (bar the head counts), same casts around an fp16 cache."""
+    """Same operators with the same attributes in the same order, the same casts around the fp16
+    cache, and the same causal mask."""
     exported = onnx.load(tiny_int4 / "decoder.onnx", load_external_data=False).graph
-    gqa = next(n for n in exported.node if n.op_type == "GroupQueryAttention")
-    producers = {out: n for n in exported.node for out in n.output}
-    casts = [producers[name] for name in gqa.input[:3]]
-    assert all(c.op_type == "Cast" and c.attribute[0].i == TensorProto.FLOAT16 for c in casts)
     probe_graph = kv_cache.attention_graph(TensorProto.FLOAT16)[0].graph()
-    probe_gqa = next(n for n in probe_graph.node if n.op_type == "GroupQueryAttention")
-    assert probe_gqa.domain == gqa.domain and len(probe_gqa.input) == len(gqa.input)
-    assert sorted(a.name for a in probe_gqa.attribute) == sorted(a.name for a in gqa.attribute)
-    assert [n.op_type for n in probe_graph.node] == ["Cast"] * 3 + ["GroupQueryAttention", "Cast"]
+    layer = _attention_nodes(exported, "/decoder/layers.0/attn/")
+    assert layer == _attention_nodes(probe_graph, "/attention_probe/attn/")
+    assert [op for op, _, _ in layer].count("FusedMatMul") == 4 and ("Cast", "", [("to", TensorProto.FLOAT)]) in layer
+    mask = _attention_nodes(probe_graph, "/attention_probe/attn_mask/")
+    assert _attention_nodes(exported, "/decoder/attn_mask/") == mask
 
 
 def test_the_measurement_is_cached_per_processor_and_onnxruntime(tmp_path, monkeypatch):

@@ -102,11 +102,11 @@ def test_the_measurements_run_one_after_the_other(qtbot, tmp_path, monkeypatch, 
 
 def test_a_failed_measurement_says_so_and_the_box_stays_off(qtbot, tmp_path, monkeypatch):
     def broken():
-        raise RuntimeError("no GroupQueryAttention here")
+        raise RuntimeError("no attention kernel here")
 
     monkeypatch.setattr(choose_page, "measure_kv_cache_advice", broken)
     wizard = make_wizard(qtbot, tmp_path / "model")
     page = wizard.choose_page
-    assert "could not be measured on this computer (no GroupQueryAttention here)" in page.kv_hint.text()
+    assert "could not be measured on this computer (no attention kernel here)" in page.kv_hint.text()
     assert not page.kv_check.isEnabled()
     assert page.prefill_check.isEnabled(), "the other measurement is not affected"
