@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.probes.kv_cache import KvCacheAdvice
 from exporter.probes.prompt_graph import PromptGraphAdvice
 from tests.ui_wizard import close_wizards, serve
 from ui.wizard import choose_page
@@ -13,14 +12,11 @@ from ui.wizard import choose_page
 # What the kernel measurement says on a machine where the int8 prompt graph pays a little: offered,
 # not ticked. Real timings vary with the CPU and its load; tests that need another verdict patch it.
 OFFERED = PromptGraphAdvice("a test CPU", int4_gops=100.0, int8_gops=200.0)
-# Likewise for the fp32 KV cache: long conversations ~1.2x faster, offered, not ticked.
-KV_OFFERED = KvCacheAdvice("a test CPU", attention_fp16_ms=4.0, attention_fp32_ms=2.5, weights_ms=200.0)
 
 
 @pytest.fixture(autouse=True)
 def _measured_advice(monkeypatch):
     monkeypatch.setattr(choose_page, "measure_prompt_graph_advice", lambda: OFFERED)
-    monkeypatch.setattr(choose_page, "measure_kv_cache_advice", lambda: KV_OFFERED)
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,6 @@ PRECISION_CHOICES = (
     ("fp32", "32-bit float weights (about 4x larger and slower)"),
 )
 FAST_PREFILL = "int8"  # ExportOptions.prefill of the "Faster first answer" box: int8 weights read prompts
-FAST_KV_CACHE = "fp32"  # ExportOptions.kv_cache of the "Faster long conversations" box: no fp16 conversion
 
 
 class Mode(Enum):
@@ -41,7 +40,6 @@ class SetupChoice:
     revision: str = "main"
     precision: str = "int4"
     prefill: str | None = None  # FAST_PREFILL when the user asked for the faster first answer
-    kv_cache: str | None = None  # FAST_KV_CACHE when the user asked for faster long conversations
     source_dir: Path | None = None  # the checkpoint to convert, or the artifact folder to verify
     source_info: dict | None = None  # recorded in the manifest: where the checkpoint came from
     plan: DownloadPlan | None = None
@@ -55,9 +53,7 @@ class SetupChoice:
         return self.target_dir
 
     def export_options(self) -> ExportOptions:
-        return ExportOptions(
-            self.precision, overwrite=self.replace_target, prefill=self.prefill, kv_cache=self.kv_cache
-        )
+        return ExportOptions(self.precision, overwrite=self.replace_target, prefill=self.prefill)
 
 
 @dataclass(frozen=True)

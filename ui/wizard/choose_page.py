@@ -32,14 +32,12 @@ from engine.probe_cache import OptionAdvice
 from exporter.download import DownloadPlan
 from exporter.errors import ExportError
 from exporter.export import ExportOptions
-from exporter.probes.kv_cache import KvCacheAdvice, kv_cache_advice
 from exporter.probes.prompt_graph import PromptGraphAdvice, prompt_graph_advice
 from ui.paths import data_dir
 
 from . import memory
 from .assess import Assessment, assess_download, assess_folder
 from .choice import (
-    FAST_KV_CACHE,
     FAST_PREFILL,
     NEXT_PAGE,
     PRECISION_CHOICES,
@@ -59,11 +57,6 @@ MEASURING_HINT = "Measuring what it gains on this computer…"
 def measure_prompt_graph_advice() -> PromptGraphAdvice:
     """A second of the int4 and int8 kernels on this CPU, cached in the data folder."""
     return prompt_graph_advice(data_dir() / "prompt-graph-advice.json")
-
-
-def measure_kv_cache_advice() -> KvCacheAdvice:
-    """A second of attention with fp16 and fp32 caches and of the int4 weights, cached likewise."""
-    return kv_cache_advice(data_dir() / "kv-cache-advice.json")
 
 
 class ChoosePage(QWizardPage):
@@ -118,11 +111,6 @@ class ChoosePage(QWizardPage):
         self._prefill_blocker = memory.fast_prefill_blocker(memory.total_ram_bytes())  # RAM does not change
         self._advice: PromptGraphAdvice | None = None
         self.prefill_hint.setText(self._prefill_blocker or MEASURING_HINT)
-        self.kv_check = QCheckBox("Faster long conversations")
-        self.kv_check.setEnabled(False)  # until the measurement says it pays on this computer
-        self.kv_hint = QLabel(MEASURING_HINT)
-        self.kv_hint.setWordWrap(True)
-        self._kv_advice: KvCacheAdvice | None = None
         self._measuring: Task | None = None
         self._to_measure: list[tuple] = []  # (measure, on success, on failure), run one after another
         self.summary_label = QLabel()
@@ -149,10 +137,9 @@ class ChoosePage(QWizardPage):
         options = QFormLayout()
         options.addRow("Save the model in:", target_row)
         options.addRow("Weights:", self.precision_combo)
-        speed = QVBoxLayout()  # one row: a form row per box spaced the second one unevenly
+        speed = QVBoxLayout()  # the box and its hint as one form row
         speed.setSpacing(8)
         speed.addLayout(self._check_box(self.prefill_check, self.prefill_hint))
-        speed.addLayout(self._check_box(self.kv_check, self.kv_hint))
         options.addRow("Speed:", speed)
         problem_row = QHBoxLayout()
         problem_row.addWidget(self.problem_label, 1)
@@ -174,7 +161,6 @@ class ChoosePage(QWizardPage):
         self.target_edit.textChanged.connect(self._refresh)
         self.precision_combo.currentIndexChanged.connect(self._refresh)
         self.prefill_check.toggled.connect(self._refresh)
-        self.kv_check.toggled.connect(self._refresh)
         self.folder_browse.clicked.connect(lambda: self._browse(self.folder_edit, "The folder you already have"))
         self.target_browse.clicked.connect(lambda: self._browse(self.target_edit, "Where to save the model"))
         self.check_again_button.clicked.connect(self._start_planning)
@@ -221,7 +207,6 @@ class ChoosePage(QWizardPage):
         choice.target_dir = Path(self.target_edit.text().strip()).expanduser().absolute()
         choice.precision = self.precision_combo.currentData()
         choice.prefill = self._options().prefill
-        choice.kv_cache = self._options().kv_cache
         choice.replace_target = self._assessment.replace_target
         choice.plan = None
         choice.source_dir = choice.source_info = None
@@ -247,20 +232,12 @@ class ChoosePage(QWizardPage):
     def _prefill_offered(self) -> bool:
         return not self._prefill_blocker and self._advice is not None and self._advice.offered
 
-    @property
-    def _kv_offered(self) -> bool:
-        """fp32 weights come with an fp32 cache anyway: the choice is the int4 model's."""
-        int4 = self.precision_combo.currentData() == "int4"
-        return int4 and self._kv_advice is not None and self._kv_advice.offered
-
     def _options(self) -> ExportOptions:
         """What the conversion will be asked to write, as far as this page decides it."""
         fast = self.prefill_check.isChecked() and self._prefill_offered
-        fast_kv = self.kv_check.isChecked() and self._kv_offered
         return ExportOptions(
             self.precision_combo.currentData(),
             prefill=FAST_PREFILL if fast else None,
-            kv_cache=FAST_KV_CACHE if fast_kv else None,
         )
 
     def _repo(self) -> tuple[str, str]:
@@ -292,7 +269,6 @@ class ChoosePage(QWizardPage):
         self.target_browse.setEnabled(uses_target)
         self.precision_combo.setEnabled(uses_target)
         self.prefill_check.setEnabled(uses_target and self._prefill_offered)
-        self.kv_check.setEnabled(uses_target and self._kv_offered)
         self._show(assessment)
 
     def _show(self, assessment: Assessment) -> None:
@@ -308,7 +284,6 @@ class ChoosePage(QWizardPage):
         """One measurement at a time: two at once would share the cores and both read slow."""
         if not self._prefill_blocker:
             self._to_measure.append((measure_prompt_graph_advice, self._on_measured, self._on_measure_failed))
-        self._to_measure.append((measure_kv_cache_advice, self._on_kv_measured, self._on_kv_measure_failed))
         self._measure_next()
 
     def _measure_next(self) -> None:
@@ -332,15 +307,6 @@ class ChoosePage(QWizardPage):
     @Slot(object, object)
     def _on_measure_failed(self, task: Task, error: BaseException) -> None:
         self._show_failure(self.prefill_hint, error)
-
-    @Slot(object, object)
-    def _on_kv_measured(self, task: Task, advice: KvCacheAdvice) -> None:
-        self._kv_advice = advice
-        self._show_advice(self.kv_check, self.kv_hint, advice)
-
-    @Slot(object, object)
-    def _on_kv_measure_failed(self, task: Task, error: BaseException) -> None:
-        self._show_failure(self.kv_hint, error)
 
     def _show_advice(self, check: QCheckBox, hint: QLabel, advice: OptionAdvice) -> None:
         hint.setText(advice.hint())
