@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kv-cache",
         choices=KV_CACHE_FORMATS,
         help="KV cache type (default: fp16, fp32 with --precision fp32; fp32 needs twice the "
-        "memory per token and decodes at about the same speed, a few %% faster at a 4k context on some CPUs)",
+        "memory per token and measured no faster)",
     )
     ap.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
     return ap
