@@ -292,11 +292,10 @@ class DecoderRunner:
         for name, value in feeds.items():
             io.bind_cpu_input(name, value)
         io.bind_output("logits", "cpu")  # first, so it is output 0 below
-        cache, past = self.cache, self.length
+        cache, past, rows = self.cache, self.length, [sh.kv_heads, sh.head_dim]
         for i in range(sh.num_layers):
             for j, kv in enumerate(("key", "value")):
                 start = cache.buffers[2 * i + j].ctypes.data
-                rows = [sh.kv_heads, sh.head_dim]
                 io.bind_input(f"past_key_values.{i}.{kv}", "cpu", 0, cache.dtype, [past, *rows], start)
                 new_rows = start + past * cache.row_bytes
                 io.bind_output(f"new_key_values.{i}.{kv}", "cpu", 0, cache.dtype, [s, *rows], new_rows)
